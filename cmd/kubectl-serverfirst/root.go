@@ -1,0 +1,47 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// rootOptions holds what every subcommand shares: the kubeconfig flags and
+// the output streams (streams, not os.Stdout, so commands are testable).
+type rootOptions struct {
+	configFlags   *genericclioptions.ConfigFlags
+	allNamespaces bool
+	streams       genericiooptions.IOStreams
+}
+
+// NewRootCommand builds the command tree. It has no side effects until a
+// subcommand runs.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	opts := &rootOptions{
+		configFlags: genericclioptions.NewConfigFlags(true),
+		streams:     streams,
+	}
+	cmd := &cobra.Command{
+		Use:   "kubectl-serverfirst",
+		Short: "Find and fix server-first protocols that deadlock behind a mesh sidecar",
+		Long: `kubectl-serverfirst finds ports where a server-first protocol (MySQL, SMTP, FTP,
+POP3, IMAP, SSH, NATS, ...) hangs behind an Istio/ASM sidecar that waits for the
+client to speak first, proves it with an active probe, and prints the fix.
+
+Installed on your PATH it is also the kubectl plugin "kubectl serverfirst".`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.SetIn(streams.In)
+	cmd.SetOut(streams.Out)
+	cmd.SetErr(streams.ErrOut)
+
+	flags := cmd.PersistentFlags()
+	opts.configFlags.AddFlags(flags)
+	flags.BoolVarP(&opts.allNamespaces, "all-namespaces", "A", false,
+		"Scan every namespace (overrides --namespace)")
+
+	cmd.AddCommand(newVersionCommand(streams))
+	cmd.AddCommand(newProbeCommand(streams))
+	return cmd
+}
