@@ -23,3 +23,5 @@ fi
 for svc in mariadb redis-server postgresql ssh; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
+# kube-apiserver + etcd for e2e/testenv, built once from e2e/tools (slow the first time).
+bash hack/testbins.sh
