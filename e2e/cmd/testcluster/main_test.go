@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+)
+
+// The test binary doubles as the command: run as a child with this variable
+// set, it is testcluster itself (same main package, same run()), which
+// spares a separate `go build` of the command.
+const asCommand = "SERVERFIRST_TESTCLUSTER_AS_COMMAND"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCommand) == "1" {
+		os.Exit(run(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asCommand+"=1")
+	return cmd
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"no kubeconfig", nil, 2, "usage"},
+		{"stray argument", []string{"--kubeconfig", "x", "extra"}, 2, "usage"},
+		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"binaries missing", []string{"--kubeconfig", filepath.Join(t.TempDir(), "kc"), "--bin-dir", t.TempDir()}, 1, "run `make test-deps`"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := command(ctx, tc.args...).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != tc.wantCode {
+				t.Fatalf("exit = %v, want code %d; output:\n%s", err, tc.wantCode, out)
+			}
+			if !strings.Contains(string(out), tc.wantErr) {
+				t.Errorf("output lacks %q:\n%s", tc.wantErr, out)
+			}
+		})
+	}
+}
+
+func TestRunUntilSIGINT(t *testing.T) {
+	if _, _, err := testenv.Binaries(""); err != nil {
+		testenv.StartForTest(t, testenv.Options{}) // skips, or fails under CI
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	cmd := command(ctx, "--kubeconfig", kubeconfig)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// Whatever happens below, never leave the command running.
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+
+	// The kubeconfig appearing is the readiness signal users rely on.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(kubeconfig); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err // for the deferred cleanup
+			t.Fatalf("testcluster exited before writing the kubeconfig: %v\n%s", err, stderr.String())
+		case <-ctx.Done():
+			t.Fatalf("no kubeconfig: %v\n%s", ctx.Err(), stderr.String())
+		case <-tick.C:
+		}
+	}
+	var stateDir string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if d, found := strings.CutPrefix(line, "testcluster: state in "); found {
+			stateDir = d
+		}
+	}
+	if stateDir == "" {
+		t.Fatalf("no state dir reported:\n%s", stderr.String())
+	}
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatalf("kubeconfig at ready: %v", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Fatalf("use the published kubeconfig: %v", err)
+	}
+	if _, err := cs.Discovery().ServerResourcesForGroupVersion("networking.istio.io/v1"); err != nil {
+		t.Errorf("Istio CRDs not served: %v", err)
+	}
+	if pids, _ := testenv.PIDsMentioning(stateDir); len(pids) != 2 {
+		t.Errorf("processes under %s while running: %v, want etcd and kube-apiserver", stateDir, pids)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("testcluster after SIGINT: %v, want exit 0\n%s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("testcluster still running after SIGINT: %v\n%s", ctx.Err(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "testcluster: stopping") {
+		t.Errorf("no orderly stop in output:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir %s after exit: %v, want removed", stateDir, err)
+	}
+	if _, err := os.Stat(kubeconfig); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kubeconfig %s after exit: %v, want removed", kubeconfig, err)
+	}
+	if pids, _ := testenv.PIDsMentioning(stateDir); len(pids) != 0 {
+		t.Errorf("processes left after exit: %v", pids)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(kubeconfig), ".testcluster-kubeconfig-*")); len(left) != 0 {
+		t.Errorf("temp kubeconfig files left: %v", left)
+	}
+}
+
+// syncBuffer is the child's stderr: written by os/exec's copier goroutine,
+// read by the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
