@@ -165,13 +165,13 @@ func start(ctx context.Context, apiserverBin, etcdBin string, opts Options) (env
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdClient)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeer)
 	env.etcd, err = startProcess("etcd", etcdBin, []string{
-		"--name=default",
+		"--name=testenv",
 		"--data-dir=" + filepath.Join(dir, "etcd"),
 		"--listen-client-urls=" + etcdURL,
 		"--advertise-client-urls=" + etcdURL,
 		"--listen-peer-urls=" + peerURL,
 		"--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL,
+		"--initial-cluster=testenv=" + peerURL,
 		// Throw-away data: fsync only slows seeding thousands of objects.
 		"--unsafe-no-fsync=true",
 		"--log-level=warn",
@@ -188,6 +188,9 @@ func start(ctx context.Context, apiserverBin, etcdBin string, opts Options) (env
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// The endpoint reconcilers refuse a loopback advertise address; with
+		// none, the `kubernetes` Service simply has no endpoints.
+		"--endpoint-reconciler-type=none",
 		"--secure-port=" + strconv.Itoa(apiPort),
 		"--tls-cert-file=" + filepath.Join(dir, "apiserver.crt"),
 		"--tls-private-key-file=" + filepath.Join(dir, "apiserver.key"),
@@ -295,8 +298,8 @@ func (e *Env) Stop() error {
 	var err error
 	e.stopOnce.Do(func() {
 		// API server first: etcd going away under it only makes it log noise.
-		e.apiserver.stop(10 * time.Second)
-		e.etcd.stop(10 * time.Second)
+		e.apiserver.stop()
+		e.etcd.stop()
 		e.closeDone()
 		err = os.RemoveAll(e.Dir)
 	})

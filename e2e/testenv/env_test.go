@@ -11,6 +11,7 @@ import (
 
 	networkingapi "istio.io/api/networking/v1"
 	securityapi "istio.io/api/security/v1"
+	typeapi "istio.io/api/type/v1beta1"
 	istionet "istio.io/client-go/pkg/apis/networking/v1"
 	istiosec "istio.io/client-go/pkg/apis/security/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -89,6 +90,7 @@ func TestStartWithIstioCRDs(t *testing.T) {
 	pa := &istiosec.PeerAuthentication{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
 		Spec: securityapi.PeerAuthentication{
+			Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}},
 			PortLevelMtls: map[uint32]*securityapi.PeerAuthentication_MutualTLS{
 				3306: {Mode: securityapi.PeerAuthentication_MutualTLS_DISABLE},
 			},
@@ -291,9 +293,11 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 	if len(pids) != 2 {
 		t.Errorf("processes mentioning %s while running: %v, want etcd and kube-apiserver", env.Dir, pids)
 	}
+	stopBegan := time.Now()
 	if err := env.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
+	t.Logf("started in %v, stopped in %v", env.StartupTime, time.Since(stopBegan))
 	if err := env.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // process is one child (etcd or kube-apiserver) running in its own process
@@ -53,25 +52,16 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop ends the whole process group: SIGTERM first so etcd and the API
-// server can close their listeners, SIGKILL if that takes too long. A
-// negative pid addresses the group, which also catches any helper the child
-// may have forked.
-func (p *process) stop(grace time.Duration) {
+// stop kills the whole process group and reaps the child. SIGKILL without
+// a SIGTERM first: etcd's data and the API server's state are thrown away,
+// so a graceful shutdown (about a second for kube-apiserver) buys nothing.
+// A negative pid addresses the group, which also catches anything the child
+// forked, even after the leader has exited.
+func (p *process) stop() {
 	if p == nil {
 		return
 	}
-	pgid := -p.cmd.Process.Pid
-	if !p.exited() {
-		_ = syscall.Kill(pgid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-		}
-	}
-	// Kill the group even when the leader has exited: a forked child could
-	// outlive it.
-	_ = syscall.Kill(pgid, syscall.SIGKILL)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
 }
 
