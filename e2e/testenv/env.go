@@ -102,6 +102,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	began := time.Now()
+	removeStaleDirs()
 
 	// A port picked by freePorts can be taken before the child binds it;
 	// that is the one failure worth retrying.
@@ -124,8 +125,28 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	}
 }
 
+const dirPattern = "serverfirst-testenv-*"
+
+// removeStaleDirs deletes what earlier Envs left when their process was
+// killed before Stop (a `go test -timeout` panic, SIGKILL): etcd preallocates
+// its WAL, so each leak costs over 100 MB. The children themselves die with
+// their parent (see sysProcAttr). A dir is stale when no process mentions it
+// and it is old enough not to belong to an Env that is still starting.
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPattern))
+	for _, d := range dirs {
+		fi, err := os.Stat(d)
+		if err != nil || time.Since(fi.ModTime()) < 2*time.Minute {
+			continue
+		}
+		if pids, err := PIDsMentioning(d); err == nil && len(pids) == 0 {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
 func start(ctx context.Context, apiserverBin, etcdBin string, opts Options) (env *Env, err error) {
-	dir, err := os.MkdirTemp("", "serverfirst-testenv-")
+	dir, err := os.MkdirTemp("", dirPattern)
 	if err != nil {
 		return nil, err
 	}

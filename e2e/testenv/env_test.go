@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -411,6 +412,48 @@ func TestIstioCRDFileFromModule(t *testing.T) {
 	for _, want := range []string{"name: serviceentries.networking.istio.io", "name: peerauthentications.security.istio.io"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("%s lacks %q", f, want)
+		}
+	}
+}
+
+func TestRemoveStaleDirs(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	old := time.Now().Add(-time.Hour)
+	mk := func(name string, mtime time.Time) string {
+		d := filepath.Join(tmp, name)
+		if err := os.MkdirAll(filepath.Join(d, "etcd"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	stale := mk("serverfirst-testenv-1", old)
+	fresh := mk("serverfirst-testenv-2", time.Now())
+	inUse := mk("serverfirst-testenv-3", old)
+	other := mk("someone-else-4", old)
+
+	// A live process naming inUse on its command line, as etcd would.
+	holder := exec.Command("sh", "-c", "read x", inUse)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); _ = holder.Wait() }()
+
+	removeStaleDirs()
+	for _, tc := range []struct {
+		dir      string
+		wantGone bool
+	}{{stale, true}, {fresh, false}, {inUse, false}, {other, false}} {
+		_, err := os.Stat(tc.dir)
+		if gone := errors.Is(err, os.ErrNotExist); gone != tc.wantGone {
+			t.Errorf("%s: gone = %v, want %v", filepath.Base(tc.dir), gone, tc.wantGone)
 		}
 	}
 }

@@ -47,6 +47,7 @@ func run(args []string) int {
 	// down whatever was started.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	followGoRun()
 
 	env, err := testenv.Start(ctx, testenv.Options{NoIstioCRDs: *noCRDs, BinDir: *binDir, StartTimeout: *timeout})
 	if errors.Is(err, testenv.ErrBinariesMissing) {
