@@ -1,0 +1,463 @@
+package probe
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// Options tune a probe. Zero or negative fields mean "use the default", so a
+// partly filled Options is safe; DefaultOptions shows the defaults.
+type Options struct {
+	// ConnectTimeout bounds the TCP handshake (all resolved addresses
+	// together) and, separately, the DNS lookup of a host name.
+	ConnectTimeout time.Duration
+	// BannerTimeout is how long to wait after the connection is established
+	// (and Payload written) for the server's bytes. Silence for this long
+	// is the outcome "silent".
+	BannerTimeout time.Duration
+	// Concurrency bounds how many targets ProbeAll has in flight; each one
+	// holds one socket, so keep it under the open-files limit.
+	Concurrency int
+	// Payload is written right after connecting. It is the only way the
+	// prober ever sends bytes; empty means a purely passive probe.
+	Payload []byte
+	// MaxBannerBytes caps how much is read.
+	MaxBannerBytes int
+	// QuietGap ends the read once bytes have arrived and no more come for
+	// this long. See readBanner for the whole rule.
+	QuietGap time.Duration
+}
+
+// DefaultOptions: 3 s to connect, 3 s for a banner, 64 targets at once,
+// 512 bytes, 100 ms quiet gap, nothing sent.
+func DefaultOptions() Options {
+	return Options{
+		ConnectTimeout: 3 * time.Second,
+		BannerTimeout:  3 * time.Second,
+		Concurrency:    64,
+		MaxBannerBytes: 512,
+		QuietGap:       100 * time.Millisecond,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = d.ConnectTimeout
+	}
+	if o.BannerTimeout <= 0 {
+		o.BannerTimeout = d.BannerTimeout
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = d.Concurrency
+	}
+	if o.MaxBannerBytes <= 0 {
+		o.MaxBannerBytes = d.MaxBannerBytes
+	}
+	if o.QuietGap <= 0 {
+		o.QuietGap = d.QuietGap
+	}
+	return o
+}
+
+// Outcome is what happened to one probe.
+type Outcome string
+
+const (
+	// OutcomeBanner: connected and the server sent at least one byte first.
+	OutcomeBanner Outcome = "banner"
+	// OutcomeSilent: connected, nothing arrived within BannerTimeout. A
+	// client-first server, or a sidecar waiting for the client.
+	OutcomeSilent Outcome = "silent"
+	// OutcomeRefused: the handshake was answered with RST.
+	OutcomeRefused Outcome = "refused"
+	// OutcomeClosed: connected, then the peer closed (FIN) without a byte.
+	OutcomeClosed Outcome = "closed"
+	// OutcomeReset: connected, then the peer reset the connection without a byte.
+	OutcomeReset Outcome = "reset"
+	// OutcomeConnectTimeout: no answer to the handshake within ConnectTimeout.
+	OutcomeConnectTimeout Outcome = "connect-timeout"
+	// OutcomeError: anything else (DNS failure, no route, canceled, ...);
+	// Result.Error says what.
+	OutcomeError Outcome = "error"
+)
+
+// CanceledError is Result.Error for targets cut short by the caller's context.
+const CanceledError = "canceled"
+
+// Result is the evidence from one probe. Its JSON form is a contract that
+// automation relies on; fields appear in this order:
+//
+//	{"target":"127.0.0.1:2525","outcome":"banner","connectMs":0.4,"firstByteMs":1.7,
+//	 "banner":"220 mail ESMTP\r\n","protocol":"smtp","address":"127.0.0.1:2525"}
+//
+// Banner bytes: when the bytes read are valid UTF-8, Banner is exactly those
+// bytes (JSON escapes \r, \n and other controls, so nothing is lost) and
+// BannerBase64 is absent. When they are not (a MySQL greeting carries a
+// binary salt), Banner is a lossy, human-readable copy in which each invalid
+// byte became U+FFFD, and BannerBase64 holds the exact bytes (standard
+// base64). So: BannerBase64 present means Banner is lossy. Bytes() gives the
+// exact bytes either way.
+type Result struct {
+	Target  string  `json:"target"`
+	Outcome Outcome `json:"outcome"`
+	// ConnectMs is the TCP handshake time, all addresses tried included;
+	// for a failed connect, the time until it failed.
+	ConnectMs float64 `json:"connectMs"`
+	// FirstByteMs counts from the established connection to the first
+	// byte; absent when no byte arrived.
+	FirstByteMs  *float64 `json:"firstByteMs,omitempty"`
+	Banner       string   `json:"banner,omitempty"`
+	Protocol     string   `json:"protocol,omitempty"`
+	BannerBase64 string   `json:"bannerBase64,omitempty"`
+	// DNSMs is the name lookup time; absent for IP literals.
+	DNSMs *float64 `json:"dnsMs,omitempty"`
+	// Address is the IP:port dialled last (the one that answered, if any).
+	Address string `json:"address,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Bytes returns the exact bytes read from the server.
+func (r Result) Bytes() []byte {
+	if r.BannerBase64 != "" {
+		if b, err := base64.StdEncoding.DecodeString(r.BannerBase64); err == nil {
+			return b
+		}
+	}
+	return []byte(r.Banner)
+}
+
+// setBanner stores b following the encoding rule documented on Result.
+func (r *Result) setBanner(b []byte) {
+	if utf8.Valid(b) {
+		r.Banner, r.BannerBase64 = string(b), ""
+		return
+	}
+	r.Banner = string([]rune(string(b))) // each invalid byte becomes U+FFFD
+	r.BannerBase64 = base64.StdEncoding.EncodeToString(b)
+}
+
+// millis rounds to microseconds so JSON stays short and readable.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
+}
+
+func millisPtr(d time.Duration) *float64 {
+	v := millis(d)
+	return &v
+}
+
+// testHookReading, when set by a test, runs after the connection is
+// established (and Payload written) and before the first read, so a test
+// server can send its "late" banner only once the prober is waiting.
+var testHookReading func(Target)
+
+// Probe dials t once and reports what the server did. It never returns an
+// error: every failure is an Outcome.
+func Probe(ctx context.Context, t Target, o Options) Result {
+	o = o.withDefaults()
+	r := Result{Target: t.String()}
+	if ctx.Err() != nil {
+		return canceled(r, ctx)
+	}
+
+	addrs, dnsTime, err := resolve(ctx, t.Host, o.ConnectTimeout)
+	if dnsTime > 0 {
+		r.DNSMs = millisPtr(dnsTime)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return canceled(r, ctx)
+		}
+		r.Outcome, r.Error = OutcomeError, err.Error()
+		return r
+	}
+
+	conn, addr, connectTime, err := dial(ctx, addrs, t.Port, o.ConnectTimeout)
+	r.ConnectMs = millis(connectTime)
+	r.Address = addr
+	if err != nil {
+		if ctx.Err() != nil {
+			return canceled(r, ctx)
+		}
+		r.Outcome, r.Error = classifyDial(err)
+		return r
+	}
+	defer conn.Close()
+	established := time.Now()
+
+	dl := &deadlines{conn: conn}
+	stop := context.AfterFunc(ctx, dl.cancel)
+	defer stop()
+
+	if len(o.Payload) > 0 {
+		if !dl.set(established.Add(o.BannerTimeout)) {
+			return canceled(r, ctx)
+		}
+		if _, err := conn.Write(o.Payload); err != nil {
+			if ctx.Err() != nil {
+				return canceled(r, ctx)
+			}
+			r.Outcome, r.Error = classifyRead(err)
+			return r
+		}
+	}
+	if testHookReading != nil {
+		testHookReading(t)
+	}
+
+	buf := make([]byte, o.MaxBannerBytes)
+	n, firstByte, err := readBanner(conn, dl, buf, established.Add(o.BannerTimeout), o.QuietGap)
+	if n > 0 {
+		// Bytes already in hand are the evidence, even if the read was then
+		// cut short by a close, a reset or the caller's cancel.
+		r.Outcome = OutcomeBanner
+		r.FirstByteMs = millisPtr(firstByte.Sub(established))
+		r.setBanner(buf[:n])
+		r.Protocol = Fingerprint(buf[:n])
+		return r
+	}
+	if ctx.Err() != nil {
+		return canceled(r, ctx)
+	}
+	r.Outcome, r.Error = classifyRead(err)
+	return r
+}
+
+func canceled(r Result, ctx context.Context) Result {
+	r.Outcome, r.Error = OutcomeError, CanceledError
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		r.Error = CanceledError + ": deadline exceeded"
+	}
+	return r
+}
+
+// deadlines serialises deadline changes with cancellation, so a read loop
+// that moves its deadline forward can never undo a cancel that raced it.
+type deadlines struct {
+	mu       sync.Mutex
+	conn     net.Conn
+	canceled bool
+}
+
+func (d *deadlines) cancel() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.canceled = true
+	_ = d.conn.SetDeadline(time.Unix(1, 0))
+}
+
+// set moves the deadline; false means the probe was canceled meanwhile.
+func (d *deadlines) set(t time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.canceled {
+		return false
+	}
+	_ = d.conn.SetDeadline(t)
+	return true
+}
+
+// readBanner reads the server's first burst into buf. The rule:
+//   - wait for the first byte until deadline (BannerTimeout after connect);
+//   - once bytes have arrived, stop at once when the burst looks complete:
+//     buf is full, the bytes end with a newline (every text greeting does),
+//     or they are exactly one whole MySQL packet (the binary handshake or
+//     error packet, which has no newline);
+//   - otherwise keep reading while more bytes follow within quietGap of
+//     each other, never past deadline;
+//   - EOF, reset or timeout end the read; bytes already read are kept.
+//
+// It returns how many bytes it read, when the first one arrived, and the
+// error that ended the read (nil when the burst was complete).
+func readBanner(conn net.Conn, dl *deadlines, buf []byte, deadline time.Time, quietGap time.Duration) (int, time.Time, error) {
+	var first time.Time
+	if !dl.set(deadline) {
+		return 0, first, context.Canceled
+	}
+	n := 0
+	for n < len(buf) {
+		m, err := conn.Read(buf[n:])
+		if m > 0 {
+			if n == 0 {
+				first = time.Now()
+			}
+			n += m
+			if burstComplete(buf[:n]) {
+				return n, first, nil
+			}
+		}
+		if err != nil {
+			return n, first, err
+		}
+		if m > 0 {
+			next := time.Now().Add(quietGap)
+			if next.After(deadline) {
+				next = deadline
+			}
+			if !dl.set(next) {
+				return n, first, context.Canceled
+			}
+		}
+	}
+	return n, first, nil
+}
+
+func burstComplete(b []byte) bool {
+	if b[len(b)-1] == '\n' {
+		return true
+	}
+	// A MySQL packet: 3-byte little-endian payload length, sequence id 0.
+	if len(b) >= 5 && b[3] == 0 {
+		size := int(b[0]) | int(b[1])<<8 | int(b[2])<<16
+		return size > 0 && len(b) == 4+size
+	}
+	return false
+}
+
+// resolve turns host into addresses. IP literals skip DNS and report zero
+// lookup time.
+func resolve(ctx context.Context, host string, timeout time.Duration) ([]netip.Addr, time.Duration, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	took := time.Since(start)
+	if err != nil {
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			switch {
+			case dnsErr.IsNotFound:
+				return nil, took, errors.New("dns: no such host " + host)
+			case dnsErr.IsTimeout:
+				return nil, took, errors.New("dns: lookup of " + host + " timed out")
+			}
+		}
+		return nil, took, errors.New("dns: " + err.Error())
+	}
+	if len(ips) == 0 {
+		return nil, took, errors.New("dns: no addresses for " + host)
+	}
+	for i, ip := range ips {
+		ips[i] = ip.Unmap()
+	}
+	return ips, took, nil
+}
+
+// dial tries the addresses in order, giving each an equal share of what is
+// left of the timeout (as net.Dialer does), and returns the first connection.
+// On failure it reports the first address's error, the one users expect.
+func dial(ctx context.Context, addrs []netip.Addr, port int, timeout time.Duration) (net.Conn, string, time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	var firstErr error
+	var addr string
+	for i, a := range addrs {
+		share := time.Until(deadline) / time.Duration(len(addrs)-i)
+		if share <= 0 {
+			break
+		}
+		addr = netip.AddrPortFrom(a, uint16(port)).String()
+		// KeepAlive -1: probes are short; skipping the option saves
+		// syscalls per connection when probing thousands at once.
+		d := net.Dialer{Timeout: share, KeepAlive: -1}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return conn, addr, time.Since(start), nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if firstErr == nil {
+		firstErr = os.ErrDeadlineExceeded
+	}
+	return nil, addr, time.Since(start), firstErr
+}
+
+func classifyDial(err error) (Outcome, string) {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return OutcomeRefused, ""
+	case isTimeout(err):
+		return OutcomeConnectTimeout, ""
+	case errors.Is(err, syscall.ECONNRESET):
+		return OutcomeReset, ""
+	}
+	return OutcomeError, "connect: " + shortError(err)
+}
+
+func classifyRead(err error) (Outcome, string) {
+	switch {
+	case isTimeout(err):
+		return OutcomeSilent, ""
+	case errors.Is(err, io.EOF):
+		return OutcomeClosed, ""
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return OutcomeReset, ""
+	}
+	return OutcomeError, shortError(err)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// shortError drops the "dial tcp 1.2.3.4:5:" prefix, which repeats the target.
+func shortError(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
+}
+
+// ProbeAll probes every target with at most o.Concurrency in flight and
+// returns results in the order of targets. When ctx is canceled, probes in
+// flight stop (those that already hold bytes keep them), targets not yet
+// started are reported as OutcomeError with Error "canceled", and ProbeAll
+// returns only after every socket it opened is closed.
+func ProbeAll(ctx context.Context, targets []Target, o Options) []Result {
+	o = o.withDefaults()
+	results := make([]Result, len(targets))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(o.Concurrency, len(targets)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(targets) {
+					return
+				}
+				results[i] = Probe(ctx, targets[i], o)
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
