@@ -69,8 +69,10 @@ func splitError(s string) error {
 	case !strings.Contains(s, ":"):
 		return fmt.Errorf("target %q is missing a port: want HOST:PORT", s)
 	case !strings.HasPrefix(s, "[") && strings.Count(s, ":") > 1:
-		if _, err := netip.ParseAddr(s); err == nil {
-			return fmt.Errorf("target %q looks like an IPv6 address without a port: want [%s]:PORT", s, s)
+		i := strings.LastIndex(s, ":")
+		if _, err := netip.ParseAddr(s[:i]); err == nil {
+			return fmt.Errorf("target %q: IPv6 addresses need brackets: want [%s]:%s if %s is the port",
+				s, s[:i], s[i+1:], s[i+1:])
 		}
 		return fmt.Errorf("target %q: IPv6 addresses need brackets: want [ADDRESS]:PORT", s)
 	case strings.HasPrefix(s, "[") && !strings.Contains(s, "]"):
