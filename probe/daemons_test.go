@@ -309,4 +309,3 @@ func currentUserName(t *testing.T) string {
 	}
 	return u.Username
 }
-
