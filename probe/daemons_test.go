@@ -1,3 +1,5 @@
+//go:build linux
+
 package probe
 
 // Integration tests against real daemons from Debian packages, each started

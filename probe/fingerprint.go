@@ -2,6 +2,7 @@ package probe
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 )
 
@@ -225,3 +226,27 @@ func replyCode(b []byte) string {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// Describe renders a banner as one safe line for people: a MySQL greeting,
+// which is binary, becomes its server version or error message; anything
+// else is Sanitize(b).
+func Describe(b []byte) string {
+	if !isMySQLGreeting(b) {
+		return Sanitize(b)
+	}
+	payload := b[4:]
+	if payload[0] == 0x0A {
+		version := payload[1:]
+		if end := bytes.IndexByte(version, 0); end >= 0 {
+			version = version[:end]
+		}
+		return "MySQL handshake v10, server " + Sanitize(version)
+	}
+	code := int(payload[1]) | int(payload[2])<<8
+	msg := payload[3:]
+	state := ""
+	if len(msg) >= 6 && msg[0] == '#' {
+		state, msg = " ("+Sanitize(msg[1:6])+")", msg[6:]
+	}
+	return "MySQL error " + strconv.Itoa(code) + state + ": " + Sanitize(msg)
+}

@@ -134,3 +134,43 @@ func FuzzFingerprint(f *testing.F) {
 		}
 	})
 }
+
+func TestDescribe(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"mariadb", mysqlHandshake, "MySQL handshake v10, server 5.5.5-10.11.19-MariaDB-0+deb12u1"},
+		{"mysql 8", mysql8Handshake, "MySQL handshake v10, server 8.0.36"},
+		{"cut short", mysqlHandshake[:12], "MySQL handshake v10, server 5.5.5-1"},
+		{"error", mysqlHostNotAllowed, "MySQL error 1130: Host '10.0.0.7' is not allowed to connect to this MariaDB server"},
+		{"error with sqlstate", mysqlTooMany, "MySQL error 1040 (08004): Too many connections"},
+		{"error with escape in message", mysqlPacket(append([]byte{0xff, 0x15, 0x04}, "Access denied for \x1b[2J"...)),
+			`MySQL error 1045: Access denied for \x1b[2J`},
+		{"text", []byte("220 mail ESMTP\r\n"), `220 mail ESMTP\r\n`},
+		{"text with escape", []byte("\x1b[31mred"), `\x1b[31mred`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Describe(tc.in); got != tc.want {
+				t.Errorf("Describe(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzDescribe: the one-line rendering never panics and never carries a
+// control character, whatever the bytes.
+func FuzzDescribe(f *testing.F) {
+	for _, seed := range [][]byte{mysqlHandshake, mysqlHostNotAllowed, mysqlTooMany, []byte("220 ok\r\n")} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, r := range Describe(b) {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("Describe(%q) contains %U", b, r)
+			}
+		}
+	})
+}

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package probe
+
+// OpenFileLimit is unknown on this platform.
+func OpenFileLimit() (limit int, ok bool) { return 0, false }
