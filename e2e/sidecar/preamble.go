@@ -42,7 +42,6 @@ type firstBytes struct {
 	TimedOut bool   // nothing decisive arrived before the detection timeout
 }
 
-
 // inspectTLS is the model's TLS inspector: it waits for the client's first
 // bytes, up to timeout (0 = forever, as listener_filters_timeout 0 is), and
 // reports whether they are the mesh preamble. Like Envoy's inspector, it needs
