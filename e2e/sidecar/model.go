@@ -52,6 +52,8 @@ type Options struct {
 	Log *log.Logger
 	// OnGeneration is called after every config change, first load included.
 	OnGeneration func(Status)
+	// OnReady is called once the listeners are up.
+	OnReady func(*Model)
 }
 
 // Status is what the model reports about its config, on /model/status.
@@ -196,6 +198,9 @@ func (m *Model) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	close(m.ready)
 	m.log.Printf("ready: outbound %s, inbound %s, config generation %d", out.Addr(), in.Addr(), m.Status().Generation)
+	if m.opts.OnReady != nil {
+		m.opts.OnReady(m)
+	}
 
 	for m.wait(ctx) {
 		m.sync(ctx)

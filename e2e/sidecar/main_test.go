@@ -1,0 +1,120 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The network-namespace tests run the model and the uid-1337 client as
+// child processes: iptables' owner match looks at the process's
+// credentials, so neither can share the (root) test process. The children
+// are this test binary, started through nsenter with SFM_CHILD set.
+func TestMain(m *testing.M) {
+	switch os.Getenv("SFM_CHILD") {
+	case "model":
+		os.Exit(childModel())
+	case "dial":
+		os.Exit(childDial())
+	}
+	os.Exit(m.Run())
+}
+
+// childModel is the sidecar container: capture, drop to 1337, proxy. It
+// reports on stdout, one line each: "GENERATION n" and "READY".
+func childModel() int {
+	ns, name, _ := strings.Cut(os.Getenv("SFM_POD"), "/")
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	capture := DefaultCapture()
+	err := RunProcess(ctx, ProcessOptions{
+		Capture: &capture, UID: ProxyUID, GID: ProxyGID,
+		Model: Options{
+			Source:  FileSource{Path: os.Getenv("SFM_INVENTORY")},
+			Pod:     Identity{Namespace: ns, Name: name, IP: os.Getenv("SFM_IP")},
+			Refresh: time.Hour, // the tests reload with SIGHUP
+			OnGeneration: func(s Status) {
+				fmt.Printf("GENERATION %d\n", s.Generation)
+			},
+			OnReady: func(*Model) { fmt.Println("READY") },
+		},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sidecar-model child:", err)
+		return 1
+	}
+	return 0
+}
+
+// dialResult is what a probe saw.
+type dialResult struct {
+	Got  string `json:"got"`
+	Kind string `json:"kind"` // data, timeout, eof, reset, dial-error, error
+	Err  string `json:"err,omitempty"`
+}
+
+// childDial is a client running as the proxy's uid in the pod's netns.
+func childDial() int {
+	if err := DropPrivileges(ProxyUID, ProxyGID); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	wait, err := time.ParseDuration(os.Getenv("SFM_WAIT"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	r := exchange(net.Dial, os.Getenv("SFM_ADDR"), os.Getenv("SFM_SEND"), wait)
+	json.NewEncoder(os.Stdout).Encode(r)
+	return 0
+}
+
+// exchange dials addr, sends send (if any) and reads until a line arrives,
+// the connection ends, or wait passes.
+func exchange(dial func(network, addr string) (net.Conn, error), addr, send string, wait time.Duration) dialResult {
+	c, err := dial("tcp", addr)
+	if err != nil {
+		return dialResult{Kind: "dial-error", Err: err.Error()}
+	}
+	defer c.Close()
+	if send != "" {
+		if _, err := io.WriteString(c, send); err != nil {
+			return dialResult{Kind: "error", Err: err.Error()}
+		}
+	}
+	if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		return dialResult{Kind: "error", Err: err.Error()}
+	}
+	var got []byte
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if strings.Contains(string(got), "\n") {
+			return dialResult{Got: string(got), Kind: "data"}
+		}
+		if err != nil {
+			r := dialResult{Got: string(got), Err: err.Error()}
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				r.Kind = "timeout"
+			case errors.Is(err, io.EOF):
+				r.Kind = "eof"
+			case errors.Is(err, syscall.ECONNRESET):
+				r.Kind = "reset"
+			default:
+				r.Kind = "error"
+			}
+			return r
+		}
+	}
+}
