@@ -8,43 +8,6 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 )
 
-// hangWait is the deadline a hang is asserted against: nothing may arrive
-// before it, while the direct path to the same server gets its banner.
-// answerWait only bounds how long a test waits for bytes that must arrive.
-const (
-	hangWait   = 1500 * time.Millisecond
-	answerWait = 10 * time.Second
-)
-
-type expect int
-
-const (
-	banner   expect = iota // the server's greeting arrives
-	pong                   // the client-first reply arrives
-	hang                   // nothing arrives before hangWait, connection open
-	rejected               // closed or reset, nothing arrives
-)
-
-func (e expect) String() string { return [...]string{"banner", "pong", "hang", "rejected"}[e] }
-
-func check(t *testing.T, what string, r dialResult, want expect) {
-	t.Helper()
-	ok := false
-	switch want {
-	case banner:
-		ok = r.Kind == "data" && strings.HasPrefix(r.Got, "220 ")
-	case pong:
-		ok = r.Kind == "data" && strings.HasPrefix(r.Got, "+PONG")
-	case hang:
-		ok = r.Kind == "timeout" && r.Got == ""
-	case rejected:
-		ok = (r.Kind == "eof" || r.Kind == "reset") && r.Got == ""
-	}
-	if !ok {
-		t.Errorf("%s: want %s, got %s %q %s", what, want, r.Kind, r.Got, r.Err)
-	}
-}
-
 // meshWorld is the fixture mesh on real sockets: client (sidecar), plain
 // (no sidecar), server (sidecar, PERMISSIVE with DISABLE ports), strict
 // (sidecar, STRICT) and ext (outside the mesh), each in its own netns.
@@ -118,12 +81,6 @@ func (m *meshWorld) run(t *testing.T, cases []probeCase) {
 	}
 }
 
-func waitFor(e expect) time.Duration {
-	if e == hang {
-		return hangWait
-	}
-	return answerWait
-}
 
 var (
 	fromClient = func(m *meshWorld) *podNS { return m.client }
