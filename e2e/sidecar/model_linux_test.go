@@ -81,7 +81,6 @@ func (m *meshWorld) run(t *testing.T, cases []probeCase) {
 	}
 }
 
-
 var (
 	fromClient = func(m *meshWorld) *podNS { return m.client }
 	fromPlain  = func(m *meshWorld) *podNS { return m.plain }
