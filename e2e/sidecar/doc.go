@@ -45,5 +45,5 @@
 // one Envoy's TLS inspector is still waiting on: that is the hang being
 // modelled, not an artefact of detecting the preamble.
 //
-// Where this model is not exact, README.md in e2e/ says so.
+// Where this model is not exact, README.md beside this file says so.
 package sidecar

@@ -95,8 +95,8 @@ func New(opts Options) (*Model, error) {
 	if opts.Source == nil {
 		return nil, errors.New("sidecar: Options.Source is required")
 	}
-	if opts.Pod.Namespace == "" || opts.Pod.Name == "" {
-		return nil, errors.New("sidecar: the pod's namespace and name are required (POD_NAMESPACE, POD_NAME)")
+	if opts.Pod.Namespace == "" || (opts.Pod.Name == "" && opts.Pod.IP == "") {
+		return nil, errors.New("sidecar: the pod's namespace and its name or IP are required (POD_NAMESPACE, POD_NAME, INSTANCE_IP)")
 	}
 	if opts.Pod.IP != "" {
 		if _, err := netip.ParseAddr(opts.Pod.IP); err != nil {

@@ -60,10 +60,11 @@ func startLoopbackModel(t *testing.T, src ConfigSource, id Identity, dst netip.A
 func TestNewRejectsBadOptions(t *testing.T) {
 	src := NewStaticSource(testInventory())
 	for name, o := range map[string]Options{
-		"no source":   {Pod: Identity{Namespace: "a", Name: "b"}},
-		"no pod":      {Source: src},
-		"bad pod IP":  {Source: src, Pod: Identity{Namespace: "a", Name: "b", IP: "10.0.0"}},
-		"bad bind IP": {Source: src, Pod: Identity{Namespace: "a", Name: "b"}, InboundBindAddr: "localhost"},
+		"no source":      {Pod: Identity{Namespace: "a", Name: "b"}},
+		"no pod":         {Source: src},
+		"no name, no IP": {Source: src, Pod: Identity{Namespace: "a"}},
+		"bad pod IP":     {Source: src, Pod: Identity{Namespace: "a", Name: "b", IP: "10.0.0"}},
+		"bad bind IP":    {Source: src, Pod: Identity{Namespace: "a", Name: "b"}, InboundBindAddr: "localhost"},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%s: New accepted it", name)

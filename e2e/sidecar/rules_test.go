@@ -246,3 +246,16 @@ func TestLooksHTTP(t *testing.T) {
 		}
 	}
 }
+
+// A pod created from generateName may reach the sidecar without its name:
+// the model then finds itself by IP.
+func TestSelfByIP(t *testing.T) {
+	inv := testInventory()
+	v := buildView(&inv, Identity{Namespace: "app", IP: ipStrict}, nil)
+	if v.self == nil || v.self.Name != "strict" {
+		t.Fatalf("self = %+v", v.self)
+	}
+	if p := v.inbound(3308); p.Mode != cluster.MTLSStrict {
+		t.Fatalf("inbound 3308 = %s, want STRICT", p.Mode)
+	}
+}

@@ -37,7 +37,7 @@ func run(args []string) int {
 		captureOnly = fs.Bool("capture-only", false, "install the capture rules and exit, like istio-init")
 		uid         = fs.Int("uid", sidecar.ProxyUID, "uid to run as after capture; the capture rules exempt it")
 		gid         = fs.Int("gid", sidecar.ProxyGID, "gid to run as after capture")
-		refresh     = fs.Duration("refresh", time.Second, "how often to reload the config; SIGHUP reloads at once")
+		refresh     = fs.Duration("refresh", 2*time.Second, "how often to reload the config; SIGHUP reloads at once")
 		statusAddr  = fs.String("status-addr", fmt.Sprintf(":%d", sidecar.StatusPort), `status server (/healthz/ready, /model/status); "-" disables it`)
 		dnsAuto     = fs.Bool("dns-auto-allocate", envTrue("ISTIO_META_DNS_CAPTURE") && envTrue("ISTIO_META_DNS_AUTO_ALLOCATE"),
 			"match address-less ServiceEntries by their hosts' resolved IPs (default: ISTIO_META_DNS_CAPTURE and ISTIO_META_DNS_AUTO_ALLOCATE are true)")

@@ -17,7 +17,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 	}{
 		{name: "unknown flag", args: []string{"--bogus"}, want: 2},
 		{name: "bad capture mode", args: []string{"--capture=maybe"}, want: 2},
-		{name: "no pod identity", args: append(self, "--inventory", "/nonexistent.json", "--pod-namespace=", "--pod-name="), want: 1},
+		{name: "no pod identity", args: append(self, "--inventory", "/nonexistent.json", "--pod-namespace=", "--pod-name=", "--pod-ip="), want: 1},
 		{name: "bad pod IP", args: append(self, "--inventory", "/nonexistent.json", "--pod-namespace=a", "--pod-name=b", "--pod-ip=10.1"), want: 1},
 	}
 	for _, tc := range tests {
