@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -164,11 +163,29 @@ func millisPtr(d time.Duration) *float64 {
 var testHookReading func(Target)
 
 // Probe dials t once and reports what the server did. It never returns an
-// error: every failure is an Outcome.
+// error: every failure is an Outcome. Canceling ctx ends it early.
 func Probe(ctx context.Context, t Target, o Options) Result {
-	o = o.withDefaults()
+	c := &canceler{}
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.cancel()
+		close(done)
+	})
+	// Wait for a cancel already under way, so nothing outlives the call.
+	defer func() {
+		if !stop() {
+			<-done
+		}
+	}()
+	return probe(ctx, c, t, o.withDefaults())
+}
+
+// probe is Probe with the cancellation supplied by the caller: ProbeAll
+// shares one context registration among all its probes instead of adding
+// thousands to the caller's context.
+func probe(ctx context.Context, c *canceler, t Target, o Options) Result {
 	r := Result{Target: t.String()}
-	if ctx.Err() != nil {
+	if c.isCanceled() {
 		return canceled(r, ctx)
 	}
 
@@ -177,36 +194,32 @@ func Probe(ctx context.Context, t Target, o Options) Result {
 		r.DNSMs = millisPtr(dnsTime)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		if c.isCanceled() || ctx.Err() != nil {
 			return canceled(r, ctx)
 		}
 		r.Outcome, r.Error = OutcomeError, err.Error()
 		return r
 	}
 
-	conn, addr, connectTime, err := dial(ctx, addrs, t.Port, o.ConnectTimeout)
+	conn, addr, connectTime, err := dial(ctx, c, addrs, t.Port, o.ConnectTimeout)
 	r.ConnectMs = millis(connectTime)
 	r.Address = addr
 	if err != nil {
-		if ctx.Err() != nil {
+		if c.isCanceled() || ctx.Err() != nil {
 			return canceled(r, ctx)
 		}
 		r.Outcome, r.Error = classifyDial(err)
 		return r
 	}
-	defer conn.Close()
+	defer c.release(conn)
 	established := time.Now()
 
-	dl := &deadlines{conn: conn}
-	stop := context.AfterFunc(ctx, dl.cancel)
-	defer stop()
-
 	if len(o.Payload) > 0 {
-		if !dl.set(established.Add(o.BannerTimeout)) {
+		if !c.setDeadline(established.Add(o.BannerTimeout)) {
 			return canceled(r, ctx)
 		}
 		if _, err := conn.Write(o.Payload); err != nil {
-			if ctx.Err() != nil {
+			if c.isCanceled() {
 				return canceled(r, ctx)
 			}
 			r.Outcome, r.Error = classifyRead(err)
@@ -218,7 +231,7 @@ func Probe(ctx context.Context, t Target, o Options) Result {
 	}
 
 	buf := make([]byte, o.MaxBannerBytes)
-	n, firstByte, err := readBanner(conn, dl, buf, established.Add(o.BannerTimeout), o.QuietGap)
+	n, firstByte, err := readBanner(conn, c, buf, established.Add(o.BannerTimeout), o.QuietGap)
 	if n > 0 {
 		// Bytes already in hand are the evidence, even if the read was then
 		// cut short by a close, a reset or the caller's cancel.
@@ -228,7 +241,7 @@ func Probe(ctx context.Context, t Target, o Options) Result {
 		r.Protocol = Fingerprint(buf[:n])
 		return r
 	}
-	if ctx.Err() != nil {
+	if c.isCanceled() {
 		return canceled(r, ctx)
 	}
 	r.Outcome, r.Error = classifyRead(err)
@@ -243,30 +256,71 @@ func canceled(r Result, ctx context.Context) Result {
 	return r
 }
 
-// deadlines serialises deadline changes with cancellation, so a read loop
-// that moves its deadline forward can never undo a cancel that raced it.
-type deadlines struct {
+// connection is what a probe needs from a socket; both *net.TCPConn and
+// the *os.File of the Linux dialer provide it.
+type connection interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+}
+
+// canceler lets a cancel reach the connection a probe currently holds.
+// Deadline changes go through it under one lock, so a read loop that moves
+// its deadline forward can never undo a cancel that raced it.
+type canceler struct {
 	mu       sync.Mutex
-	conn     net.Conn
+	conn     connection
 	canceled bool
 }
 
-func (d *deadlines) cancel() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.canceled = true
-	_ = d.conn.SetDeadline(time.Unix(1, 0))
+// cancel fails the current connection's I/O at once and every later attach.
+func (c *canceler) cancel() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.canceled = true
+	if c.conn != nil {
+		_ = c.conn.SetDeadline(time.Unix(1, 0))
+	}
 }
 
-// set moves the deadline; false means the probe was canceled meanwhile.
-func (d *deadlines) set(t time.Time) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.canceled {
+func (c *canceler) isCanceled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.canceled
+}
+
+// attach makes conn the one a cancel reaches, with the given deadline;
+// false means the probe is canceled and conn is left alone.
+func (c *canceler) attach(conn connection, deadline time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.canceled {
 		return false
 	}
-	_ = d.conn.SetDeadline(t)
+	c.conn = conn
+	_ = conn.SetDeadline(deadline)
 	return true
+}
+
+// setDeadline moves the attached connection's deadline; false means the
+// probe was canceled meanwhile.
+func (c *canceler) setDeadline(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.canceled {
+		return false
+	}
+	_ = c.conn.SetDeadline(t)
+	return true
+}
+
+// release detaches conn and closes it.
+func (c *canceler) release(conn connection) {
+	c.mu.Lock()
+	if c.conn == conn {
+		c.conn = nil
+	}
+	c.mu.Unlock()
+	_ = conn.Close()
 }
 
 // readBanner reads the server's first burst into buf. The rule:
@@ -281,9 +335,9 @@ func (d *deadlines) set(t time.Time) bool {
 //
 // It returns how many bytes it read, when the first one arrived, and the
 // error that ended the read (nil when the burst was complete).
-func readBanner(conn net.Conn, dl *deadlines, buf []byte, deadline time.Time, quietGap time.Duration) (int, time.Time, error) {
+func readBanner(conn connection, c *canceler, buf []byte, deadline time.Time, quietGap time.Duration) (int, time.Time, error) {
 	var first time.Time
-	if !dl.set(deadline) {
+	if !c.setDeadline(deadline) {
 		return 0, first, context.Canceled
 	}
 	n := 0
@@ -306,7 +360,7 @@ func readBanner(conn net.Conn, dl *deadlines, buf []byte, deadline time.Time, qu
 			if next.After(deadline) {
 				next = deadline
 			}
-			if !dl.set(next) {
+			if !c.setDeadline(next) {
 				return n, first, context.Canceled
 			}
 		}
@@ -324,72 +378,6 @@ func burstComplete(b []byte) bool {
 		return size > 0 && len(b) == 4+size
 	}
 	return false
-}
-
-// resolve turns host into addresses. IP literals skip DNS and report zero
-// lookup time.
-func resolve(ctx context.Context, host string, timeout time.Duration) ([]netip.Addr, time.Duration, error) {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a}, 0, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := time.Now()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	took := time.Since(start)
-	if err != nil {
-		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) {
-			switch {
-			case dnsErr.IsNotFound:
-				return nil, took, errors.New("dns: no such host " + host)
-			case dnsErr.IsTimeout:
-				return nil, took, errors.New("dns: lookup of " + host + " timed out")
-			}
-		}
-		return nil, took, errors.New("dns: " + err.Error())
-	}
-	if len(ips) == 0 {
-		return nil, took, errors.New("dns: no addresses for " + host)
-	}
-	for i, ip := range ips {
-		ips[i] = ip.Unmap()
-	}
-	return ips, took, nil
-}
-
-// dial tries the addresses in order, giving each an equal share of what is
-// left of the timeout (as net.Dialer does), and returns the first connection.
-// On failure it reports the first address's error, the one users expect.
-func dial(ctx context.Context, addrs []netip.Addr, port int, timeout time.Duration) (net.Conn, string, time.Duration, error) {
-	start := time.Now()
-	deadline := start.Add(timeout)
-	var firstErr error
-	var addr string
-	for i, a := range addrs {
-		share := time.Until(deadline) / time.Duration(len(addrs)-i)
-		if share <= 0 {
-			break
-		}
-		addr = netip.AddrPortFrom(a, uint16(port)).String()
-		// KeepAlive -1: probes are short; skipping the option saves
-		// syscalls per connection when probing thousands at once.
-		d := net.Dialer{Timeout: share, KeepAlive: -1}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return conn, addr, time.Since(start), nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if firstErr == nil {
-		firstErr = os.ErrDeadlineExceeded
-	}
-	return nil, addr, time.Since(start), firstErr
 }
 
 func classifyDial(err error) (Outcome, string) {
@@ -445,19 +433,33 @@ func shortError(err error) string {
 func ProbeAll(ctx context.Context, targets []Target, o Options) []Result {
 	o = o.withDefaults()
 	results := make([]Result, len(targets))
+	workers := min(o.Concurrency, len(targets))
+	// One canceler per worker and one registration on ctx for all of them:
+	// thousands of per-probe registrations would contend on ctx's lock.
+	cancelers := make([]canceler, workers)
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		for i := range cancelers {
+			cancelers[i].cancel()
+		}
+		close(done)
+	})
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(o.Concurrency, len(targets)) {
+	for w := range workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(targets) {
 					return
 				}
-				results[i] = Probe(ctx, targets[i], o)
+				results[i] = probe(ctx, &cancelers[w], targets[i], o)
 			}
 		})
 	}
 	wg.Wait()
+	if !stop() {
+		<-done
+	}
 	return results
 }

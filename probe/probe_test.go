@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -537,3 +538,33 @@ func TestClassifyErrors(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// The standard-library dialer serves platforms without the raw Linux dialer
+// and zoned IPv6 addresses; it must classify the same way.
+func TestDialPortable(t *testing.T) {
+	srv := startServer(t, "tcp", "127.0.0.1:0", sendThenWait("220 ok\r\n"))
+	ap := netip.MustParseAddrPort(srv.target.String())
+	c := &canceler{}
+	conn, err := dialPortable(context.Background(), c, ap, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := readBanner(conn, c, make([]byte, 64), time.Now().Add(time.Minute), time.Minute)
+	c.release(conn)
+	if err != nil || n != len("220 ok\r\n") {
+		t.Fatalf("read %d bytes, %v", n, err)
+	}
+
+	refused := netip.MustParseAddrPort(refusingTarget(t).String())
+	if _, err := dialPortable(context.Background(), &canceler{}, refused, time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("dial to a refusing port succeeded")
+	} else if o, _ := classifyDial(err); o != OutcomeRefused {
+		t.Fatalf("classified %v as %q, want refused", err, o)
+	}
+
+	canceled := &canceler{}
+	canceled.cancel()
+	if _, err := dialPortable(context.Background(), canceled, ap, time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("a canceled probe kept its connection")
+	}
+}
