@@ -413,3 +413,41 @@ func TestFormatMillis(t *testing.T) {
 		}
 	}
 }
+
+// FuzzUnescapePayload: --send text never panics, and the bytes are never
+// longer than the text (every escape shrinks).
+func FuzzUnescapePayload(f *testing.F) {
+	for _, s := range []string{`PING\r\n`, `\x1b`, `\`, `\x`, `\xg0`, `a\\b`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := unescapePayload(s)
+		if err == nil && len(b) > len(s) {
+			t.Fatalf("unescapePayload(%q) = %q grew", s, b)
+		}
+		if err == nil && !strings.Contains(s, `\`) && string(b) != s {
+			t.Fatalf("unescapePayload(%q) = %q changed text without escapes", s, b)
+		}
+	})
+}
+
+// FuzzReadTargets: a targets file never panics the parser, errors name the
+// file and line, and every target it accepts is a valid one.
+func FuzzReadTargets(f *testing.F) {
+	f.Add("127.0.0.1:1\n# c\n\n[::1]:2 # x\n")
+	f.Add("a:1\r\nb:2\r\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		ts, err := readTargets(strings.NewReader(s), "list")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "list:") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q is not one line naming list:LINE", err)
+			}
+			return
+		}
+		for _, tg := range ts {
+			if _, err := probe.ParseTarget(tg.String()); err != nil {
+				t.Fatalf("accepted %+v, which does not parse back: %v", tg, err)
+			}
+		}
+	})
+}
