@@ -189,4 +189,10 @@ type MeshConfig struct {
 	// ProtocolDetectionTimeout 0 means wait for the client forever (the
 	// default since Istio 1.8): a server-first port hangs instead of slowing.
 	ProtocolDetectionTimeout time.Duration
+	// DNSCapture and DNSAutoAllocate are the mesh-wide proxyMetadata
+	// switches a host-name ServiceEntry for a TCP port depends on.
+	DNSCapture      bool
+	DNSAutoAllocate bool
+	// OutboundTrafficPolicy is ALLOW_ANY (default) or REGISTRY_ONLY.
+	OutboundTrafficPolicy string
 }

@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"sort"
+	"strconv"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// build turns API objects into the inventory's plain values, sorted so
+// that everything downstream is deterministic.
+func build(inv *Inventory, namespaces []corev1.Namespace, services []corev1.Service, slices []discoveryv1.EndpointSlice, pods []corev1.Pod, entries []*networkingv1.ServiceEntry, peerAuths []PeerAuthentication) {
+	nsLabels := map[string]map[string]string{}
+	for _, ns := range namespaces {
+		nsLabels[ns.Name] = ns.Labels
+		inv.Namespaces = append(inv.Namespaces, ConvertNamespace(&ns))
+	}
+	sort.Slice(inv.Namespaces, func(i, j int) bool { return inv.Namespaces[i].Name < inv.Namespaces[j].Name })
+
+	for i := range pods {
+		inv.Pods = append(inv.Pods, ConvertPod(&pods[i], nsLabels[pods[i].Namespace]))
+	}
+	sort.Slice(inv.Pods, func(i, j int) bool {
+		return podLess(inv.Pods[i].Namespace, inv.Pods[i].Name, inv.Pods[j].Namespace, inv.Pods[j].Name)
+	})
+
+	backends := backendsFromSlices(slices)
+	for i := range services {
+		svc := ConvertService(&services[i])
+		if refs, ok := backends[svc.Namespace+"/"+svc.Name]; ok {
+			svc.Backends = refs
+		} else if len(svc.Selector) > 0 {
+			// No EndpointSlice (no controller, or not allowed to read
+			// them): the selector says which pods would back it.
+			for _, p := range inv.Pods {
+				if p.Namespace == svc.Namespace && selects(svc.Selector, p.Labels) {
+					svc.Backends = append(svc.Backends, PodRef{Namespace: p.Namespace, Name: p.Name})
+				}
+			}
+		}
+		inv.Services = append(inv.Services, svc)
+	}
+	sort.Slice(inv.Services, func(i, j int) bool {
+		return podLess(inv.Services[i].Namespace, inv.Services[i].Name, inv.Services[j].Namespace, inv.Services[j].Name)
+	})
+
+	for _, se := range entries {
+		inv.ServiceEntries = append(inv.ServiceEntries, ConvertServiceEntry(se))
+	}
+	sort.Slice(inv.ServiceEntries, func(i, j int) bool {
+		a, b := inv.ServiceEntries[i], inv.ServiceEntries[j]
+		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
+	})
+
+	seen := map[string]bool{}
+	for _, pa := range peerAuths {
+		if k := pa.Namespace + "/" + pa.Name; !seen[k] {
+			seen[k] = true
+			inv.PeerAuthentications = append(inv.PeerAuthentications, pa)
+		}
+	}
+	sort.Slice(inv.PeerAuthentications, func(i, j int) bool {
+		a, b := inv.PeerAuthentications[i], inv.PeerAuthentications[j]
+		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
+	})
+}
+
+func podLess(ns1, n1, ns2, n2 string) bool {
+	if ns1 != ns2 {
+		return ns1 < ns2
+	}
+	return n1 < n2
+}
+
+// backendsFromSlices maps "ns/service" to the pods its EndpointSlices name.
+func backendsFromSlices(slices []discoveryv1.EndpointSlice) map[string][]PodRef {
+	out := map[string][]PodRef{}
+	seen := map[string]bool{}
+	for _, s := range slices {
+		svc := s.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		key := s.Namespace + "/" + svc
+		if _, ok := out[key]; !ok {
+			out[key] = nil
+		}
+		for _, ep := range s.Endpoints {
+			if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+				continue
+			}
+			ns := ep.TargetRef.Namespace
+			if ns == "" {
+				ns = s.Namespace
+			}
+			if k := key + "|" + ns + "/" + ep.TargetRef.Name; !seen[k] {
+				seen[k] = true
+				out[key] = append(out[key], PodRef{Namespace: ns, Name: ep.TargetRef.Name})
+			}
+		}
+	}
+	for k := range out {
+		refs := out[k]
+		sort.Slice(refs, func(i, j int) bool { return podLess(refs[i].Namespace, refs[i].Name, refs[j].Namespace, refs[j].Name) })
+	}
+	return out
+}
+
+// ConvertNamespace reads a namespace's mesh labels.
+func ConvertNamespace(ns *corev1.Namespace) Namespace {
+	enabled, rev := NamespaceInjection(ns.Labels)
+	return Namespace{Name: ns.Name, Labels: ns.Labels, InjectionEnabled: enabled, Revision: rev, Ambient: AmbientNamespace(ns.Labels)}
+}
+
+// ConvertPod reduces a pod to what sniffing depends on.
+func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
+	out := Pod{
+		Namespace:         pod.Namespace,
+		Name:              pod.Name,
+		Labels:            pod.Labels,
+		Phase:             string(pod.Status.Phase),
+		HasSidecar:        HasSidecar(pod),
+		InjectionIntended: InjectionIntended(pod, namespaceLabels),
+		ServiceAccount:    pod.Spec.ServiceAccountName,
+	}
+	for _, ip := range pod.Status.PodIPs {
+		out.IPs = append(out.IPs, ip.IP)
+	}
+	if len(out.IPs) == 0 && pod.Status.PodIP != "" {
+		out.IPs = []string{pod.Status.PodIP}
+	}
+	add := func(c corev1.Container) {
+		if c.Name == ProxyContainerName {
+			return
+		}
+		out.Images = append(out.Images, c.Image)
+		for _, p := range c.Ports {
+			if out.ContainerPorts == nil {
+				out.ContainerPorts = map[string]int32{}
+			}
+			if p.Name != "" {
+				out.ContainerPorts[p.Name] = p.ContainerPort
+			}
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		add(c)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		// Native sidecars serve traffic like ordinary containers.
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			add(c)
+		}
+	}
+	return out
+}
+
+// ConvertService resolves every port's protocol with Istio's rule.
+func ConvertService(svc *corev1.Service) Service {
+	out := Service{
+		Namespace: svc.Namespace,
+		Name:      svc.Name,
+		Type:      string(svc.Spec.Type),
+		ClusterIP: svc.Spec.ClusterIP,
+		Selector:  svc.Spec.Selector,
+	}
+	if out.Type == "" {
+		out.Type = string(corev1.ServiceTypeClusterIP)
+	}
+	for _, p := range svc.Spec.Ports {
+		l4 := string(p.Protocol)
+		if l4 == "" {
+			l4 = string(corev1.ProtocolTCP)
+		}
+		sp := ServicePort{Name: p.Name, Port: p.Port, TargetPort: p.TargetPort.String(), Protocol: l4}
+		if p.TargetPort.IntValue() == 0 && p.TargetPort.StrVal == "" {
+			// Kubernetes defaults targetPort to port.
+			sp.TargetPort = strconv.Itoa(int(p.Port))
+		}
+		if p.AppProtocol != nil {
+			sp.AppProtocol = *p.AppProtocol
+		}
+		sp.Resolved = ConvertProtocol(p.Port, p.Name, l4, p.AppProtocol)
+		out.Ports = append(out.Ports, sp)
+	}
+	return out
+}
+
+// ConvertServiceEntry resolves every port's protocol as Istio reads a
+// ServiceEntry: from the protocol field only.
+func ConvertServiceEntry(se *networkingv1.ServiceEntry) ServiceEntry {
+	out := ServiceEntry{
+		Namespace:  se.Namespace,
+		Name:       se.Name,
+		Hosts:      se.Spec.GetHosts(),
+		Addresses:  se.Spec.GetAddresses(),
+		Location:   se.Spec.GetLocation().String(),
+		Resolution: se.Spec.GetResolution().String(),
+		ExportTo:   se.Spec.GetExportTo(),
+	}
+	for _, ep := range se.Spec.GetEndpoints() {
+		if ep.GetAddress() != "" {
+			out.Endpoints = append(out.Endpoints, ep.GetAddress())
+		}
+	}
+	for _, p := range se.Spec.GetPorts() {
+		out.Ports = append(out.Ports, ServiceEntryPort{
+			Number:     p.GetNumber(),
+			Name:       p.GetName(),
+			Protocol:   p.GetProtocol(),
+			TargetPort: p.GetTargetPort(),
+			Resolved:   ServiceEntryPortProtocol(p.GetProtocol()),
+		})
+	}
+	return out
+}

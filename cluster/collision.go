@@ -1,0 +1,68 @@
+package cluster
+
+import (
+	"sort"
+	"strconv"
+)
+
+// Collision is an outbound port shared between something outside the
+// mesh's address-matched services (a ServiceEntry port, or any external
+// destination) and in-mesh Services whose port makes Istio build a
+// wildcard 0.0.0.0:PORT listener that sniffs or parses HTTP. A client
+// sidecar sends traffic for an address it does not know through that
+// listener, so an external server-first server on the same port hangs.
+type Collision struct {
+	Port uint32
+	// Services are the in-mesh Service ports that put a sniffing or HTTP
+	// listener on Port, as "namespace/name:port-name (PROTOCOL)".
+	Services []string
+}
+
+// SniffingListenerPorts returns, per port number, the in-mesh Service
+// ports that are auto-detected or HTTP-family. Istio registers every
+// Kubernetes Service, sidecar or not, so all of them count.
+func SniffingListenerPorts(services []Service) map[uint32][]string {
+	out := map[uint32][]string{}
+	for _, s := range services {
+		for _, p := range s.Ports {
+			if p.Resolved.Sniffed() || p.Resolved.Protocol.HTTPFamily() {
+				name := p.Name
+				if name == "" {
+					name = "(unnamed)"
+				}
+				out[uint32(p.Port)] = append(out[uint32(p.Port)], s.Namespace+"/"+s.Name+":"+name+" ("+string(p.Resolved.Protocol)+")")
+			}
+		}
+	}
+	for k := range out {
+		sort.Strings(out[k])
+	}
+	return out
+}
+
+// OutboundCollision tells whether traffic to an external destination on
+// port shares a sniffing listener with in-mesh Services; ok is false when
+// the port is free of them.
+func OutboundCollision(listeners map[uint32][]string, port uint32) (Collision, bool) {
+	svcs, ok := listeners[port]
+	if !ok {
+		return Collision{}, false
+	}
+	return Collision{Port: port, Services: svcs}, true
+}
+
+// OutboundCollisions lists, for every ServiceEntry port, the in-mesh
+// sniffing listeners it shares its number with, keyed by
+// "namespace/name:port".
+func OutboundCollisions(inv *Inventory) map[string]Collision {
+	listeners := SniffingListenerPorts(inv.Services)
+	out := map[string]Collision{}
+	for _, se := range inv.ServiceEntries {
+		for _, p := range se.Ports {
+			if c, ok := OutboundCollision(listeners, p.Number); ok {
+				out[se.Namespace+"/"+se.Name+":"+strconv.FormatUint(uint64(p.Number), 10)] = c
+			}
+		}
+	}
+	return out
+}

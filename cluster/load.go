@@ -1,0 +1,335 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/pager"
+)
+
+// PageSize is the LIST page size. 500 is what kubectl uses: big enough that
+// a 20,000-pod cluster costs 40 requests, small enough that no single
+// response strains the API server.
+const PageSize = 500
+
+// DefaultIstioNamespace is where istiod and its mesh ConfigMap live unless
+// told otherwise.
+const DefaultIstioNamespace = "istio-system"
+
+// LoadOptions says what to read.
+type LoadOptions struct {
+	// Namespaces to scan; empty means all namespaces.
+	Namespaces []string
+	// IstioNamespace holds the mesh config ConfigMaps ("istio",
+	// "istio-<rev>"); DefaultIstioNamespace when empty.
+	IstioNamespace string
+}
+
+// Clients are the two API clients Load needs.
+type Clients struct {
+	Kube  kubernetes.Interface
+	Istio istioclient.Interface
+}
+
+// Load reads the inventory with one paginated LIST per resource type and
+// scope, all in parallel. Anything the caller may not read, or Istio not
+// being installed, becomes a warning; only a failure to reach the API
+// server at all is an error.
+func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) {
+	istioNS := opts.IstioNamespace
+	if istioNS == "" {
+		istioNS = DefaultIstioNamespace
+	}
+	scopes := opts.Namespaces
+	if len(scopes) == 0 {
+		scopes = []string{metav1.NamespaceAll}
+	}
+	l := &loader{ctx: ctx, c: c}
+	var (
+		wg                 sync.WaitGroup
+		namespaces         []corev1.Namespace
+		services           []corev1.Service
+		slices             []discoveryv1.EndpointSlice
+		pods               []corev1.Pod
+		entries            []*networkingv1.ServiceEntry
+		peerAuths          []PeerAuthentication
+		meshMaps           []corev1.ConfigMap
+		istioMissing       bool
+		mu                 sync.Mutex
+		peerAuthNamespaces = scopes
+	)
+	if len(opts.Namespaces) > 0 && !contains(opts.Namespaces, istioNS) {
+		// The mesh-wide policy lives in the root namespace, which is
+		// istio-system unless the mesh config says otherwise (checked below).
+		peerAuthNamespaces = append(append([]string{}, scopes...), istioNS)
+	}
+	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+
+	if len(opts.Namespaces) == 0 {
+		run(func() {
+			l.list("namespaces", "", func(o metav1.ListOptions) (runtime.Object, error) {
+				return c.Kube.CoreV1().Namespaces().List(ctx, o)
+			}, func(obj runtime.Object) { namespaces = append(namespaces, *obj.(*corev1.Namespace)) })
+		})
+	} else {
+		// A namespaced user may not list namespaces cluster-wide: read
+		// just the ones asked for (a handful of GETs, not one per object).
+		for _, ns := range opts.Namespaces {
+			run(func() {
+				got, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					l.fail("namespaces", ns, err)
+					namespaces = append(namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+					return
+				}
+				namespaces = append(namespaces, *got)
+			})
+		}
+	}
+	for _, ns := range scopes {
+		run(func() {
+			l.list("services", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+				return c.Kube.CoreV1().Services(ns).List(ctx, o)
+			}, func(obj runtime.Object) {
+				mu.Lock()
+				services = append(services, *obj.(*corev1.Service))
+				mu.Unlock()
+			})
+		})
+		run(func() {
+			l.list("endpointslices", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+				return c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
+			}, func(obj runtime.Object) {
+				mu.Lock()
+				slices = append(slices, *obj.(*discoveryv1.EndpointSlice))
+				mu.Unlock()
+			})
+		})
+		run(func() {
+			l.list("pods", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+				return c.Kube.CoreV1().Pods(ns).List(ctx, o)
+			}, func(obj runtime.Object) {
+				mu.Lock()
+				pods = append(pods, *obj.(*corev1.Pod))
+				mu.Unlock()
+			})
+		})
+		run(func() {
+			missing := l.listIstio("serviceentries.networking.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+				return c.Istio.NetworkingV1().ServiceEntries(ns).List(ctx, o)
+			}, func(obj runtime.Object) {
+				mu.Lock()
+				entries = append(entries, obj.(*networkingv1.ServiceEntry))
+				mu.Unlock()
+			})
+			if missing {
+				mu.Lock()
+				istioMissing = true
+				mu.Unlock()
+			}
+		})
+	}
+	for _, ns := range peerAuthNamespaces {
+		run(func() {
+			got := l.peerAuthentications(ns, &mu, &istioMissing)
+			mu.Lock()
+			peerAuths = append(peerAuths, got...)
+			mu.Unlock()
+		})
+	}
+	run(func() {
+		l.list("configmaps", istioNS, func(o metav1.ListOptions) (runtime.Object, error) {
+			return c.Kube.CoreV1().ConfigMaps(istioNS).List(ctx, o)
+		}, func(obj runtime.Object) {
+			cm := obj.(*corev1.ConfigMap)
+			if mesh, ok := cm.Data["mesh"]; ok && (cm.Name == "istio" || strings.HasPrefix(cm.Name, "istio-")) {
+				// Keep only what we read: the other ConfigMaps there (the
+				// injector template) are large and none of our business.
+				meshMaps = append(meshMaps, corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: cm.Name, Namespace: cm.Namespace}, Data: map[string]string{"mesh": mesh}})
+			}
+		})
+	})
+	wg.Wait()
+	if l.fatal != nil {
+		return nil, l.fatal
+	}
+
+	inv := &Inventory{IstioInstalled: !istioMissing}
+	inv.Mesh, l.warnings = meshConfigFrom(meshMaps, istioNS, l.warnings)
+	if len(opts.Namespaces) > 0 && inv.Mesh.RootNamespace != istioNS && !contains(peerAuthNamespaces, inv.Mesh.RootNamespace) && inv.IstioInstalled {
+		peerAuths = append(peerAuths, l.peerAuthentications(inv.Mesh.RootNamespace, &mu, &istioMissing)...)
+		if l.fatal != nil {
+			return nil, l.fatal
+		}
+	}
+	if istioMissing {
+		inv.IstioInstalled = false
+		l.warnings = append(l.warnings, "Istio is not installed (no ServiceEntry/PeerAuthentication CRDs): ports are judged as if the mesh only sniffs what pods with sidecars receive")
+	}
+	build(inv, namespaces, services, slices, pods, entries, peerAuths)
+	inv.Warnings = dedupe(l.warnings)
+	return inv, nil
+}
+
+func (l *loader) peerAuthentications(ns string, mu *sync.Mutex, istioMissing *bool) []PeerAuthentication {
+	var out []PeerAuthentication
+	missing := l.listIstio("peerauthentications.security.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+		return l.c.Istio.SecurityV1().PeerAuthentications(ns).List(l.ctx, o)
+	}, func(obj runtime.Object) {
+		out = append(out, convertPeerAuthentication(obj.(*securityv1.PeerAuthentication)))
+	})
+	if missing {
+		mu.Lock()
+		*istioMissing = true
+		mu.Unlock()
+	}
+	return out
+}
+
+// loader collects warnings and the first fatal error from parallel LISTs.
+type loader struct {
+	ctx      context.Context
+	c        Clients
+	mu       sync.Mutex
+	warnings []string
+	fatal    error
+}
+
+// list pages through one resource in one scope ("" = all namespaces).
+func (l *loader) list(resource, ns string, fn func(metav1.ListOptions) (runtime.Object, error), each func(runtime.Object)) {
+	if err := l.page(fn, each); err != nil {
+		l.fail(resource, ns, err)
+	}
+}
+
+func (l *loader) page(fn func(metav1.ListOptions) (runtime.Object, error), each func(runtime.Object)) error {
+	p := pager.New(pager.SimplePageFunc(fn))
+	p.PageSize = PageSize
+	return p.EachListItem(l.ctx, metav1.ListOptions{}, func(obj runtime.Object) error { each(obj); return nil })
+}
+
+// listIstio is list for an Istio CRD: a 404 means the CRD is not
+// installed, which is one warning for the whole scan, not one per LIST.
+func (l *loader) listIstio(resource, ns string, fn func(metav1.ListOptions) (runtime.Object, error), each func(runtime.Object)) (missing bool) {
+	err := l.page(fn, each)
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	if err != nil {
+		l.fail(resource, ns, err)
+	}
+	return false
+}
+
+// fail turns a LIST error into a warning, or into the fatal error when the
+// API server itself is the problem.
+func (l *loader) fail(resource, ns string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	where := "in all namespaces"
+	if ns != "" {
+		where = "in namespace " + ns
+	}
+	switch {
+	case apierrors.IsForbidden(err):
+		l.warnings = append(l.warnings, fmt.Sprintf("cannot list %s %s (forbidden): %s", resource, where, consequence(resource)))
+	case apierrors.IsNotFound(err) && resource == "namespaces":
+		l.warnings = append(l.warnings, fmt.Sprintf("namespace %s not found", ns))
+	case apierrors.IsUnauthorized(err):
+		if l.fatal == nil {
+			l.fatal = fmt.Errorf("the API server rejected our credentials (401 Unauthorized): check the kubeconfig user or token")
+		}
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		if l.fatal == nil {
+			l.fatal = err
+		}
+	default:
+		if l.fatal == nil {
+			l.fatal = fmt.Errorf("listing %s %s: %w", resource, where, err)
+		}
+	}
+}
+
+// consequence says what a missing permission costs the scan.
+func consequence(resource string) string {
+	switch resource {
+	case "peerauthentications.security.istio.io":
+		return "mTLS modes are assumed PERMISSIVE, which may be wrong"
+	case "serviceentries.networking.istio.io":
+		return "external services declared to the mesh are not checked"
+	case "pods":
+		return "sidecars and images are unknown"
+	case "endpointslices":
+		return "backends are found from Service selectors instead"
+	case "configmaps":
+		return "the mesh config is unknown, Istio defaults are assumed"
+	case "services":
+		return "no Service port can be checked"
+	case "namespaces":
+		return "namespace injection labels are unknown"
+	}
+	return "the scan is incomplete"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func convertPeerAuthentication(pa *securityv1.PeerAuthentication) PeerAuthentication {
+	out := PeerAuthentication{
+		Namespace: pa.Namespace,
+		Name:      pa.Name,
+		Mode:      MTLSUnset,
+		CreatedAt: pa.CreationTimestamp.Time,
+	}
+	if sel := pa.Spec.GetSelector(); sel != nil && len(sel.MatchLabels) > 0 {
+		out.Selector = sel.MatchLabels
+	}
+	if m := pa.Spec.GetMtls(); m != nil {
+		out.Mode = MTLSMode(m.Mode.String())
+	}
+	for port, m := range pa.Spec.GetPortLevelMtls() {
+		if out.PortModes == nil {
+			out.PortModes = map[uint32]MTLSMode{}
+		}
+		mode := MTLSUnset
+		if m != nil {
+			mode = MTLSMode(m.Mode.String())
+		}
+		out.PortModes[port] = mode
+	}
+	return out
+}

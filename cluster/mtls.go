@@ -1,0 +1,73 @@
+package cluster
+
+import "sort"
+
+// EffectiveMTLSMode is the inbound mTLS mode Istio applies to a workload
+// port (the container port, i.e. the Service targetPort), following
+// pilot's ComposePeerAuthentication: the oldest policy of each level wins
+// (ties broken by name), levels apply mesh (root namespace, no selector),
+// then namespace (no selector), then workload (selector matching the pod
+// labels, not in the root namespace), then the workload policy's
+// portLevelMtls; UNSET inherits from the level above; with no policy at
+// all the mode is PERMISSIVE.
+func EffectiveMTLSMode(policies []PeerAuthentication, rootNamespace, namespace string, podLabels map[string]string, port uint32) MTLSMode {
+	var mesh, ns, workload *PeerAuthentication
+	older := func(a, b *PeerAuthentication) bool {
+		if b == nil {
+			return true
+		}
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.Name < b.Name
+	}
+	for i := range policies {
+		p := &policies[i]
+		switch {
+		case len(p.Selector) == 0 && p.Namespace == rootNamespace:
+			if older(p, mesh) {
+				mesh = p
+			}
+		case len(p.Selector) == 0 && p.Namespace == namespace:
+			if older(p, ns) {
+				ns = p
+			}
+		case len(p.Selector) > 0 && p.Namespace == namespace && p.Namespace != rootNamespace && selects(p.Selector, podLabels):
+			if older(p, workload) {
+				workload = p
+			}
+		}
+	}
+	mode := MTLSPermissive
+	for _, p := range []*PeerAuthentication{mesh, ns, workload} {
+		if p != nil && p.Mode != MTLSUnset && p.Mode != "" {
+			mode = p.Mode
+		}
+	}
+	if workload != nil {
+		if m, ok := workload.PortModes[port]; ok && m != MTLSUnset && m != "" {
+			mode = m
+		}
+	}
+	return mode
+}
+
+// selects is a matchLabels selector: every key/value must be present.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// SortedPorts returns the ports of a PortModes map in order, for stable output.
+func SortedPorts(m map[uint32]MTLSMode) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

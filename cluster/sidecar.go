@@ -1,0 +1,90 @@
+package cluster
+
+import corev1 "k8s.io/api/core/v1"
+
+// Names Istio uses on pods and namespaces.
+const (
+	ProxyContainerName         = "istio-proxy"
+	annotationSidecarStatus    = "sidecar.istio.io/status"
+	labelSidecarInject         = "sidecar.istio.io/inject" // label (preferred) or annotation
+	labelInjection             = "istio-injection"
+	labelRevision              = "istio.io/rev"
+	labelDataplaneMode         = "istio.io/dataplane-mode"
+	dataplaneModeAmbient       = "ambient"
+	defaultRevisionDescription = "default"
+)
+
+// HasSidecar reports whether a pod runs Istio's proxy: a classic
+// istio-proxy container, an istio-proxy native sidecar (an init container
+// with restartPolicy Always, Istio's default since 1.27 on new clusters),
+// or the injector's status annotation.
+func HasSidecar(pod *corev1.Pod) bool {
+	if _, ok := pod.Annotations[annotationSidecarStatus]; ok {
+		return true
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainerName {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			return true
+		}
+	}
+	return false
+}
+
+// NamespaceInjection reads a namespace's injection labels the way Istio's
+// default webhooks select namespaces: istio-injection=enabled, or an
+// istio.io/rev label with no istio-injection label at all (any
+// istio-injection value, even "disabled", shuts the revision webhook out).
+func NamespaceInjection(labels map[string]string) (enabled bool, revision string) {
+	if v, ok := labels[labelInjection]; ok {
+		return v == "enabled", defaultIfEnabled(v == "enabled")
+	}
+	if rev, ok := labels[labelRevision]; ok && rev != "" {
+		return true, rev
+	}
+	return false, ""
+}
+
+func defaultIfEnabled(enabled bool) string {
+	if enabled {
+		return defaultRevisionDescription
+	}
+	return ""
+}
+
+// InjectionIntended reports whether Istio's injector would add a sidecar
+// to the pod if it were created now. It follows the default webhook
+// selectors and injectRequired: hostNetwork and the Kubernetes system
+// namespaces never get one; the pod label sidecar.istio.io/inject (it wins
+// over the annotation of the same name) "false" opts out; in a namespace
+// without injection labels only the pod label "true" or an istio.io/rev
+// pod label opts in (the annotation alone never reaches the webhook).
+func InjectionIntended(pod *corev1.Pod, namespaceLabels map[string]string) bool {
+	if pod.Spec.HostNetwork || pod.Namespace == "kube-system" || pod.Namespace == "kube-public" {
+		return false
+	}
+	podChoice := pod.Annotations[labelSidecarInject]
+	if v, ok := pod.Labels[labelSidecarInject]; ok {
+		podChoice = v
+	}
+	if podChoice == "false" {
+		return false
+	}
+	if v, ok := namespaceLabels[labelInjection]; ok {
+		return v == "enabled"
+	}
+	if namespaceLabels[labelRevision] != "" {
+		return true
+	}
+	return pod.Labels[labelSidecarInject] == "true" || pod.Labels[labelRevision] != ""
+}
+
+// AmbientNamespace reports istio.io/dataplane-mode=ambient. Ambient's
+// ztunnel does not sniff but a waypoint may; we flag, not judge.
+func AmbientNamespace(labels map[string]string) bool {
+	return labels[labelDataplaneMode] == dataplaneModeAmbient
+}
