@@ -56,15 +56,29 @@ func defaultIfEnabled(enabled bool) string {
 	return ""
 }
 
+// ignoredNamespaces never get a sidecar, whatever their labels say (istio
+// pkg/kube/inject IgnoredNamespaces).
+var ignoredNamespaces = map[string]bool{
+	"kube-system":        true,
+	"kube-public":        true,
+	"kube-node-lease":    true,
+	"local-path-storage": true,
+}
+
 // InjectionIntended reports whether Istio's injector would add a sidecar
 // to the pod if it were created now. It follows the default webhook
-// selectors and injectRequired: hostNetwork and the Kubernetes system
-// namespaces never get one; the pod label sidecar.istio.io/inject (it wins
-// over the annotation of the same name) "false" opts out; in a namespace
-// without injection labels only the pod label "true" or an istio.io/rev
-// pod label opts in (the annotation alone never reaches the webhook).
+// selectors (mutatingwebhook.yaml, which see labels only) and then
+// injectRequired (which also reads the annotation): hostNetwork and the
+// Kubernetes system namespaces never get one; the pod label
+// sidecar.istio.io/inject (it wins over the annotation of the same name)
+// "false" opts out; a namespace's istio-injection label, when present,
+// decides alone (only "enabled" injects); else a namespace istio.io/rev
+// label injects when it names a revision; in a namespace with neither
+// label, a pod istio.io/rev label naming a revision, or else the pod label
+// sidecar.istio.io/inject=true, opts in (the annotation alone never reaches
+// the webhook). Any named revision is assumed to be installed.
 func InjectionIntended(pod *corev1.Pod, namespaceLabels map[string]string) bool {
-	if pod.Spec.HostNetwork || pod.Namespace == "kube-system" || pod.Namespace == "kube-public" {
+	if pod.Spec.HostNetwork || ignoredNamespaces[pod.Namespace] {
 		return false
 	}
 	podChoice := pod.Annotations[labelSidecarInject]
@@ -77,10 +91,15 @@ func InjectionIntended(pod *corev1.Pod, namespaceLabels map[string]string) bool 
 	if v, ok := namespaceLabels[labelInjection]; ok {
 		return v == "enabled"
 	}
-	if namespaceLabels[labelRevision] != "" {
-		return true
+	if rev, ok := namespaceLabels[labelRevision]; ok {
+		// An empty istio.io/rev matches no revision's webhook, and its
+		// presence shuts out the object-selector webhooks too.
+		return rev != ""
 	}
-	return pod.Labels[labelSidecarInject] == "true" || pod.Labels[labelRevision] != ""
+	if rev, ok := pod.Labels[labelRevision]; ok {
+		return rev != ""
+	}
+	return pod.Labels[labelSidecarInject] == "true"
 }
 
 // AmbientNamespace reports istio.io/dataplane-mode=ambient. Ambient's
