@@ -43,5 +43,6 @@ Installed on your PATH it is also the kubectl plugin "kubectl serverfirst".`,
 
 	cmd.AddCommand(newVersionCommand(streams))
 	cmd.AddCommand(newProbeCommand(streams))
+	cmd.AddCommand(newScanCommand(opts))
 	return cmd
 }

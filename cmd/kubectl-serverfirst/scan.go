@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/report"
+)
+
+// scanFlags are shared by scan and fix: both judge the same targets.
+type scanFlags struct {
+	static         bool
+	vantage        string
+	selfInMesh     string
+	istioNamespace string
+	external       []string
+	timeout        time.Duration
+	connectTimeout time.Duration
+	concurrency    int
+}
+
+func (f *scanFlags) add(cmd *cobra.Command) {
+	d := probe.DefaultOptions()
+	fl := cmd.Flags()
+	fl.BoolVar(&f.static, "static", false, "Judge from the cluster's objects only: no connection to any target (same as --vantage none)")
+	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "none" (static verdicts), "self" (dial targets from where this command runs), "auto" (self inside a pod, none elsewhere)`)
+	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", `With --vantage self: does this process sit behind a sidecar? "true", "false", or "auto" (true inside a pod whose istio-proxy is found)`)
+	fl.StringVar(&f.istioNamespace, "istio-namespace", cluster.DefaultIstioNamespace, "Namespace of the Istio control plane and its mesh ConfigMap (istio, istio-<rev>)")
+	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
+	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner; set it above the mesh's protocolDetectionTimeout to see DELAYED")
+	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
+	fl.IntVar(&f.concurrency, "concurrency", 32, "With probes: how many targets to probe at once")
+}
+
+type scanCmdFlags struct {
+	scanFlags
+	output string
+	showOK bool
+	failOn string
+}
+
+const scanExample = `  # What hangs in my namespace? (static: no connection to any target)
+  kubectl serverfirst scan
+
+  # The whole cluster, every port listed, wide:
+  kubectl serverfirst scan -A -o wide
+
+  # Prove it: dial every target from here (run inside a pod with a sidecar for the mesh path)
+  kubectl serverfirst scan -n shop --vantage self --self-in-mesh true
+
+  # An external MySQL that mesh clients reach without a ServiceEntry:
+  kubectl serverfirst scan -n shop --external 203.0.113.7:10000
+
+  # CI gate: exit 3 when anything deadlocks or is at risk
+  kubectl serverfirst scan -A --fail-on deadlock,delayed,at-risk -o json > report.json`
+
+func newScanCommand(root *rootOptions) *cobra.Command {
+	f := &scanCmdFlags{}
+	cmd := &cobra.Command{
+		Use:   "scan [flags]",
+		Short: "Find Service and ServiceEntry ports where a server-first protocol hangs in the mesh",
+		Long: `Read the Services, pods, ServiceEntries, PeerAuthentications and mesh config of
+the current context, apply Istio's own rules, and judge every port:
+
+  DEADLOCK       the server speaks first directly, nothing arrives through the mesh
+  MTLS-REJECTED  STRICT mTLS closes a client without a sidecar
+  DELAYED        the banner arrives through the mesh only after protocolDetectionTimeout
+  AT-RISK        static evidence only: a sniffed port with server-first hints
+  UNREACHABLE    no vantage point could connect
+  CLIENT-FIRST   the server waits for the client: sniffing is harmless
+  OK             declared TCP (or similar), or the banner arrives promptly
+
+Static evidence: Istio's protocol for the port (port name, appProtocol,
+well-known port, or sniffed), whether the server has a sidecar, its effective
+mTLS mode, and hints from the port number, port name, Service name and images.
+Active evidence (--vantage self, or automatically inside a pod): a passive
+probe that connects and waits for the first bytes, sending nothing.
+
+The table lists affected ports worst first and ends with what to run next;
+-o json/yaml list every port in the documented schema (see README).
+` + "`explain VERDICT`" + ` tells what a verdict means and how to fix it.
+
+Exit status: 0 when the scan ran, whatever it found; 3 when a finding matches
+--fail-on; 1 on errors (unreachable API server, bad flags); 130 on Ctrl-C.
+Read-only: nothing in the cluster is changed.`,
+		Example: scanExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			failOn, err := parseFailOn(f.failOn)
+			if err != nil {
+				return err
+			}
+			if err := checkOutput(f.output); err != nil {
+				return err
+			}
+			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			o := report.RenderOptions{Color: colorWanted(root.streams.Out), ShowAll: f.showOK}
+			if err := report.Render(root.streams.Out, f.output, r, o); err != nil {
+				return err
+			}
+			if cmd.Context().Err() != nil {
+				return &exitError{code: 130, err: errors.New("interrupted")}
+			}
+			return failOnFindings(r, failOn)
+		},
+	}
+	f.add(cmd)
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "table", "Output format: "+strings.Join(report.Formats, ", "))
+	fl.BoolVar(&f.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
+	fl.StringVar(&f.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated: deadlock, delayed, at-risk, mtls-rejected, unreachable")
+	return cmd
+}
+
+func checkOutput(o string) error {
+	for _, f := range report.Formats {
+		if o == f {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown output format %q: want one of %s", o, strings.Join(report.Formats, ", "))
+}
+
+func parseFailOn(s string) (map[report.Verdict]bool, error) {
+	out := map[report.Verdict]bool{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, w := range strings.Split(s, ",") {
+		v := report.Verdict(strings.ToUpper(strings.TrimSpace(w)))
+		switch v {
+		case report.Deadlock, report.Delayed, report.AtRisk, report.MTLSRejected, report.Unreachable:
+			out[v] = true
+		default:
+			return nil, fmt.Errorf("--fail-on: unknown verdict %q: want deadlock, delayed, at-risk, mtls-rejected or unreachable", strings.TrimSpace(w))
+		}
+	}
+	return out, nil
+}
+
+func failOnFindings(r report.Report, failOn map[report.Verdict]bool) error {
+	n := 0
+	for _, f := range r.Findings {
+		if failOn[f.Verdict] {
+			n++
+		}
+	}
+	if n > 0 {
+		return &exitError{code: 3, err: fmt.Errorf("%d finding(s) match --fail-on", n)}
+	}
+	return nil
+}
+
+// colorWanted: colour only on a terminal, never with NO_COLOR set.
+func colorWanted(w io.Writer) bool {
+	if _, ok := os.LookupEnv("NO_COLOR"); ok {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// clients builds the API clients from the kubeconfig flags.
+func (o *rootOptions) clients() (cluster.Clients, *rest.Config, error) {
+	cfg, err := o.configFlags.ToRESTConfig()
+	if err != nil {
+		return cluster.Clients{}, nil, fmt.Errorf("no usable kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	cfg.UserAgent = "kubectl-serverfirst/" + version
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return cluster.Clients{}, nil, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return cluster.Clients{}, nil, err
+	}
+	return cluster.Clients{Kube: kube, Istio: ic}, cfg, nil
+}
+
+// scanNamespaces: -A means all; otherwise -n, or the context's namespace.
+func (o *rootOptions) scanNamespaces() ([]string, error) {
+	if o.allNamespaces {
+		return nil, nil
+	}
+	ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, fmt.Errorf("no usable kubeconfig: %w", err)
+	}
+	return []string{ns}, nil
+}
+
+// runScan is the whole pipeline: inventory -> targets -> probes -> report.
+func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.Writer) (report.Report, error) {
+	externals, err := parseExternals(f.external)
+	if err != nil {
+		return report.Report{}, err
+	}
+	vantage := f.vantage
+	if f.static {
+		vantage = "none"
+	}
+	switch vantage {
+	case "auto":
+		vantage = "none"
+		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			vantage = "self"
+		}
+	case "none", "self":
+	default:
+		return report.Report{}, fmt.Errorf("--vantage %q: want none, self or auto", f.vantage)
+	}
+	clients, cfg, err := root.clients()
+	if err != nil {
+		return report.Report{}, err
+	}
+	namespaces, err := root.scanNamespaces()
+	if err != nil {
+		return report.Report{}, err
+	}
+	inv, err := cluster.Load(ctx, clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: f.istioNamespace})
+	if err != nil {
+		return report.Report{}, apiError(cfg.Host, err)
+	}
+	in := report.Input{Inventory: inv, External: externals, Static: vantage == "none"}
+	if vantage == "self" {
+		inMesh, err := selfInMesh(f.selfInMesh, inv)
+		if err != nil {
+			return report.Report{}, err
+		}
+		o := probe.DefaultOptions()
+		o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+		plan := report.PlanSelfProbes(inv, externals, inMesh)
+		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
+		in.Observations = report.RunPlan(ctx, plan, o)
+	}
+	return report.Build(in), nil
+}
+
+func selfInMesh(flag string, inv *cluster.Inventory) (bool, error) {
+	switch flag {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	case "auto":
+		name, ns := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+		if name == "" {
+			name, _ = os.Hostname()
+		}
+		for _, p := range inv.Pods {
+			if p.Name == name && (ns == "" || p.Namespace == ns) {
+				return p.HasSidecar, nil
+			}
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("--self-in-mesh %q: want true, false or auto", flag)
+}
+
+func parseExternals(list []string) ([]report.ExternalTarget, error) {
+	var out []report.ExternalTarget
+	for _, s := range list {
+		t, err := probe.ParseTarget(s)
+		if err != nil {
+			return nil, fmt.Errorf("--external: %w", err)
+		}
+		out = append(out, report.ExternalTarget{Host: t.Host, Port: int32(t.Port)})
+	}
+	return out, nil
+}
+
+// apiError turns a failure to reach the API server into one clear line.
+func apiError(host string, err error) error {
+	var netErr net.Error
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr), errors.As(err, &netErr):
+		return fmt.Errorf("cannot reach the API server at %s: %v", host, rootCause(err))
+	case errors.Is(err, context.Canceled):
+		return &exitError{code: 130, err: errors.New("interrupted")}
+	}
+	return err
+}
+
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}

@@ -1,0 +1,509 @@
+package report
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/probe"
+)
+
+// ExternalTarget is a destination outside the cluster that mesh clients
+// use, given by the user (scan --external HOST:PORT).
+type ExternalTarget struct {
+	Host string
+	Port int32
+}
+
+// Input is everything the verdict engine judges.
+type Input struct {
+	Inventory    *cluster.Inventory
+	Observations []Observation
+	External     []ExternalTarget
+	// Static is true when no probing was attempted (scan --static); the
+	// report then says how to get proof.
+	Static bool
+}
+
+// delayedFraction: a banner that arrives through the mesh after this share
+// of the detection timeout is the fallback to TCP at work, not the server.
+const delayedFraction = 0.8
+
+// Build joins static and active evidence into the report. It is pure:
+// same input, same report.
+func Build(in Input) Report {
+	inv := in.Inventory
+	if inv == nil {
+		inv = &cluster.Inventory{}
+	}
+	j := newJudge(inv, in.Observations)
+	var findings []Finding
+	for _, svc := range inv.Services {
+		for _, p := range svc.Ports {
+			findings = append(findings, j.servicePort(svc, p))
+		}
+	}
+	for _, se := range inv.ServiceEntries {
+		for _, p := range se.Ports {
+			findings = append(findings, j.serviceEntryPort(se, p))
+		}
+	}
+	for _, t := range in.External {
+		findings = append(findings, j.external(t))
+	}
+	SortFindings(findings)
+	r := Report{
+		Findings: findings,
+		Warnings: append([]string{}, inv.Warnings...),
+		Mesh: MeshSummary{
+			IstioInstalled:             inv.IstioInstalled,
+			Source:                     inv.Mesh.Source,
+			RootNamespace:              inv.Mesh.RootNamespace,
+			ProtocolDetectionTimeoutMs: inv.Mesh.ProtocolDetectionTimeout.Milliseconds(),
+		},
+		Summary: map[Verdict]int{},
+		Static:  in.Static || len(in.Observations) == 0,
+	}
+	for _, ns := range inv.Namespaces {
+		if ns.Ambient {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("namespace %s uses ambient mode: ztunnel does not sniff but a waypoint may; its ports are judged as if sidecars were absent", ns.Name))
+		}
+	}
+	for _, f := range findings {
+		r.Summary[f.Verdict]++
+	}
+	return r
+}
+
+// SortFindings orders worst first, then by namespace, name, port.
+func SortFindings(fs []Finding) {
+	sort.SliceStable(fs, func(a, b int) bool {
+		x, y := fs[a], fs[b]
+		if x.Verdict.Severity() != y.Verdict.Severity() {
+			return x.Verdict.Severity() < y.Verdict.Severity()
+		}
+		if x.Namespace != y.Namespace {
+			return x.Namespace < y.Namespace
+		}
+		if x.Kind != y.Kind {
+			return x.Kind < y.Kind
+		}
+		if x.Name != y.Name {
+			return x.Name < y.Name
+		}
+		return x.Port < y.Port
+	})
+}
+
+type judge struct {
+	inv       *cluster.Inventory
+	pods      map[string]*cluster.Pod
+	listeners map[uint32][]string
+	obs       map[TargetKey][]Observation
+	anyMesh   bool
+}
+
+func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
+	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.SniffingListenerPorts(inv.Services), obs: map[TargetKey][]Observation{}}
+	for i := range inv.Pods {
+		p := &inv.Pods[i]
+		j.pods[p.Namespace+"/"+p.Name] = p
+		j.anyMesh = j.anyMesh || p.HasSidecar
+	}
+	for _, o := range observations {
+		j.obs[o.Target] = append(j.obs[o.Target], o)
+	}
+	return j
+}
+
+// meshAbsent: Istio is not installed and no pod has a sidecar, so nothing
+// sniffs.
+func (j *judge) meshAbsent() bool { return !j.inv.IstioInstalled && !j.anyMesh }
+
+func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding {
+	f := Finding{
+		Kind: KindService, Namespace: svc.Namespace, Name: svc.Name, Port: p.Port, PortName: p.Name,
+		TargetPort: p.TargetPort, Protocol: string(p.Resolved.Protocol), ProtocolSource: string(p.Resolved.Source),
+		AppProtocol: p.AppProtocol, AppProtocolTrap: p.Resolved.AppProtocolTrap,
+	}
+	hints := hintSet{}
+	hints.port(p.Port)
+	hints.name("name", p.Name)
+	hints.name("service", svc.Name)
+	var meshPod *cluster.Pod
+	targetPort, targetPortKnown := numericPort(p.TargetPort)
+	for _, ref := range svc.Backends {
+		pod := j.pods[ref.Namespace+"/"+ref.Name]
+		if pod == nil {
+			continue
+		}
+		for _, img := range pod.Images {
+			hints.image(img)
+		}
+		if !targetPortKnown {
+			if n, ok := pod.ContainerPorts[p.TargetPort]; ok {
+				targetPort, targetPortKnown = n, true
+			}
+		}
+		if pod.HasSidecar && meshPod == nil {
+			meshPod = pod
+		}
+	}
+	if targetPortKnown {
+		hints.port(targetPort)
+		f.TargetPort = strconv.Itoa(int(targetPort))
+	}
+	f.ServerInMesh = meshPod != nil
+	if f.ServerInMesh && targetPortKnown {
+		f.MTLSMode = string(cluster.EffectiveMTLSMode(j.inv.PeerAuthentications, j.inv.Mesh.RootNamespace, svc.Namespace, meshPod.Labels, uint32(targetPort)))
+	} else if f.ServerInMesh {
+		f.MTLSMode = string(cluster.EffectiveMTLSMode(j.inv.PeerAuthentications, j.inv.Mesh.RootNamespace, svc.Namespace, meshPod.Labels, 0))
+		f.Notes = append(f.Notes, fmt.Sprintf("targetPort %q is not a container port of any backing pod: port-level mTLS could not be checked", p.TargetPort))
+	}
+	if len(svc.Backends) == 0 {
+		f.Notes = append(f.Notes, "no backing pods: nothing to probe, and mesh membership is unknown")
+	}
+	f.Hints = hints.list()
+
+	switch {
+	case p.Protocol != "TCP":
+		f.Verdict, f.Reason = OK, p.Protocol+": the sidecar does not sniff it"
+	case j.meshAbsent():
+		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+	default:
+		j.staticVerdict(&f, p.Resolved)
+	}
+	f.Scenario = MeshToMesh
+	if !f.ServerInMesh {
+		f.Scenario = MeshToExternal
+	}
+	j.activeVerdict(&f)
+	f.Fixes = j.fixesFor(f, svc, p, meshPod)
+	return f
+}
+
+// staticVerdict judges from the inventory alone.
+func (j *judge) staticVerdict(f *Finding, r cluster.ResolvedProtocol) {
+	hinted := len(f.Hints) > 0
+	delay := j.inv.Mesh.ProtocolDetectionTimeout
+	switch {
+	case r.Sniffed() && hinted:
+		f.Verdict = AtRisk
+		f.Reason = "protocol not declared, so the sidecar sniffs it, and " + strings.Join(f.Hints, ", ") + " suggest a server-first protocol"
+		if r.AppProtocolTrap {
+			f.Reason = fmt.Sprintf("appProtocol %q is not a protocol Istio knows and it replaces the port name %q, so the port is sniffed; ", f.AppProtocol, f.PortName) + strings.Join(f.Hints, ", ") + " suggest a server-first protocol"
+		}
+		if delay > 0 {
+			f.Reason += fmt.Sprintf("; with protocolDetectionTimeout %s clients wait that long instead of forever", delay)
+		}
+	case r.Sniffed() && r.AppProtocolTrap:
+		f.Verdict = AtRisk
+		f.Reason = fmt.Sprintf("appProtocol %q is not a protocol Istio knows and it replaces the port name %q: the port is sniffed", f.AppProtocol, f.PortName)
+	case r.Sniffed():
+		f.Verdict = OK
+		f.Reason = "protocol not declared (sniffed), but nothing suggests a server-first protocol; probe it to be sure"
+	case r.Protocol.HTTPFamily() && hinted:
+		f.Verdict = AtRisk
+		f.Reason = "declared " + string(r.Protocol) + " (" + string(r.Source) + "), but " + strings.Join(f.Hints, ", ") + " suggest a server-first protocol: the sidecar waits for an HTTP request that never comes"
+	default:
+		f.Verdict = OK
+		f.Reason = "declared " + string(r.Protocol) + " by " + describeSource(r.Source) + ": the sidecar does not wait for the client"
+	}
+}
+
+func describeSource(s cluster.ProtocolSource) string {
+	switch s {
+	case cluster.SourceName:
+		return "the port name"
+	case cluster.SourceAppProtocol:
+		return "appProtocol"
+	case cluster.SourceWellKnownPort:
+		return "its well-known port number"
+	case cluster.SourceProtocol:
+		return "its protocol field"
+	}
+	return string(s)
+}
+
+func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntryPort) Finding {
+	f := Finding{
+		Kind: KindServiceEntry, Namespace: se.Namespace, Name: se.Name, Port: int32(p.Number), PortName: p.Name,
+		Protocol: string(p.Resolved.Protocol), ProtocolSource: string(p.Resolved.Source), Hosts: se.Hosts,
+		Scenario: MeshToExternal,
+	}
+	if p.TargetPort != 0 {
+		f.TargetPort = strconv.Itoa(int(p.TargetPort))
+	}
+	hints := hintSet{}
+	hints.port(int32(p.Number))
+	hints.name("name", p.Name)
+	for _, h := range se.Hosts {
+		hints.name("host", h)
+	}
+	f.Hints = hints.list()
+	if c, ok := cluster.OutboundCollision(j.listeners, p.Number); ok {
+		f.CollidesWith = c.Services
+	}
+	switch {
+	case j.meshAbsent():
+		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+	case !p.Resolved.Sniffed() && len(f.CollidesWith) > 0 && len(se.Addresses) == 0 && !j.addressAllocated() && len(f.Hints) > 0:
+		f.Verdict = AtRisk
+		f.Reason = fmt.Sprintf("declared %s but without addresses (and no DNS auto-allocation): clients reach it by IP and ride the 0.0.0.0:%d listener that %s puts there, which sniffs", p.Resolved.Protocol, p.Number, strings.Join(f.CollidesWith, ", "))
+	default:
+		j.staticVerdict(&f, p.Resolved)
+	}
+	j.activeVerdict(&f)
+	f.Fixes = j.serviceEntryFixes(f, se, p)
+	return f
+}
+
+func (j *judge) addressAllocated() bool { return j.inv.Mesh.DNSCapture && j.inv.Mesh.DNSAutoAllocate }
+
+func (j *judge) external(t ExternalTarget) Finding {
+	f := Finding{
+		Kind: KindExternal, Name: t.Host, Port: t.Port, Protocol: string(cluster.ProtocolAuto),
+		ProtocolSource: string(cluster.SourceNone), Scenario: MeshToExternal,
+	}
+	hints := hintSet{}
+	hints.port(t.Port)
+	hints.name("host", t.Host)
+	f.Hints = hints.list()
+	c, collides := cluster.OutboundCollision(j.listeners, uint32(t.Port))
+	if collides {
+		f.CollidesWith = c.Services
+	}
+	switch {
+	case j.meshAbsent():
+		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+	case collides:
+		f.Verdict = AtRisk
+		f.Reason = fmt.Sprintf("no ServiceEntry declares it, and %s put a sniffing 0.0.0.0:%d listener in every client sidecar", strings.Join(c.Services, ", "), t.Port)
+	default:
+		f.Protocol = string(cluster.ProtocolTCP)
+		f.Verdict, f.Reason = OK, fmt.Sprintf("no in-mesh Service uses port %d, so mesh clients pass it through as plain TCP", t.Port)
+	}
+	j.activeVerdict(&f)
+	f.Fixes = j.externalFixes(f)
+	return f
+}
+
+// numericPort reads a targetPort written as a number.
+func numericPort(s string) (int32, bool) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || n > 65535 {
+		return 0, false
+	}
+	return int32(n), true
+}
+
+// pathResult is the judgement of one client path.
+type pathResult struct {
+	verdict  Verdict
+	scenario Scenario
+	reason   string
+}
+
+// activeVerdict refines the static verdict with probe evidence. The rule
+// that matters most: DEADLOCK needs both halves of the proof, the banner on
+// the direct path and silence through the mesh. Anything less is weaker.
+func (j *judge) activeVerdict(f *Finding) {
+	obs := j.obs[f.Key()]
+	if len(obs) == 0 {
+		return
+	}
+	var direct, meshPath, outside []probe.Result
+	for _, o := range obs {
+		f.Evidence = append(f.Evidence, evidenceOf(o))
+		switch {
+		case o.Vantage == VantageDirect:
+			direct = append(direct, o.Result)
+		case o.Vantage == VantageMeshClient || o.Vantage == VantageSelf && o.InMesh:
+			meshPath = append(meshPath, o.Result)
+		case !f.ServerInMesh:
+			// A client without a sidecar reaching a server without one
+			// is the direct path.
+			direct = append(direct, o.Result)
+		default:
+			outside = append(outside, o.Result)
+		}
+	}
+	d, dNote := summarize(direct)
+	if dNote != "" {
+		f.Notes = append(f.Notes, "direct path: "+dNote)
+	}
+	var paths []pathResult
+	if len(meshPath) > 0 {
+		sc := MeshToMesh
+		if !f.ServerInMesh {
+			sc = MeshToExternal
+		}
+		m, note := summarize(meshPath)
+		if note != "" {
+			f.Notes = append(f.Notes, "mesh path: "+note)
+		}
+		paths = append(paths, j.judgePath(m, d, sc, f, false))
+	}
+	if len(outside) > 0 {
+		o, note := summarize(outside)
+		if note != "" {
+			f.Notes = append(f.Notes, "outside path: "+note)
+		}
+		paths = append(paths, j.judgePath(o, d, ExternalToMesh, f, true))
+	}
+	if len(paths) == 0 {
+		// Only the direct path was probed: it says whether the server
+		// speaks first, not whether the mesh waits.
+		switch {
+		case d == nil:
+		case d.Outcome == probe.OutcomeBanner && f.Verdict == AtRisk:
+			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) and %s", bannerWord(d), ms(d.FirstByteMs), lowerFirst(f.Reason))
+		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && f.Protocol == string(cluster.ProtocolAuto):
+			f.Verdict = AtRisk
+			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) on a port the sidecar sniffs", bannerWord(d), ms(d.FirstByteMs))
+		case d.Outcome == probe.OutcomeSilent && f.Protocol == string(cluster.ProtocolAuto):
+			f.Verdict = ClientFirst
+			f.Reason = "the server stays silent until the client speaks (direct probe): sniffing this port is harmless"
+		case isUnreachable(d.Outcome):
+			f.Notes = append(f.Notes, "the direct probe could not connect ("+string(d.Outcome)+"): the verdict rests on static evidence")
+		}
+		return
+	}
+	best := paths[0]
+	for _, p := range paths[1:] {
+		if p.verdict.Severity() < best.verdict.Severity() {
+			best = p
+		}
+	}
+	f.Verdict, f.Scenario, f.Reason = best.verdict, best.scenario, best.reason
+}
+
+// summarize reduces several results of one path to one; when they
+// disagree about whether bytes arrived, it says so and keeps the weaker
+// (silence is the stronger claim).
+func summarize(rs []probe.Result) (*probe.Result, string) {
+	if len(rs) == 0 {
+		return nil, ""
+	}
+	var banner, silent *probe.Result
+	for i := range rs {
+		switch rs[i].Outcome {
+		case probe.OutcomeBanner:
+			if banner == nil {
+				banner = &rs[i]
+			}
+		case probe.OutcomeSilent:
+			if silent == nil {
+				silent = &rs[i]
+			}
+		}
+	}
+	if banner != nil && silent != nil {
+		return banner, fmt.Sprintf("probes disagree (%d results, some got a banner, some silence); taking the banner, the weaker claim", len(rs))
+	}
+	if banner != nil {
+		return banner, ""
+	}
+	if silent != nil {
+		return silent, ""
+	}
+	return &rs[0], ""
+}
+
+func isUnreachable(o probe.Outcome) bool {
+	switch o {
+	case probe.OutcomeRefused, probe.OutcomeConnectTimeout, probe.OutcomeError:
+		return true
+	}
+	return false
+}
+
+// judgePath decides one client path from its result and the direct one.
+func (j *judge) judgePath(r, d *probe.Result, sc Scenario, f *Finding, outside bool) pathResult {
+	serverFirst := d != nil && d.Outcome == probe.OutcomeBanner
+	timeout := j.inv.Mesh.ProtocolDetectionTimeout
+	via := "through the mesh"
+	if outside {
+		via = "from a client without a sidecar"
+	}
+	switch r.Outcome {
+	case probe.OutcomeBanner:
+		if timeout > 0 && r.FirstByteMs != nil && *r.FirstByteMs >= delayedFraction*float64(timeout.Milliseconds()) &&
+			(d == nil || d.FirstByteMs == nil || *d.FirstByteMs < float64(timeout.Milliseconds())/2) {
+			why := fmt.Sprintf("the banner arrives %s only after %s, the mesh's protocolDetectionTimeout (%s)", via, ms(r.FirstByteMs), timeout)
+			if serverFirst {
+				why += fmt.Sprintf("; directly it takes %s", ms(d.FirstByteMs))
+			}
+			return pathResult{Delayed, sc, why}
+		}
+		return pathResult{OK, sc, fmt.Sprintf("the banner arrives %s in %s", via, ms(r.FirstByteMs))}
+	case probe.OutcomeSilent:
+		switch {
+		case serverFirst:
+			return pathResult{Deadlock, sc, fmt.Sprintf("the server speaks first (%s in %s directly) but nothing arrives %s", bannerWord(d), ms(d.FirstByteMs), via)}
+		case d != nil && d.Outcome == probe.OutcomeSilent:
+			return pathResult{ClientFirst, sc, "the server stays silent until the client speaks, directly and " + via + ": sniffing is harmless"}
+		case f.Verdict == AtRisk || len(f.Hints) > 0:
+			return pathResult{AtRisk, sc, "nothing arrives " + via + " and the hints suggest a server-first protocol, but there is no direct proof that the server speaks first"}
+		default:
+			return pathResult{ClientFirst, sc, "nothing arrives " + via + "; nothing suggests a server-first protocol (no direct probe to prove it)"}
+		}
+	case probe.OutcomeReset, probe.OutcomeClosed:
+		if outside && f.MTLSMode == string(cluster.MTLSStrict) {
+			return pathResult{MTLSRejected, sc, fmt.Sprintf("STRICT mTLS: the sidecar closes a plaintext connection (%s)", r.Outcome)}
+		}
+		if serverFirst {
+			return pathResult{AtRisk, sc, fmt.Sprintf("the server speaks first directly, but %s the connection was %s without a byte", via, r.Outcome)}
+		}
+		return pathResult{Unreachable, sc, fmt.Sprintf("the connection %s was %s without a byte", via, r.Outcome)}
+	default:
+		return pathResult{Unreachable, sc, fmt.Sprintf("could not connect %s: %s", via, describeFailure(*r))}
+	}
+}
+
+func describeFailure(r probe.Result) string {
+	if r.Error != "" {
+		return string(r.Outcome) + " (" + r.Error + ")"
+	}
+	return string(r.Outcome)
+}
+
+func bannerWord(r *probe.Result) string {
+	if r.Protocol != "" {
+		return r.Protocol + " banner"
+	}
+	return "banner"
+}
+
+func ms(v *float64) string {
+	if v == nil {
+		return "?"
+	}
+	d := time.Duration(*v * float64(time.Millisecond))
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	default:
+		return fmt.Sprintf("%.1fms", *v)
+	}
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+func evidenceOf(o Observation) Evidence {
+	r := o.Result
+	return Evidence{
+		Vantage: o.Vantage, Address: r.Address, Outcome: string(r.Outcome), ConnectMs: r.ConnectMs,
+		FirstByteMs: r.FirstByteMs, Banner: probe.Describe(r.Bytes()), Protocol: r.Protocol, Error: r.Error,
+	}
+}

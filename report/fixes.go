@@ -1,0 +1,386 @@
+package report
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+)
+
+// ManagedByLabel marks objects the tool created, so they can be found.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// ManagerName is the label value and the server-side apply field manager.
+const ManagerName = "kubectl-serverfirst"
+
+// Fix types, stable for automation and `fix --type`.
+const (
+	FixAppProtocol        = "appProtocol"
+	FixRename             = "rename"
+	FixWellKnownPort      = "well-known-port"
+	FixTLS                = "tls"
+	FixServiceEntry       = "service-entry"
+	FixPeerAuthentication = "peer-authentication"
+)
+
+// wellKnownPortFor maps a server-first protocol to the Service port Istio
+// never sniffs for it.
+var wellKnownPortFor = map[string]int32{"mysql": 3306, "smtp": 25}
+
+func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, meshPod *cluster.Pod) []Fix {
+	fixes := []Fix{}
+	if !f.Verdict.Affected() {
+		return fixes
+	}
+	if f.Scenario == ExternalToMesh {
+		if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
+			fixes = append(fixes, fix)
+		}
+		return fixes
+	}
+	ref := fmt.Sprintf("Service %s/%s port %d", svc.Namespace, svc.Name, p.Port)
+	patch := map[string]any{"port": p.Port, "protocol": "TCP", "appProtocol": "tcp"}
+	why := "Istio takes appProtocol over the port name: \"tcp\" makes the port plain TCP, so no sidecar waits for the client; nothing else refers to appProtocol, so nothing else changes"
+	title := "set appProtocol: tcp on " + ref
+	if p.Resolved.AppProtocolTrap || p.AppProtocol != "" {
+		title = fmt.Sprintf("replace appProtocol %q with tcp on %s", p.AppProtocol, ref)
+		why = fmt.Sprintf("appProtocol %q is not a protocol Istio knows, and it overrides the port name, so the port is sniffed; \"tcp\" declares it", p.AppProtocol)
+	}
+	fixes = append(fixes, Fix{Type: FixAppProtocol, Title: title, Why: why, Manifest: serviceManifest(svc, patch)})
+
+	if p.AppProtocol == "" {
+		newName := tcpPortName(p.Name, svc)
+		fixes = append(fixes, Fix{
+			Type:     FixRename,
+			Title:    fmt.Sprintf("rename port %q to %q on %s", p.Name, newName, ref),
+			Why:      "a \"tcp-\" name prefix declares the port plain TCP; the rest of the name is kept",
+			Manifest: serviceManifest(svc, map[string]any{"port": p.Port, "protocol": "TCP", "name": newName}),
+			Notes:    []string{"anything that refers to this port by name (Ingress, Gateway routes, ServiceMonitor, other Services' named targetPort) must be renamed too"},
+		})
+	}
+
+	if proto := serverProtocol(f); proto != "" {
+		if wk, ok := wellKnownPortFor[proto]; ok && wk != p.Port && !servicePortInUse(svc, wk) {
+			idx := 0
+			for i, q := range svc.Ports {
+				if q.Port == p.Port && q.Protocol == p.Protocol {
+					idx = i
+				}
+			}
+			target := p.TargetPort
+			fixes = append(fixes, Fix{
+				Type:  FixWellKnownPort,
+				Title: fmt.Sprintf("move %s to port %d", ref, wk),
+				Why:   fmt.Sprintf("Istio never sniffs Service port %d when nothing else declares the protocol; the pods keep listening on %s", wk, target),
+				Command: fmt.Sprintf("kubectl -n %s patch service %s --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/ports/%d/port\",\"value\":%d},{\"op\":\"replace\",\"path\":\"/spec/ports/%d/targetPort\",\"value\":%s}]'",
+					svc.Namespace, svc.Name, idx, wk, idx, jsonTargetPort(target)),
+				Notes: []string{fmt.Sprintf("every client must connect to port %d instead of %d", wk, p.Port)},
+			})
+		}
+	}
+	fixes = append(fixes, Fix{
+		Type:  FixTLS,
+		Title: "serve TLS on the server",
+		Why:   "a TLS client speaks first (ClientHello), so sniffing sees bytes at once; only if the application and its clients support TLS",
+	})
+	return fixes
+}
+
+// serverProtocol is the server-first protocol the evidence or hints name.
+func serverProtocol(f Finding) string {
+	for _, e := range f.Evidence {
+		if e.Outcome == "banner" && e.Protocol != "" {
+			return e.Protocol
+		}
+	}
+	for _, h := range f.Hints {
+		_, v, _ := strings.Cut(h, ":")
+		if i := strings.IndexByte(v, '/'); i >= 0 {
+			v = v[i+1:]
+		}
+		if p, ok := serverFirstWords[v]; ok && p != "" {
+			return p
+		}
+	}
+	return ""
+}
+
+func servicePortInUse(svc cluster.Service, port int32) bool {
+	for _, p := range svc.Ports {
+		if p.Port == port {
+			return true
+		}
+	}
+	return false
+}
+
+func jsonTargetPort(s string) string {
+	if _, err := strconv.Atoi(s); err == nil {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// tcpPortName renames a port to declare TCP, keeping the rest of its name:
+// "mysql" -> "tcp-mysql", "http-smtp" -> "tcp-smtp", "" -> "tcp". It stays
+// a valid, unique DNS label.
+func tcpPortName(name string, svc cluster.Service) string {
+	rest := strings.ToLower(name)
+	if i := strings.IndexByte(rest, '-'); i >= 0 && protocolPrefix(rest[:i]) {
+		rest = rest[i+1:]
+	} else if protocolPrefix(rest) {
+		rest = ""
+	}
+	rest = strings.Trim(nonLabel.ReplaceAllString(rest, "-"), "-")
+	out := "tcp"
+	if rest != "" {
+		out = "tcp-" + rest
+	}
+	if len(out) > 63 {
+		out = strings.TrimRight(out[:63], "-")
+	}
+	for i := 2; nameTaken(svc, out, name); i++ {
+		suffix := "-" + strconv.Itoa(i)
+		base := out
+		if len(base)+len(suffix) > 63 {
+			base = base[:63-len(suffix)]
+		}
+		out = base + suffix
+	}
+	return out
+}
+
+// protocolPrefix: a name prefix Istio reads as a protocol.
+func protocolPrefix(s string) bool {
+	return cluster.ConvertProtocol(0, s, "TCP", nil).Protocol != cluster.ProtocolAuto
+}
+
+func nameTaken(svc cluster.Service, name, self string) bool {
+	for _, p := range svc.Ports {
+		if p.Name == name && p.Name != self {
+			return true
+		}
+	}
+	return false
+}
+
+// serviceManifest is a partial Service that sets only the given port
+// fields. Both client-side apply (ports merge by "port") and server-side
+// apply (ports are a map keyed by port and protocol) merge it into the
+// live Service without touching anything else.
+func serviceManifest(svc cluster.Service, port map[string]any) string {
+	return toYAML(map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Service",
+		"metadata":   map[string]any{"name": svc.Name, "namespace": svc.Namespace},
+		"spec":       map[string]any{"ports": []any{port}},
+	})
+}
+
+func toYAML(v any) string {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		// Only plain maps, strings and numbers go in; this cannot fail.
+		panic(err)
+	}
+	return string(b)
+}
+
+// dnsNote is what a host-name ServiceEntry for a TCP port needs (IST0134).
+func (j *judge) dnsNote() []string {
+	if j.addressAllocated() {
+		return nil
+	}
+	return []string{"a TCP ServiceEntry for a host name is matched by address: turn on DNS proxying with address auto-allocation for the clients (meshConfig.defaultConfig.proxyMetadata ISTIO_META_DNS_CAPTURE: \"true\" and ISTIO_META_DNS_AUTO_ALLOCATE: \"true\", or the same in the pod annotation proxy.istio.io/config) and restart the client pods; without it istioctl analyze reports IST0134"}
+}
+
+func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.ServiceEntryPort) []Fix {
+	fixes := []Fix{}
+	if !f.Verdict.Affected() {
+		return fixes
+	}
+	ports := make([]any, 0, len(se.Ports))
+	for _, q := range se.Ports {
+		m := map[string]any{"number": q.Number, "name": q.Name}
+		if q.Protocol != "" {
+			m["protocol"] = q.Protocol
+		}
+		if q.TargetPort != 0 {
+			m["targetPort"] = q.TargetPort
+		}
+		if q.Number == p.Number {
+			m["protocol"] = "TCP"
+			if q.Name == "" {
+				m["name"] = "tcp-" + strconv.Itoa(int(q.Number))
+			}
+		}
+		ports = append(ports, m)
+	}
+	spec := map[string]any{"hosts": se.Hosts, "ports": ports}
+	addresses := se.Addresses
+	if len(addresses) == 0 {
+		addresses = ipEndpoints(se.Endpoints)
+		if len(addresses) > 0 {
+			spec["addresses"] = addresses
+		}
+	}
+	var notes []string
+	if len(addresses) == 0 && hasHostName(se.Hosts) {
+		notes = j.dnsNote()
+	}
+	notes = append(notes, "the ports list of a ServiceEntry is replaced as a whole: this manifest repeats every port")
+	title := fmt.Sprintf("declare port %d of ServiceEntry %s/%s as TCP", p.Number, se.Namespace, se.Name)
+	why := "a ServiceEntry port without a known protocol is sniffed; protocol TCP makes client sidecars pass the bytes through"
+	if !p.Resolved.Sniffed() {
+		title = fmt.Sprintf("give ServiceEntry %s/%s addresses", se.Namespace, se.Name)
+		why = "declared TCP, but without addresses clients' traffic falls into the sniffing 0.0.0.0 listener of the colliding in-mesh port"
+	}
+	fixes = append(fixes, Fix{
+		Type: FixServiceEntry, Title: title, Why: why, Notes: notes,
+		Manifest: toYAML(map[string]any{
+			"apiVersion": "networking.istio.io/v1",
+			"kind":       "ServiceEntry",
+			"metadata":   map[string]any{"name": se.Name, "namespace": se.Namespace},
+			"spec":       spec,
+		}),
+	})
+	return fixes
+}
+
+func ipEndpoints(eps []string) []string {
+	var out []string
+	for _, e := range eps {
+		a, err := netip.ParseAddr(e)
+		if err != nil {
+			return nil
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func hasHostName(hosts []string) bool {
+	for _, h := range hosts {
+		if _, err := netip.ParseAddr(h); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// externalFixes declares an unknown external destination to the mesh.
+func (j *judge) externalFixes(f Finding) []Fix {
+	fixes := []Fix{}
+	if !f.Verdict.Affected() {
+		return fixes
+	}
+	ns := j.inv.Mesh.RootNamespace
+	if ns == "" {
+		ns = cluster.DefaultIstioNamespace
+	}
+	name := "serverfirst-" + strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(f.Name), "-"), "-") + "-" + strconv.Itoa(int(f.Port))
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	spec := map[string]any{
+		"ports":    []any{map[string]any{"number": f.Port, "name": "tcp-" + strconv.Itoa(int(f.Port)), "protocol": "TCP"}},
+		"location": "MESH_EXTERNAL",
+	}
+	var notes []string
+	if a, err := netip.ParseAddr(f.Name); err == nil {
+		// An IP destination: match it by address, pass it through as is.
+		spec["hosts"] = []string{name + ".external"}
+		spec["addresses"] = []string{a.String()}
+		spec["resolution"] = "NONE"
+	} else {
+		spec["hosts"] = []string{f.Name}
+		spec["resolution"] = "DNS"
+		notes = j.dnsNote()
+	}
+	notes = append(notes, "created in the mesh root namespace "+ns+" so every namespace sees it; move it to the clients' namespace to limit its reach")
+	fixes = append(fixes, Fix{
+		Type:  FixServiceEntry,
+		Title: fmt.Sprintf("declare %s:%d to the mesh as TCP", f.Name, f.Port),
+		Why:   "a destination the mesh knows as TCP gets its own listener match and is passed through without sniffing",
+		Notes: notes,
+		Manifest: toYAML(map[string]any{
+			"apiVersion": "networking.istio.io/v1",
+			"kind":       "ServiceEntry",
+			"metadata":   map[string]any{"name": name, "namespace": ns, "labels": map[string]any{ManagedByLabel: ManagerName}},
+			"spec":       spec,
+		}),
+	})
+	return fixes
+}
+
+// peerAuthenticationFix disables mTLS on the server's port so clients
+// without a sidecar are not held by the TLS inspector. Istio applies only
+// one workload-level policy to a pod (the oldest): when one exists, the
+// fix extends it instead of adding a second that would be ignored.
+func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *cluster.Pod) (Fix, bool) {
+	port, ok := numericPort(f.TargetPort)
+	if !ok || meshPod == nil {
+		return Fix{}, false
+	}
+	var existing *cluster.PeerAuthentication
+	for i := range j.inv.PeerAuthentications {
+		pa := &j.inv.PeerAuthentications[i]
+		if pa.Namespace != svc.Namespace || pa.Namespace == j.inv.Mesh.RootNamespace || len(pa.Selector) == 0 || !selectsAll(pa.Selector, meshPod.Labels) {
+			continue
+		}
+		if existing == nil || pa.CreatedAt.Before(existing.CreatedAt) || pa.CreatedAt.Equal(existing.CreatedAt) && pa.Name < existing.Name {
+			existing = pa
+		}
+	}
+	portKey := strconv.Itoa(int(port))
+	fix := Fix{
+		Type:            FixPeerAuthentication,
+		WeakensSecurity: true,
+		Title:           fmt.Sprintf("disable mTLS on port %d of the pods behind Service %s/%s", port, svc.Namespace, svc.Name),
+		Why:             "under PERMISSIVE the server's sidecar inspects the first bytes for TLS and waits for the client; DISABLE on this port removes the inspector, so a client without a sidecar sees the banner",
+		Notes: []string{fmt.Sprintf("SECURITY: traffic to port %d of these pods is then plaintext and unauthenticated for every client, sidecar or not; fix --apply needs --allow-plaintext for this", port),
+			"the better fix, where possible, is to move the client into the mesh"},
+	}
+	meta := map[string]any{"namespace": svc.Namespace}
+	spec := map[string]any{"portLevelMtls": map[string]any{portKey: map[string]any{"mode": "DISABLE"}}}
+	if existing != nil {
+		meta["name"] = existing.Name
+		spec["selector"] = map[string]any{"matchLabels": existing.Selector}
+		fix.Notes = append(fix.Notes, fmt.Sprintf("extends the existing PeerAuthentication %s/%s: Istio applies only the oldest workload policy, a second one would be ignored", existing.Namespace, existing.Name))
+	} else {
+		selector := svc.Selector
+		if len(selector) == 0 {
+			return Fix{}, false
+		}
+		name := "serverfirst-" + svc.Name + "-" + portKey
+		if len(name) > 63 {
+			name = strings.TrimRight(name[:63], "-")
+		}
+		meta["name"] = name
+		meta["labels"] = map[string]any{ManagedByLabel: ManagerName}
+		spec["selector"] = map[string]any{"matchLabels": selector}
+	}
+	fix.Manifest = toYAML(map[string]any{
+		"apiVersion": "security.istio.io/v1",
+		"kind":       "PeerAuthentication",
+		"metadata":   meta,
+		"spec":       spec,
+	})
+	return fix, true
+}
+
+func selectsAll(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

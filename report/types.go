@@ -1,0 +1,200 @@
+// Package report joins the cluster inventory (static evidence) and probe
+// results (active evidence) into findings with verdicts, maps each finding
+// to the fix table, generates the fix manifests, and renders reports.
+//
+// It knows nothing about reaching the API server or dialing: it takes
+// plain values in and gives plain values out.
+package report
+
+import "github.com/serverfirst/kubectl-serverfirst/probe"
+
+// Verdict is the tool's conclusion about one target. The strings are a
+// contract (JSON, --fail-on, explain).
+type Verdict string
+
+const (
+	// Deadlock: the server speaks first on the direct path and nothing
+	// arrives through the mesh path before the timeout. Proven.
+	Deadlock Verdict = "DEADLOCK"
+	// MTLSRejected: STRICT mTLS refuses a plaintext client (reset/closed).
+	MTLSRejected Verdict = "MTLS-REJECTED"
+	// Delayed: the banner arrives through the mesh, but only after about
+	// the mesh's protocolDetectionTimeout.
+	Delayed Verdict = "DELAYED"
+	// AtRisk: static evidence says the port will hang; no active proof.
+	AtRisk Verdict = "AT-RISK"
+	// Unreachable: no vantage point could connect at all.
+	Unreachable Verdict = "UNREACHABLE"
+	// ClientFirst: the server does not speak first, so sniffing is harmless.
+	ClientFirst Verdict = "CLIENT-FIRST"
+	// OK: the port is declared so the mesh does not wait, or the banner
+	// arrived promptly through the mesh.
+	OK Verdict = "OK"
+)
+
+// Verdicts in order, worst first: the report's sort order.
+var Verdicts = []Verdict{Deadlock, MTLSRejected, Delayed, AtRisk, Unreachable, ClientFirst, OK}
+
+// Severity ranks a verdict: lower is worse.
+func (v Verdict) Severity() int {
+	for i, x := range Verdicts {
+		if x == v {
+			return i
+		}
+	}
+	return len(Verdicts)
+}
+
+// Affected reports whether the verdict needs action.
+func (v Verdict) Affected() bool {
+	switch v {
+	case Deadlock, Delayed, AtRisk, MTLSRejected:
+		return true
+	}
+	return false
+}
+
+// Scenario says where client and server sit relative to the mesh, which
+// decides the fix.
+type Scenario string
+
+const (
+	MeshToMesh     Scenario = "mesh-to-mesh"
+	MeshToExternal Scenario = "mesh-to-external"
+	ExternalToMesh Scenario = "external-to-mesh"
+)
+
+// Scenarios lists them in the fix table's order.
+var Scenarios = []Scenario{MeshToMesh, MeshToExternal, ExternalToMesh}
+
+// Vantage is where a probe ran from.
+type Vantage string
+
+const (
+	// VantageDirect bypasses the sidecar (a port-forward to the pod): it
+	// tells whether the server itself speaks first.
+	VantageDirect Vantage = "direct"
+	// VantageMeshClient is a client with a sidecar.
+	VantageMeshClient Vantage = "mesh-client"
+	// VantageOutsideClient is a client without a sidecar.
+	VantageOutsideClient Vantage = "outside-client"
+	// VantageSelf is wherever the tool runs (a laptop, a Job pod); whether
+	// it is in the mesh is given by Observation.InMesh.
+	VantageSelf Vantage = "self"
+)
+
+// Target kinds.
+const (
+	KindService      = "Service"
+	KindServiceEntry = "ServiceEntry"
+	KindExternal     = "External" // a HOST:PORT given by the user
+)
+
+// TargetKey identifies a target: a Service port, a ServiceEntry port or an
+// external HOST:PORT (Kind External, Name = HOST).
+type TargetKey struct {
+	Kind      string
+	Namespace string
+	Name      string
+	Port      int32
+}
+
+// Observation is one probe result from one vantage point.
+type Observation struct {
+	Target  TargetKey
+	Vantage Vantage
+	// InMesh is whether the probing client had a sidecar (meaningful for
+	// VantageSelf; implied by the other vantages).
+	InMesh bool
+	Result probe.Result
+}
+
+// Evidence is an observation as the report shows it.
+type Evidence struct {
+	Vantage     Vantage  `json:"vantage"`
+	Address     string   `json:"address,omitempty"`
+	Outcome     string   `json:"outcome"`
+	ConnectMs   float64  `json:"connectMs"`
+	FirstByteMs *float64 `json:"firstByteMs,omitempty"`
+	Banner      string   `json:"banner,omitempty"`
+	Protocol    string   `json:"protocol,omitempty"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// Fix is one way out, as a manifest or a command.
+type Fix struct {
+	// Type is a stable one-word name: appProtocol, rename, well-known-port,
+	// tls, service-entry, peer-authentication.
+	Type  string `json:"type"`
+	Title string `json:"title"`
+	Why   string `json:"why"`
+	// Manifest is YAML ready for `kubectl apply -f -` (and server-side
+	// apply): a partial object that sets only what the fix changes.
+	Manifest string `json:"manifest,omitempty"`
+	// Command is a shell command when a manifest cannot express the fix.
+	Command string `json:"command,omitempty"`
+	// Notes are what else must be true for the fix to work.
+	Notes []string `json:"notes,omitempty"`
+	// WeakensSecurity marks fixes that open a plaintext path; fix --apply
+	// never applies them without --allow-plaintext.
+	WeakensSecurity bool `json:"weakensSecurity,omitempty"`
+}
+
+// Finding is the report's unit: one target, its static facts, its
+// evidence, its verdict and its fixes.
+type Finding struct {
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+	Port       int32  `json:"port"`
+	PortName   string `json:"portName,omitempty"`
+	TargetPort string `json:"targetPort,omitempty"`
+	// Protocol is Istio's name for the port's protocol, "auto" when sniffed.
+	Protocol        string   `json:"protocol"`
+	ProtocolSource  string   `json:"protocolSource"`
+	AppProtocol     string   `json:"appProtocol,omitempty"`
+	AppProtocolTrap bool     `json:"appProtocolTrap,omitempty"`
+	Hosts           []string `json:"hosts,omitempty"`
+	ServerInMesh    bool     `json:"serverInMesh"`
+	// MTLSMode is the effective inbound mode on the server's port; empty
+	// when the server has no sidecar.
+	MTLSMode string `json:"mtlsMode,omitempty"`
+	// Hints are server-first clues: "port:3306/mysql", "name:smtp",
+	// "image:mariadb", "host:mail", "banner:mysql".
+	Hints []string `json:"hints"`
+	// CollidesWith lists in-mesh Service ports whose sniffing or HTTP
+	// listener shares this outbound port.
+	CollidesWith []string   `json:"collidesWith,omitempty"`
+	Verdict      Verdict    `json:"verdict"`
+	Scenario     Scenario   `json:"scenario,omitempty"`
+	Reason       string     `json:"reason"`
+	Evidence     []Evidence `json:"evidence"`
+	Fixes        []Fix      `json:"fixes"`
+	Notes        []string   `json:"notes,omitempty"`
+}
+
+// Key is the finding's target.
+func (f Finding) Key() TargetKey {
+	return TargetKey{Kind: f.Kind, Namespace: f.Namespace, Name: f.Name, Port: f.Port}
+}
+
+// Report is the whole result of a scan. Its JSON is the documented schema.
+type Report struct {
+	Findings []Finding `json:"findings"`
+	Warnings []string  `json:"warnings"`
+	// Mesh says which mesh config the verdicts assumed.
+	Mesh MeshSummary `json:"mesh"`
+	// Summary counts findings by verdict.
+	Summary map[Verdict]int `json:"summary"`
+	// Static is true when no active probe ran: verdicts rest on the
+	// inventory alone.
+	Static bool `json:"static"`
+}
+
+// MeshSummary is the mesh config the report assumed.
+type MeshSummary struct {
+	IstioInstalled             bool   `json:"istioInstalled"`
+	Source                     string `json:"source"`
+	RootNamespace              string `json:"rootNamespace"`
+	ProtocolDetectionTimeoutMs int64  `json:"protocolDetectionTimeoutMs"`
+}
