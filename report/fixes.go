@@ -44,24 +44,22 @@ func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, 
 		return fixes
 	}
 	ref := fmt.Sprintf("Service %s/%s port %d", svc.Namespace, svc.Name, p.Port)
-	patch := map[string]any{"port": p.Port, "protocol": "TCP", "appProtocol": "tcp"}
 	why := "Istio takes appProtocol over the port name: \"tcp\" makes the port plain TCP, so no sidecar waits for the client; nothing else refers to appProtocol, so nothing else changes"
 	title := "set appProtocol: tcp on " + ref
 	if p.Resolved.AppProtocolTrap || p.AppProtocol != "" {
 		title = fmt.Sprintf("replace appProtocol %q with tcp on %s", p.AppProtocol, ref)
 		why = fmt.Sprintf("appProtocol %q is not a protocol Istio knows, and it overrides the port name, so the port is sniffed; \"tcp\" declares it", p.AppProtocol)
 	}
-	fixes = append(fixes, Fix{Type: FixAppProtocol, Title: title, Why: why, Manifest: serviceManifest(svc, patch)})
+	fixes = append(fixes, serviceFix(Fix{Type: FixAppProtocol, Title: title, Why: why}, svc, p, map[string]any{"appProtocol": "tcp"}))
 
 	if p.AppProtocol == "" {
 		newName := tcpPortName(p.Name, svc)
-		fixes = append(fixes, Fix{
-			Type:     FixRename,
-			Title:    fmt.Sprintf("rename port %q to %q on %s", p.Name, newName, ref),
-			Why:      "a \"tcp-\" name prefix declares the port plain TCP; the rest of the name is kept",
-			Manifest: serviceManifest(svc, map[string]any{"port": p.Port, "protocol": "TCP", "name": newName}),
-			Notes:    []string{"anything that refers to this port by name (Ingress, Gateway routes, ServiceMonitor, other Services' named targetPort) must be renamed too"},
-		})
+		fixes = append(fixes, serviceFix(Fix{
+			Type:  FixRename,
+			Title: fmt.Sprintf("rename port %q to %q on %s", p.Name, newName, ref),
+			Why:   "a \"tcp-\" name prefix declares the port plain TCP; the rest of the name is kept",
+			Notes: []string{"anything that refers to this port by name (Ingress, Gateway routes, ServiceMonitor, other Services' named targetPort) must be renamed too"},
+		}, svc, p, map[string]any{"name": newName}))
 	}
 
 	if proto := serverProtocol(f); proto != "" {
@@ -171,17 +169,141 @@ func nameTaken(svc cluster.Service, name, self string) bool {
 	return false
 }
 
-// serviceManifest is a partial Service that sets only the given port
-// fields. Both client-side apply (ports merge by "port") and server-side
-// apply (ports are a map keyed by port and protocol) merge it into the
-// live Service without touching anything else.
-func serviceManifest(svc cluster.Service, port map[string]any) string {
-	return toYAML(map[string]any{
+// objectChange is a fix in structured form, so that several fixes to
+// one object can be merged into one document (see Plan).
+type objectChange struct {
+	apiVersion, kind, namespace, name string
+	// base is the object's manifest before this change; listKey names
+	// the list (spec.ports) or map (spec.portLevelMtls) being changed.
+	base map[string]any
+	// item identifies the entry changed and set holds the new fields.
+	item string
+	set  map[string]any
+	// specSet holds top-level spec fields to set (ServiceEntry addresses).
+	specSet map[string]any
+}
+
+// serviceFix sets fields on one port. The manifest repeats every port of
+// the Service as it is now: with client-side apply a partial ports list
+// would let a later apply delete the ports it leaves out, and with
+// server-side apply it would drop the fields an earlier fix set.
+func serviceFix(fix Fix, svc cluster.Service, p cluster.ServicePort, set map[string]any) Fix {
+	fix.change = &objectChange{
+		apiVersion: "v1", kind: "Service", namespace: svc.Namespace, name: svc.Name,
+		base: serviceBase(svc), item: servicePortKey(p.Port, p.Protocol), set: set,
+	}
+	fix.Manifest = toYAML(applyChanges(fix.change.base, []*objectChange{fix.change}))
+	return fix
+}
+
+func servicePortKey(port int32, l4 string) string { return strconv.Itoa(int(port)) + "/" + l4 }
+
+func serviceBase(svc cluster.Service) map[string]any {
+	ports := make([]any, 0, len(svc.Ports))
+	for _, q := range svc.Ports {
+		m := map[string]any{"port": q.Port, "protocol": q.Protocol}
+		if q.Name != "" {
+			m["name"] = q.Name
+		}
+		if q.TargetPort != "" {
+			if n, err := strconv.Atoi(q.TargetPort); err == nil {
+				m["targetPort"] = n
+			} else {
+				m["targetPort"] = q.TargetPort
+			}
+		}
+		if q.AppProtocol != "" {
+			m["appProtocol"] = q.AppProtocol
+		}
+		ports = append(ports, m)
+	}
+	return map[string]any{
 		"apiVersion": "v1",
 		"kind":       "Service",
 		"metadata":   map[string]any{"name": svc.Name, "namespace": svc.Namespace},
-		"spec":       map[string]any{"ports": []any{port}},
-	})
+		"spec":       map[string]any{"ports": ports},
+	}
+}
+
+// applyChanges copies base and applies every change to it.
+func applyChanges(base map[string]any, changes []*objectChange) map[string]any {
+	out := deepCopy(base).(map[string]any)
+	for _, c := range changes {
+		spec, _ := out["spec"].(map[string]any)
+		switch c.kind {
+		case "Service":
+			for _, it := range spec["ports"].([]any) {
+				m := it.(map[string]any)
+				if servicePortKey(toInt32(m["port"]), m["protocol"].(string)) == c.item {
+					for k, v := range c.set {
+						m[k] = v
+					}
+				}
+			}
+		case "ServiceEntry":
+			for _, it := range spec["ports"].([]any) {
+				m := it.(map[string]any)
+				if strconv.Itoa(int(toInt32(m["number"]))) == c.item {
+					for k, v := range c.set {
+						m[k] = v
+					}
+				}
+			}
+			for k, v := range c.specSet {
+				spec[k] = deepCopy(v)
+			}
+		case "PeerAuthentication":
+			pl, _ := spec["portLevelMtls"].(map[string]any)
+			if pl == nil {
+				pl = map[string]any{}
+				spec["portLevelMtls"] = pl
+			}
+			pl[c.item] = deepCopy(c.set)
+		}
+	}
+	return out
+}
+
+func toInt32(v any) int32 {
+	switch n := v.(type) {
+	case int32:
+		return n
+	case uint32:
+		return int32(n)
+	case int:
+		return int32(n)
+	case int64:
+		return int32(n)
+	case float64:
+		return int32(n)
+	}
+	return 0
+}
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = deepCopy(e)
+		}
+		return m
+	case []any:
+		l := make([]any, len(x))
+		for i, e := range x {
+			l[i] = deepCopy(e)
+		}
+		return l
+	case []string:
+		return append([]string{}, x...)
+	case map[string]string:
+		m := make(map[string]string, len(x))
+		for k, e := range x {
+			m[k] = e
+		}
+		return m
+	}
+	return v
 }
 
 func toYAML(v any) string {
@@ -215,20 +337,31 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 		if q.TargetPort != 0 {
 			m["targetPort"] = q.TargetPort
 		}
-		if q.Number == p.Number {
-			m["protocol"] = "TCP"
-			if q.Name == "" {
-				m["name"] = "tcp-" + strconv.Itoa(int(q.Number))
-			}
-		}
 		ports = append(ports, m)
 	}
 	spec := map[string]any{"hosts": se.Hosts, "ports": ports}
+	if len(se.Addresses) > 0 {
+		spec["addresses"] = se.Addresses
+	}
+	change := &objectChange{
+		apiVersion: "networking.istio.io/v1", kind: "ServiceEntry", namespace: se.Namespace, name: se.Name,
+		base: map[string]any{
+			"apiVersion": "networking.istio.io/v1",
+			"kind":       "ServiceEntry",
+			"metadata":   map[string]any{"name": se.Name, "namespace": se.Namespace},
+			"spec":       spec,
+		},
+		item: strconv.Itoa(int(p.Number)),
+		set:  map[string]any{"protocol": "TCP"},
+	}
+	if p.Name == "" {
+		change.set["name"] = "tcp-" + strconv.Itoa(int(p.Number))
+	}
 	addresses := se.Addresses
 	if len(addresses) == 0 {
 		addresses = ipEndpoints(se.Endpoints)
 		if len(addresses) > 0 {
-			spec["addresses"] = addresses
+			change.specSet = map[string]any{"addresses": addresses}
 		}
 	}
 	var notes []string
@@ -243,13 +376,8 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 		why = "declared TCP, but without addresses clients' traffic falls into the sniffing 0.0.0.0 listener of the colliding in-mesh port"
 	}
 	fixes = append(fixes, Fix{
-		Type: FixServiceEntry, Title: title, Why: why, Notes: notes,
-		Manifest: toYAML(map[string]any{
-			"apiVersion": "networking.istio.io/v1",
-			"kind":       "ServiceEntry",
-			"metadata":   map[string]any{"name": se.Name, "namespace": se.Namespace},
-			"spec":       spec,
-		}),
+		Type: FixServiceEntry, Title: title, Why: why, Notes: notes, change: change,
+		Manifest: toYAML(applyChanges(change.base, []*objectChange{change})),
 	})
 	return fixes
 }
@@ -305,17 +433,19 @@ func (j *judge) externalFixes(f Finding) []Fix {
 		notes = j.dnsNote()
 	}
 	notes = append(notes, "created in the mesh root namespace "+ns+" so every namespace sees it; move it to the clients' namespace to limit its reach")
+	obj := map[string]any{
+		"apiVersion": "networking.istio.io/v1",
+		"kind":       "ServiceEntry",
+		"metadata":   map[string]any{"name": name, "namespace": ns, "labels": map[string]any{ManagedByLabel: ManagerName}},
+		"spec":       spec,
+	}
 	fixes = append(fixes, Fix{
-		Type:  FixServiceEntry,
-		Title: fmt.Sprintf("declare %s:%d to the mesh as TCP", f.Name, f.Port),
-		Why:   "a destination the mesh knows as TCP gets its own listener match and is passed through without sniffing",
-		Notes: notes,
-		Manifest: toYAML(map[string]any{
-			"apiVersion": "networking.istio.io/v1",
-			"kind":       "ServiceEntry",
-			"metadata":   map[string]any{"name": name, "namespace": ns, "labels": map[string]any{ManagedByLabel: ManagerName}},
-			"spec":       spec,
-		}),
+		Type:     FixServiceEntry,
+		Title:    fmt.Sprintf("declare %s:%d to the mesh as TCP", f.Name, f.Port),
+		Why:      "a destination the mesh knows as TCP gets its own listener match and is passed through without sniffing",
+		Notes:    notes,
+		Manifest: toYAML(obj),
+		change:   &objectChange{apiVersion: "networking.istio.io/v1", kind: "ServiceEntry", namespace: ns, name: name, base: obj, item: "-"},
 	})
 	return fixes
 }
@@ -349,10 +479,20 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 			"the better fix, where possible, is to move the client into the mesh"},
 	}
 	meta := map[string]any{"namespace": svc.Namespace}
-	spec := map[string]any{"portLevelMtls": map[string]any{portKey: map[string]any{"mode": "DISABLE"}}}
+	spec := map[string]any{}
 	if existing != nil {
 		meta["name"] = existing.Name
 		spec["selector"] = map[string]any{"matchLabels": existing.Selector}
+		if existing.Mode != cluster.MTLSUnset && existing.Mode != "" {
+			spec["mtls"] = map[string]any{"mode": string(existing.Mode)}
+		}
+		if len(existing.PortModes) > 0 {
+			pl := map[string]any{}
+			for _, port := range cluster.SortedPorts(existing.PortModes) {
+				pl[strconv.Itoa(int(port))] = map[string]any{"mode": string(existing.PortModes[port])}
+			}
+			spec["portLevelMtls"] = pl
+		}
 		fix.Notes = append(fix.Notes, fmt.Sprintf("extends the existing PeerAuthentication %s/%s: Istio applies only the oldest workload policy, a second one would be ignored", existing.Namespace, existing.Name))
 	} else {
 		selector := svc.Selector
@@ -367,12 +507,18 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 		meta["labels"] = map[string]any{ManagedByLabel: ManagerName}
 		spec["selector"] = map[string]any{"matchLabels": selector}
 	}
-	fix.Manifest = toYAML(map[string]any{
-		"apiVersion": "security.istio.io/v1",
-		"kind":       "PeerAuthentication",
-		"metadata":   meta,
-		"spec":       spec,
-	})
+	fix.change = &objectChange{
+		apiVersion: "security.istio.io/v1", kind: "PeerAuthentication", namespace: svc.Namespace, name: meta["name"].(string),
+		base: map[string]any{
+			"apiVersion": "security.istio.io/v1",
+			"kind":       "PeerAuthentication",
+			"metadata":   meta,
+			"spec":       spec,
+		},
+		item: portKey,
+		set:  map[string]any{"mode": "DISABLE"},
+	}
+	fix.Manifest = toYAML(applyChanges(fix.change.base, []*objectChange{fix.change}))
 	return fix, true
 }
 

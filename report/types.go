@@ -138,6 +138,9 @@ type Fix struct {
 	// WeakensSecurity marks fixes that open a plaintext path; fix --apply
 	// never applies them without --allow-plaintext.
 	WeakensSecurity bool `json:"weakensSecurity,omitempty"`
+
+	// change is the fix in structured form, for merging (Plan).
+	change *objectChange
 }
 
 // Finding is the report's unit: one target, its static facts, its

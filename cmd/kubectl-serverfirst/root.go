@@ -44,5 +44,7 @@ Installed on your PATH it is also the kubectl plugin "kubectl serverfirst".`,
 	cmd.AddCommand(newVersionCommand(streams))
 	cmd.AddCommand(newProbeCommand(streams))
 	cmd.AddCommand(newScanCommand(opts))
+	cmd.AddCommand(newFixCommand(opts))
+	cmd.AddCommand(newExplainCommand(streams))
 	return cmd
 }

@@ -1,0 +1,178 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// PlannedObject is one document of a fix plan: every chosen change to one
+// object, merged.
+type PlannedObject struct {
+	APIVersion, Kind, Namespace, Name string
+	Object                            map[string]any
+	// Reasons are the findings and fixes that went into the object.
+	Reasons []string
+	// Notes are what else the fixes need.
+	Notes []string
+	// WeakensSecurity: some change opens a plaintext path.
+	WeakensSecurity bool
+}
+
+// Manifest is the object as YAML.
+func (p PlannedObject) Manifest() string { return toYAML(p.Object) }
+
+// Ref is "Kind namespace/name".
+func (p PlannedObject) Ref() string { return p.Kind + " " + p.Namespace + "/" + p.Name }
+
+// ManualFix is a best fix that has no manifest (a command or advice).
+type ManualFix struct {
+	Finding string
+	Fix     Fix
+}
+
+// FixPlan is what `fix` prints or applies.
+type FixPlan struct {
+	Objects []PlannedObject
+	Manual  []ManualFix
+	// Alternatives are the other fixes per finding, for comments.
+	Alternatives []ManualFix
+}
+
+// findingRef names a finding in comments: "DEADLOCK shop/svc/orders-db:3307".
+func findingRef(f Finding) string {
+	ns := f.Namespace
+	if ns != "" {
+		ns += "/"
+	}
+	return fmt.Sprintf("%s %s%s", f.Verdict, ns, TargetName(f))
+}
+
+// Plan picks the best fix with a manifest for every affected finding and
+// merges fixes to the same object into one document, so that applying
+// the plan (client-side or server-side) never undoes one fix with another.
+func Plan(r Report) FixPlan {
+	var plan FixPlan
+	type group struct {
+		obj     *PlannedObject
+		base    map[string]any
+		changes []*objectChange
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, f := range r.Findings {
+		if !f.Verdict.Affected() || len(f.Fixes) == 0 {
+			continue
+		}
+		best := -1
+		for i, fix := range f.Fixes {
+			if fix.change != nil {
+				best = i
+				break
+			}
+		}
+		for i, fix := range f.Fixes {
+			if i != best {
+				plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: findingRef(f), Fix: fix})
+			}
+		}
+		if best < 0 {
+			plan.Manual = append(plan.Manual, ManualFix{Finding: findingRef(f), Fix: f.Fixes[0]})
+			continue
+		}
+		fix := f.Fixes[best]
+		c := fix.change
+		key := c.apiVersion + "|" + c.kind + "|" + c.namespace + "|" + c.name
+		g, ok := groups[key]
+		if !ok {
+			g = &group{obj: &PlannedObject{APIVersion: c.apiVersion, Kind: c.kind, Namespace: c.namespace, Name: c.name}, base: c.base}
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.changes = append(g.changes, c)
+		g.obj.Reasons = append(g.obj.Reasons, findingRef(f)+": "+fix.Title)
+		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
+		for _, n := range fix.Notes {
+			if !contains(g.obj.Notes, n) {
+				g.obj.Notes = append(g.obj.Notes, n)
+			}
+		}
+	}
+	sort.Strings(order)
+	for _, k := range order {
+		g := groups[k]
+		g.obj.Object = applyChanges(g.base, g.changes)
+		plan.Objects = append(plan.Objects, *g.obj)
+	}
+	return plan
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// RenderPlan writes the plan as one multi-document YAML stream for
+// `kubectl apply -f -`; everything that is not a manifest is a comment.
+// With alternatives, the other fixes follow as commented-out documents.
+func RenderPlan(w io.Writer, plan FixPlan, alternatives bool) error {
+	var b strings.Builder
+	if len(plan.Objects) == 0 && len(plan.Manual) == 0 {
+		b.WriteString("# Nothing to fix: no affected ports in scope.\n")
+	}
+	for i, o := range plan.Objects {
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		for _, r := range o.Reasons {
+			b.WriteString(comment(r))
+		}
+		if o.WeakensSecurity {
+			b.WriteString("# SECURITY: this disables mTLS on a port; fix --apply needs --allow-plaintext\n")
+		}
+		for _, n := range o.Notes {
+			b.WriteString(comment("note: " + n))
+		}
+		b.WriteString(o.Manifest())
+	}
+	for _, m := range plan.Manual {
+		b.WriteString(comment(m.Finding + ": " + m.Fix.Title + " (no manifest)"))
+		b.WriteString(comment("why: " + m.Fix.Why))
+		if m.Fix.Command != "" {
+			b.WriteString(comment("run: " + m.Fix.Command))
+		}
+	}
+	if alternatives && len(plan.Alternatives) > 0 {
+		b.WriteString("#\n# Alternatives (not applied; pick one instead of the fix above it):\n")
+		for _, a := range plan.Alternatives {
+			b.WriteString("#\n")
+			b.WriteString(comment(a.Finding + ": " + a.Fix.Title))
+			b.WriteString(comment("why: " + a.Fix.Why))
+			for _, n := range a.Fix.Notes {
+				b.WriteString(comment("note: " + n))
+			}
+			if a.Fix.Command != "" {
+				b.WriteString(comment("run: " + a.Fix.Command))
+			}
+			for _, line := range strings.SplitAfter(strings.TrimSuffix(a.Fix.Manifest, "\n"), "\n") {
+				if line != "" {
+					b.WriteString("#   " + strings.TrimSuffix(line, "\n") + "\n")
+				}
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// comment makes one or more comment lines from text that may hold
+// anything (names, banners): no line break can escape the comment.
+func comment(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	return "# " + s + "\n"
+}
