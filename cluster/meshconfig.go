@@ -1,52 +1,114 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
-// meshConfigYAML is the subset of Istio's MeshConfig we read from the
-// "mesh" key of the istio ConfigMap.
-type meshConfigYAML struct {
-	RootNamespace            string `json:"rootNamespace"`
-	ProtocolDetectionTimeout string `json:"protocolDetectionTimeout"`
-	DefaultConfig            struct {
-		ProxyMetadata map[string]string `json:"proxyMetadata"`
-	} `json:"defaultConfig"`
-	OutboundTrafficPolicy struct {
-		Mode string `json:"mode"`
-	} `json:"outboundTrafficPolicy"`
-}
-
-// ParseMeshConfig reads the mesh config YAML as istiod would for the
-// fields we use. Unknown fields are ignored, as istiod does.
+// ParseMeshConfig reads the mesh config YAML ("mesh" key of the istio
+// ConfigMap) as istiod does for the fields we use: YAML turned into JSON,
+// then protobuf JSON rules (pkg/config/mesh ApplyMeshConfig, jsonpb with
+// unknown fields allowed). So field names are exact (the JSON name or the
+// proto name), a value of the wrong JSON type fails the whole config, null
+// keeps the default, and an "outboundTrafficPolicy" object without a mode
+// means REGISTRY_ONLY (the enum's zero value). Durations are Go durations
+// (jsonpb uses time.ParseDuration), non-negative, in whole milliseconds
+// (istiod's validation).
 func ParseMeshConfig(text string) (MeshConfig, error) {
-	var raw meshConfigYAML
-	if err := yaml.Unmarshal([]byte(text), &raw); err != nil {
+	out, err := parseMeshConfig(text)
+	if err != nil {
 		return MeshConfig{}, fmt.Errorf("parsing mesh config: %w", err)
 	}
-	out := MeshConfig{
-		Found:                 true,
-		RootNamespace:         raw.RootNamespace,
-		DNSCapture:            raw.DefaultConfig.ProxyMetadata["ISTIO_META_DNS_CAPTURE"] == "true",
-		DNSAutoAllocate:       raw.DefaultConfig.ProxyMetadata["ISTIO_META_DNS_AUTO_ALLOCATE"] == "true",
-		OutboundTrafficPolicy: raw.OutboundTrafficPolicy.Mode,
+	return out, nil
+}
+
+func parseMeshConfig(text string) (MeshConfig, error) {
+	out := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY"}
+	js, err := yaml.YAMLToJSON([]byte(text))
+	if err != nil {
+		return out, err
 	}
-	if out.OutboundTrafficPolicy == "" {
-		out.OutboundTrafficPolicy = "ALLOW_ANY"
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(js, &top); err != nil {
+		return out, fmt.Errorf("not a YAML map: %w", err)
 	}
-	if raw.ProtocolDetectionTimeout != "" {
-		d, err := time.ParseDuration(raw.ProtocolDetectionTimeout)
+	if raw, ok := protoField(top, "rootNamespace", "root_namespace"); ok {
+		if err := json.Unmarshal(raw, &out.RootNamespace); err != nil {
+			return out, fmt.Errorf("rootNamespace: %w", err)
+		}
+	}
+	if raw, ok := protoField(top, "protocolDetectionTimeout", "protocol_detection_timeout"); ok {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return out, fmt.Errorf("protocolDetectionTimeout: %w", err)
+		}
+		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 {
-			return MeshConfig{}, fmt.Errorf("parsing mesh config: protocolDetectionTimeout %q is not a duration", raw.ProtocolDetectionTimeout)
+			return out, fmt.Errorf("protocolDetectionTimeout %q is not a duration", s)
+		}
+		if d%time.Millisecond != 0 {
+			return out, fmt.Errorf("protocolDetectionTimeout %q: istiod only accepts millisecond precision", s)
 		}
 		out.ProtocolDetectionTimeout = d
 	}
+	if raw, ok := protoField(top, "outboundTrafficPolicy", "outbound_traffic_policy"); ok {
+		var otp map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &otp); err != nil {
+			return out, fmt.Errorf("outboundTrafficPolicy: %w", err)
+		}
+		out.OutboundTrafficPolicy = "REGISTRY_ONLY"
+		if mode, ok := protoField(otp, "mode", "mode"); ok {
+			switch string(mode) {
+			case `"REGISTRY_ONLY"`, "0":
+			case `"ALLOW_ANY"`, "1":
+				out.OutboundTrafficPolicy = "ALLOW_ANY"
+			default:
+				return out, fmt.Errorf("outboundTrafficPolicy.mode %s is not REGISTRY_ONLY or ALLOW_ANY", mode)
+			}
+		}
+	}
+	if raw, ok := protoField(top, "defaultConfig", "default_config"); ok {
+		var dc map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &dc); err != nil {
+			return out, fmt.Errorf("defaultConfig: %w", err)
+		}
+		if raw, ok := protoField(dc, "proxyMetadata", "proxy_metadata"); ok {
+			var md map[string]string
+			if err := json.Unmarshal(raw, &md); err != nil {
+				return out, fmt.Errorf("defaultConfig.proxyMetadata: %w", err)
+			}
+			out.DNSCapture = proxyBool(md["ISTIO_META_DNS_CAPTURE"])
+			out.DNSAutoAllocate = proxyBool(md["ISTIO_META_DNS_AUTO_ALLOCATE"])
+		}
+	}
 	return out, nil
+}
+
+// protoField finds a field by its protobuf JSON name or its proto name, as
+// jsonpb does (exact case); a JSON null counts as absent.
+func protoField(m map[string]json.RawMessage, jsonName, protoName string) (json.RawMessage, bool) {
+	raw, ok := m[jsonName]
+	if !ok {
+		raw, ok = m[protoName]
+	}
+	if !ok || string(raw) == "null" {
+		return nil, false
+	}
+	return raw, true
+}
+
+// proxyBool reads a proxyMetadata switch as the proxy does: pilot-agent's
+// env vars and istiod's node metadata (StringBool) both use
+// strconv.ParseBool, so "1" and "True" count; anything unparsable is off.
+func proxyBool(s string) bool {
+	b, err := strconv.ParseBool(s)
+	return err == nil && b
 }
 
 // DefaultMeshConfig is what a mesh without a readable config runs with.
