@@ -139,7 +139,9 @@ func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
 		for _, p := range c.Ports {
 			if out.ContainerPorts == nil {
 				out.ContainerPorts = map[string]int32{}
+				out.PortImages = map[int32]string{}
 			}
+			out.PortImages[p.ContainerPort] = c.Image
 			if p.Name != "" {
 				out.ContainerPorts[p.Name] = p.ContainerPort
 			}

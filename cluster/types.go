@@ -96,6 +96,10 @@ type Pod struct {
 	// ContainerPorts maps named container ports to numbers, to resolve a
 	// Service's named targetPort.
 	ContainerPorts map[string]int32
+	// PortImages maps each declared container port number to the image of
+	// the container that declares it, so hints come from the right
+	// container (not from a metrics exporter beside a database).
+	PortImages     map[int32]string
 	ServiceAccount string
 }
 

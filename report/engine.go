@@ -135,14 +135,13 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	hints.name("service", svc.Name)
 	var meshPod *cluster.Pod
 	targetPort, targetPortKnown := numericPort(p.TargetPort)
+	var backends []*cluster.Pod
 	for _, ref := range svc.Backends {
 		pod := j.pods[ref.Namespace+"/"+ref.Name]
 		if pod == nil {
 			continue
 		}
-		for _, img := range pod.Images {
-			hints.image(img)
-		}
+		backends = append(backends, pod)
 		if !targetPortKnown {
 			if n, ok := pod.ContainerPorts[p.TargetPort]; ok {
 				targetPort, targetPortKnown = n, true
@@ -155,6 +154,23 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	if targetPortKnown {
 		hints.port(targetPort)
 		f.TargetPort = strconv.Itoa(int(targetPort))
+	}
+	// Image hints come from the container that declares the target port;
+	// only when none does, from every container.
+	imageHints := hintSet{}
+	for _, pod := range backends {
+		if img, ok := pod.PortImages[targetPort]; ok && targetPortKnown {
+			imageHints.image(img)
+			continue
+		}
+		for _, img := range pod.Images {
+			imageHints.image(img)
+		}
+	}
+	f.Hints = hints.list()
+	strongHints := len(f.Hints) > 0
+	for h := range imageHints {
+		hints[h] = true
 	}
 	f.ServerInMesh = meshPod != nil
 	if f.ServerInMesh && targetPortKnown {
@@ -174,7 +190,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	case j.meshAbsent():
 		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
 	default:
-		j.staticVerdict(&f, p.Resolved)
+		j.staticVerdict(&f, p.Resolved, strongHints)
 	}
 	f.Scenario = MeshToMesh
 	if !f.ServerInMesh {
@@ -186,7 +202,11 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 }
 
 // staticVerdict judges from the inventory alone.
-func (j *judge) staticVerdict(f *Finding, r cluster.ResolvedProtocol) {
+//
+// strongHints says whether a hint other than a container image exists: a
+// port declared HTTP is only suspect on such a hint, since databases and
+// mail servers often carry an HTTP metrics port beside the real one.
+func (j *judge) staticVerdict(f *Finding, r cluster.ResolvedProtocol, strongHints bool) {
 	hinted := len(f.Hints) > 0
 	delay := j.inv.Mesh.ProtocolDetectionTimeout
 	switch {
@@ -205,7 +225,7 @@ func (j *judge) staticVerdict(f *Finding, r cluster.ResolvedProtocol) {
 	case r.Sniffed():
 		f.Verdict = OK
 		f.Reason = "protocol not declared (sniffed), but nothing suggests a server-first protocol; probe it to be sure"
-	case r.Protocol.HTTPFamily() && hinted:
+	case r.Protocol.HTTPFamily() && strongHints:
 		f.Verdict = AtRisk
 		f.Reason = "declared " + string(r.Protocol) + " (" + string(r.Source) + "), but " + strings.Join(f.Hints, ", ") + " suggest a server-first protocol: the sidecar waits for an HTTP request that never comes"
 	default:
@@ -254,7 +274,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		f.Verdict = AtRisk
 		f.Reason = fmt.Sprintf("declared %s but without addresses (and no DNS auto-allocation): clients reach it by IP and ride the 0.0.0.0:%d listener that %s puts there, which sniffs", p.Resolved.Protocol, p.Number, strings.Join(f.CollidesWith, ", "))
 	default:
-		j.staticVerdict(&f, p.Resolved)
+		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
 	f.Fixes = j.serviceEntryFixes(f, se, p)

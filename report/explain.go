@@ -2,7 +2,6 @@ package report
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -127,8 +126,6 @@ func Topics() []string {
 func Explain(topic string) (string, error) {
 	t, ok := explanations[strings.ToLower(strings.TrimSpace(topic))]
 	if !ok {
-		known := Topics()
-		sort.Strings(known)
 		return "", fmt.Errorf("nothing to explain about %q: try one of %s", topic, strings.Join(Topics(), ", "))
 	}
 	return t + "\n", nil

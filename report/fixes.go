@@ -56,7 +56,7 @@ func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, 
 		newName := tcpPortName(p.Name, svc)
 		fixes = append(fixes, serviceFix(Fix{
 			Type:  FixRename,
-			Title: fmt.Sprintf("rename port %q to %q on %s", p.Name, newName, ref),
+			Title: renameTitle(p.Name, newName, ref),
 			Why:   "a \"tcp-\" name prefix declares the port plain TCP; the rest of the name is kept",
 			Notes: []string{"anything that refers to this port by name (Ingress, Gateway routes, ServiceMonitor, other Services' named targetPort) must be renamed too"},
 		}, svc, p, map[string]any{"name": newName}))
@@ -375,6 +375,15 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 		title = fmt.Sprintf("give ServiceEntry %s/%s addresses", se.Namespace, se.Name)
 		why = "declared TCP, but without addresses clients' traffic falls into the sniffing 0.0.0.0 listener of the colliding in-mesh port"
 	}
+	if !p.Resolved.Sniffed() && change.specSet == nil {
+		// Declared TCP already and no address to add: a manifest would
+		// change nothing. Say what to do instead.
+		fixes = append(fixes, Fix{
+			Type: FixServiceEntry, Title: title, Why: why,
+			Notes: append([]string{fmt.Sprintf("add the server's IP addresses to spec.addresses of %s/%s (they are not known to the cluster)", se.Namespace, se.Name)}, notes...),
+		})
+		return fixes
+	}
 	fixes = append(fixes, Fix{
 		Type: FixServiceEntry, Title: title, Why: why, Notes: notes, change: change,
 		Manifest: toYAML(applyChanges(change.base, []*objectChange{change})),
@@ -529,4 +538,11 @@ func selectsAll(selector, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+func renameTitle(old, name, ref string) string {
+	if old == "" {
+		return fmt.Sprintf("name the port %q on %s", name, ref)
+	}
+	return fmt.Sprintf("rename port %q to %q on %s", old, name, ref)
 }

@@ -101,6 +101,12 @@ func (h hintSet) image(ref string) {
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}
+	for _, w := range words(name) {
+		// An exporter or proxy for a protocol is not a server of it.
+		if w == "exporter" || w == "backup" || w == "client" || w == "cli" {
+			return
+		}
+	}
 	if w, _, ok := wordHint(name); ok {
 		h["image:"+w] = true
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -312,4 +313,11 @@ func rootCause(err error) error {
 		}
 		err = u
 	}
+}
+
+// configFlagsFor is the flags a --kubeconfig PATH would give (tests).
+func configFlagsFor(kubeconfig string) *genericclioptions.ConfigFlags {
+	f := genericclioptions.NewConfigFlags(true)
+	f.KubeConfig = &kubeconfig
+	return f
 }

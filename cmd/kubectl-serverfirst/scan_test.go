@@ -1,0 +1,309 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/report"
+)
+
+// run runs the command tree in-process with a minute's deadline.
+func run(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return runCLI(t, ctx, stdin, args...)
+}
+
+// seedShop creates a small cluster that has one of every static case.
+func seedShop(t *testing.T, env *testenv.Env) {
+	t.Helper()
+	ctx := context.Background()
+	kube := env.Client
+	for ns, labels := range map[string]map[string]string{
+		"istio-system": nil,
+		"shop":         {"istio-injection": "enabled"},
+		"legacy":       nil,
+	} {
+		if _, err := env.CreateNamespace(ctx, ns, labels); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := kube.CoreV1().ConfigMaps("istio-system").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio"},
+		Data:       map[string]string{"mesh": "rootNamespace: istio-system\ndefaultConfig:\n  proxyMetadata: {}\n"},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+
+	pod := func(ns, name, app, image, portName string, port int32, sidecar bool) {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: app, Image: image, Ports: []corev1.ContainerPort{{Name: portName, ContainerPort: port}},
+			}}},
+		}
+		if sidecar {
+			p.Annotations = map[string]string{"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.28.0"})
+		}
+		_, err := kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		mustCreate(err)
+	}
+	pod("shop", "orders-db-0", "orders-db", "docker.io/library/mysql:8.0", "mysql", 3306, true)
+	pod("shop", "mail-0", "mail", "ghcr.io/example/postfix:3.8", "smtp", 2525, true)
+	pod("shop", "cache-0", "cache", "redis:7", "redis", 6379, true)
+	pod("shop", "queue-0", "queue", "nats:2.10", "client", 4222, true)
+	pod("shop", "web-0", "web", "nginx:1.27", "http", 8080, true)
+	pod("legacy", "ftp-0", "ftp", "fauria/vsftpd", "ftp", 21, false)
+
+	svc := func(ns, name, app string, ports ...corev1.ServicePort) {
+		_, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": app}, Ports: ports},
+		}, metav1.CreateOptions{})
+		mustCreate(err)
+	}
+	str := func(s string) *string { return &s }
+	svc("shop", "orders-db", "orders-db", corev1.ServicePort{Name: "db", Port: 3307, TargetPort: intstr.FromString("mysql")})
+	svc("shop", "orders-db-tcp", "orders-db", corev1.ServicePort{Name: "tcp-mysql", Port: 3308, TargetPort: intstr.FromInt32(3306)})
+	svc("shop", "orders-db-wk", "orders-db", corev1.ServicePort{Port: 3306})
+	svc("shop", "mail", "mail",
+		corev1.ServicePort{Name: "relay", Port: 2525, TargetPort: intstr.FromInt32(2525)},
+		corev1.ServicePort{Name: "http-metrics", Port: 9090, TargetPort: intstr.FromInt32(9090)})
+	svc("shop", "cache", "cache", corev1.ServicePort{Name: "redis", Port: 6379})
+	svc("shop", "queue", "queue", corev1.ServicePort{Name: "tcp-client", Port: 4222, AppProtocol: str("nats.io/client")})
+	svc("shop", "web", "web", corev1.ServicePort{Name: "http", Port: 8080})
+	svc("legacy", "ftp", "ftp", corev1.ServicePort{Port: 21})
+
+	ic, err := env.IstioClient()
+	mustCreate(err)
+	_, err = ic.NetworkingV1().ServiceEntries("shop").Create(ctx, &networkingv1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "ext-smtp"},
+		Spec: networkingapi.ServiceEntry{
+			Hosts: []string{"smtp.example.com"}, Location: networkingapi.ServiceEntry_MESH_EXTERNAL,
+			Resolution: networkingapi.ServiceEntry_DNS, Ports: []*networkingapi.ServicePort{{Number: 25, Name: "mail"}},
+		},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = ic.NetworkingV1().ServiceEntries("shop").Create(ctx, &networkingv1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "ext-db"},
+		Spec: networkingapi.ServiceEntry{
+			Hosts: []string{"mysql.example.com"}, Location: networkingapi.ServiceEntry_MESH_EXTERNAL,
+			Resolution: networkingapi.ServiceEntry_DNS, Ports: []*networkingapi.ServicePort{{Number: 8080, Name: "tcp", Protocol: "TCP"}},
+		},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = ic.SecurityV1().PeerAuthentications("istio-system").Create(ctx, &securityv1.PeerAuthentication{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec:       securityapi.PeerAuthentication{Mtls: &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = ic.SecurityV1().PeerAuthentications("shop").Create(ctx, &securityv1.PeerAuthentication{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec:       securityapi.PeerAuthentication{Mtls: &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_ = typeapi.WorkloadSelector{}
+}
+
+func TestScanFixAgainstAPIServer(t *testing.T) {
+	env := testenv.StartForTest(t, testenv.Options{})
+	seedShop(t, env)
+	kc := env.Kubeconfig
+
+	t.Run("static goldens", func(t *testing.T) {
+		for _, format := range []string{"table", "wide", "json", "yaml", "markdown"} {
+			out, errOut, err := run(t, "", "scan", "--static", "-A", "--kubeconfig", kc, "-o", format)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", format, err, errOut)
+			}
+			assertGolden(t, filepath.Join("testdata", "scan", "shop."+format+".golden"), []byte(out))
+		}
+	})
+
+	t.Run("static JSON contract", func(t *testing.T) {
+		out, _, err := run(t, "", "scan", "--static", "-n", "shop", "--kubeconfig", kc, "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Findings []map[string]any `json:"findings"`
+			Warnings []string         `json:"warnings"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]map[string]any{
+			"Service/orders-db/3307":     {"protocol": "auto", "protocolSource": "none", "serverInMesh": true, "mtlsMode": "PERMISSIVE", "verdict": "AT-RISK", "targetPort": "3306"},
+			"Service/orders-db-wk/3306":  {"protocol": "TCP", "protocolSource": "well-known-port", "verdict": "OK"},
+			"Service/orders-db-tcp/3308": {"protocol": "TCP", "protocolSource": "name", "verdict": "OK"},
+			"Service/queue/4222":         {"protocol": "auto", "protocolSource": "none", "appProtocolTrap": true, "verdict": "AT-RISK"},
+			"Service/web/8080":           {"protocol": "HTTP", "protocolSource": "name", "verdict": "OK"},
+			"ServiceEntry/ext-smtp/25":   {"protocol": "auto", "verdict": "AT-RISK", "serverInMesh": false},
+			"ServiceEntry/ext-db/8080":   {"protocol": "TCP", "verdict": "AT-RISK"},
+		}
+		seen := map[string]bool{}
+		for _, f := range doc.Findings {
+			if f["namespace"] != "shop" {
+				t.Errorf("-n shop returned a finding in %v", f["namespace"])
+			}
+			key := f["kind"].(string) + "/" + f["name"].(string) + "/" + jsonNumber(f["port"])
+			seen[key] = true
+			for k, v := range want[key] {
+				if f[k] != v {
+					t.Errorf("%s: %s = %v, want %v", key, k, f[k], v)
+				}
+			}
+		}
+		for k := range want {
+			if !seen[k] {
+				t.Errorf("no finding for %s", k)
+			}
+		}
+		if doc.Warnings == nil {
+			t.Error(`"warnings" must be an array, not null`)
+		}
+	})
+
+	t.Run("every fix manifest passes server-side dry-run", func(t *testing.T) {
+		// Static findings give Service and ServiceEntry fixes; add the
+		// evidence that makes an external-to-mesh finding so the
+		// PeerAuthentication fix is checked too.
+		clients, _, err := (&rootOptions{configFlags: configFlagsFor(kc)}).clients()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv, err := cluster.Load(context.Background(), clients, cluster.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb := 3.0
+		key := report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: "orders-db-tcp", Port: 3308}
+		r := report.Build(report.Input{Inventory: inv, Observations: []report.Observation{
+			{Target: key, Vantage: report.VantageDirect, Result: probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: &fb, Protocol: "mysql"}},
+			{Target: key, Vantage: report.VantageOutsideClient, Result: probe.Result{Outcome: probe.OutcomeSilent}},
+		}})
+		dyn, err := dynamic.NewForConfig(env.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		for _, f := range r.Findings {
+			for _, fix := range f.Fixes {
+				if fix.Manifest == "" {
+					continue
+				}
+				var obj map[string]any
+				if err := yaml.Unmarshal([]byte(fix.Manifest), &obj); err != nil {
+					t.Fatalf("%s: %v", fix.Title, err)
+				}
+				md := obj["metadata"].(map[string]any)
+				po := report.PlannedObject{APIVersion: obj["apiVersion"].(string), Kind: obj["kind"].(string), Namespace: md["namespace"].(string), Name: md["name"].(string), Object: obj}
+				if err := applyObject(context.Background(), dyn, po, true); err != nil {
+					t.Errorf("%s rejected by the API server: %v\n%s", fix.Title, err, fix.Manifest)
+				}
+				kinds[po.Kind]++
+			}
+		}
+		for _, k := range []string{"Service", "ServiceEntry", "PeerAuthentication"} {
+			if kinds[k] == 0 {
+				t.Errorf("no %s fix was checked", k)
+			}
+		}
+	})
+
+	t.Run("fix prints, applies, and is idempotent", func(t *testing.T) {
+		out, _, err := run(t, "", "fix", "-A", "--kubeconfig", kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertGolden(t, filepath.Join("testdata", "scan", "shop.fix.golden"), []byte(out))
+		out, _, err = run(t, "", "fix", "-A", "--all", "--kubeconfig", kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertGolden(t, filepath.Join("testdata", "scan", "shop.fix-all.golden"), []byte(out))
+
+		// No --yes and "n" on stdin: nothing changes.
+		if _, _, err := run(t, "n\n", "fix", "-A", "--apply", "--kubeconfig", kc); err == nil {
+			t.Fatal("fix --apply without confirmation succeeded")
+		}
+		if got := verdictOf(t, kc, "Service/orders-db/3307"); got != "AT-RISK" {
+			t.Fatalf("declined fix changed the cluster: verdict %s", got)
+		}
+
+		_, errOut, err := run(t, "", "fix", "-A", "--apply", "--yes", "--kubeconfig", kc)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, errOut)
+		}
+		for _, k := range []string{"Service/orders-db/3307", "Service/mail/2525", "Service/queue/4222", "Service/ftp/21", "ServiceEntry/ext-smtp/25"} {
+			if got := verdictOf(t, kc, k); got != "OK" {
+				t.Errorf("after fix --apply, %s is %s, want OK", k, got)
+			}
+		}
+		// The other port of the mail Service survived the merge.
+		svc, err := env.Client.CoreV1().Services("shop").Get(context.Background(), "mail", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[1].Name != "http-metrics" {
+			t.Errorf("mail Service ports after fix: %+v", svc.Spec.Ports)
+		}
+		before := svc.ResourceVersion
+		_, errOut, err = run(t, "", "fix", "-A", "--apply", "--yes", "--kubeconfig", kc)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, errOut)
+		}
+		svc, _ = env.Client.CoreV1().Services("shop").Get(context.Background(), "mail", metav1.GetOptions{})
+		if svc.ResourceVersion != before {
+			t.Errorf("second fix --apply changed the mail Service again")
+		}
+	})
+}
+
+func jsonNumber(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func verdictOf(t *testing.T, kc, key string) string {
+	t.Helper()
+	out, errOut, err := run(t, "", "scan", "--static", "-A", "--kubeconfig", kc, "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var doc report.Report
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range doc.Findings {
+		if f.Kind+"/"+f.Name+"/"+jsonNumber(f.Port) == key {
+			return string(f.Verdict)
+		}
+	}
+	t.Fatalf("no finding %s", key)
+	return ""
+}
