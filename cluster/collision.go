@@ -8,30 +8,41 @@ import (
 // Collision is an outbound port shared between something outside the
 // mesh's address-matched services (a ServiceEntry port, or any external
 // destination) and in-mesh Services whose port makes Istio build a
-// wildcard 0.0.0.0:PORT listener that sniffs or parses HTTP. A client
-// sidecar sends traffic for an address it does not know through that
-// listener, so an external server-first server on the same port hangs.
+// wildcard 0.0.0.0:PORT listener that sniffs. A client sidecar sends
+// traffic for an address it does not know through that listener, so an
+// external server-first server on the same port hangs.
 type Collision struct {
 	Port uint32
-	// Services are the in-mesh Service ports that put a sniffing or HTTP
-	// listener on Port, as "namespace/name:port-name (PROTOCOL)".
+	// Services are the in-mesh Service ports that put a sniffing listener
+	// on 0.0.0.0:Port, as "namespace/name:port-name (PROTOCOL)".
 	Services []string
 }
 
 // SniffingListenerPorts returns, per port number, the in-mesh Service
-// ports that are auto-detected or HTTP-family. Istio registers every
-// Kubernetes Service, sidecar or not, so all of them count.
+// ports that give every client sidecar a sniffing 0.0.0.0:PORT listener.
+// That is the HTTP-family ports only (pilot's buildSidecarOutboundListener
+// binds ListenerProtocolHTTP to the wildcard, and a wildcard HTTP listener
+// gets a TCP fall-through chain behind the HTTP inspector). An
+// auto-detected (sniffed) port of a ClusterIP Service binds its VIP:PORT,
+// and of a headless Service each endpoint's IP:PORT, so it never catches
+// traffic for unknown addresses. ExternalName Services get no listener and
+// UDP is never sniffed. Istio registers every Kubernetes Service, sidecar
+// or not, so all of them count.
 func SniffingListenerPorts(services []Service) map[uint32][]string {
 	out := map[uint32][]string{}
 	for _, s := range services {
+		if s.Type == "ExternalName" {
+			continue
+		}
 		for _, p := range s.Ports {
-			if p.Resolved.Sniffed() || p.Resolved.Protocol.HTTPFamily() {
-				name := p.Name
-				if name == "" {
-					name = "(unnamed)"
-				}
-				out[uint32(p.Port)] = append(out[uint32(p.Port)], s.Namespace+"/"+s.Name+":"+name+" ("+string(p.Resolved.Protocol)+")")
+			if p.Protocol == "UDP" || !p.Resolved.Protocol.HTTPFamily() {
+				continue
 			}
+			name := p.Name
+			if name == "" {
+				name = "(unnamed)"
+			}
+			out[uint32(p.Port)] = append(out[uint32(p.Port)], s.Namespace+"/"+s.Name+":"+name+" ("+string(p.Resolved.Protocol)+")")
 		}
 	}
 	for k := range out {
