@@ -77,3 +77,31 @@ func OutboundCollisions(inv *Inventory) map[string]Collision {
 	}
 	return out
 }
+
+// WildcardListenerPorts is SniffingListenerPorts plus the ServiceEntries
+// that bind 0.0.0.0:PORT themselves: an entry without addresses listens
+// on the wildcard with its own protocol, which sniffs when the protocol
+// is unset or HTTP-family. Entries are named "ServiceEntry ns/name:port
+// (PROTOCOL)" so a caller can leave an entry's own listener out.
+func WildcardListenerPorts(inv *Inventory) map[uint32][]string {
+	out := SniffingListenerPorts(inv.Services)
+	for _, se := range inv.ServiceEntries {
+		if len(se.Addresses) > 0 {
+			continue
+		}
+		for _, p := range se.Ports {
+			if p.Resolved.Sniffed() || p.Resolved.Protocol.HTTPFamily() {
+				out[p.Number] = append(out[p.Number], ServiceEntryListenerName(se, p))
+			}
+		}
+	}
+	for k := range out {
+		sort.Strings(out[k])
+	}
+	return out
+}
+
+// ServiceEntryListenerName names a ServiceEntry port in listener lists.
+func ServiceEntryListenerName(se ServiceEntry, p ServiceEntryPort) string {
+	return "ServiceEntry " + se.Namespace + "/" + se.Name + ":" + strconv.FormatUint(uint64(p.Number), 10) + " (" + string(p.Resolved.Protocol) + ")"
+}

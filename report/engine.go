@@ -107,7 +107,7 @@ type judge struct {
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
-	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.SniffingListenerPorts(inv.Services), obs: map[TargetKey][]Observation{}}
+	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}}
 	for i := range inv.Pods {
 		p := &inv.Pods[i]
 		j.pods[p.Namespace+"/"+p.Name] = p
@@ -265,7 +265,12 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	}
 	f.Hints = hints.list()
 	if c, ok := cluster.OutboundCollision(j.listeners, p.Number); ok {
-		f.CollidesWith = c.Services
+		self := cluster.ServiceEntryListenerName(se, p)
+		for _, s := range c.Services {
+			if s != self {
+				f.CollidesWith = append(f.CollidesWith, s)
+			}
+		}
 	}
 	switch {
 	case j.meshAbsent():
