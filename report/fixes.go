@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -127,37 +128,41 @@ func jsonTargetPort(s string) string {
 var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // tcpPortName renames a port to declare TCP, keeping the rest of its name:
-// "mysql" -> "tcp-mysql", "http-smtp" -> "tcp-smtp", "" -> "tcp". It stays
-// a valid, unique DNS label.
+// "mysql" -> "tcp-mysql", "http-smtp" -> "tcp-smtp", "" -> "tcp". A
+// leading protocol word is dropped when it is wrong for the port (HTTP,
+// gRPC, UDP, ...) or is "tcp" itself; a TCP-family product word such as
+// "mysql" or "redis" names the application and is kept. The result stays
+// a valid DNS label (at most 63 characters) that no other port of the
+// Service uses.
 func tcpPortName(name string, svc cluster.Service) string {
 	rest := strings.ToLower(name)
-	if i := strings.IndexByte(rest, '-'); i >= 0 && protocolPrefix(rest[:i]) {
-		rest = rest[i+1:]
-	} else if protocolPrefix(rest) {
-		rest = ""
+	first, tail, _ := strings.Cut(rest, "-")
+	if strings.HasPrefix(rest, "grpc-web") {
+		first, tail = "grpc-web", strings.TrimPrefix(rest[len("grpc-web"):], "-")
+	}
+	if p := cluster.ConvertProtocol(0, first, "TCP", nil).Protocol; p != cluster.ProtocolAuto && (p == cluster.ProtocolTCP || !p.TCPFamily()) {
+		rest = tail
 	}
 	rest = strings.Trim(nonLabel.ReplaceAllString(rest, "-"), "-")
-	out := "tcp"
+	base := "tcp"
 	if rest != "" {
-		out = "tcp-" + rest
+		base = "tcp-" + rest
 	}
-	if len(out) > 63 {
-		out = strings.TrimRight(out[:63], "-")
-	}
+	out := truncateLabel(base, 63)
 	for i := 2; nameTaken(svc, out, name); i++ {
 		suffix := "-" + strconv.Itoa(i)
-		base := out
-		if len(base)+len(suffix) > 63 {
-			base = base[:63-len(suffix)]
-		}
-		out = base + suffix
+		out = truncateLabel(base, 63-len(suffix)) + suffix
 	}
 	return out
 }
 
-// protocolPrefix: a name prefix Istio reads as a protocol.
-func protocolPrefix(s string) bool {
-	return cluster.ConvertProtocol(0, s, "TCP", nil).Protocol != cluster.ProtocolAuto
+// truncateLabel cuts a DNS label to n characters without leaving a
+// trailing dash.
+func truncateLabel(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.TrimRight(s, "-")
 }
 
 func nameTaken(svc cluster.Service, name, self string) bool {
@@ -508,11 +513,17 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 		if len(selector) == 0 {
 			return Fix{}, false
 		}
-		name := "serverfirst-" + svc.Name + "-" + portKey
-		if len(name) > 63 {
-			name = strings.TrimRight(name[:63], "-")
+		// One policy per workload, not per port: Istio applies only the
+		// oldest workload policy to a pod, so a second one for another
+		// port would be ignored. Fixes to several ports (or to Services
+		// with the same selector) share the name, and Plan merges them.
+		owner := svc.Name
+		for _, s := range j.inv.Services {
+			if s.Namespace == svc.Namespace && s.Name < owner && maps.Equal(s.Selector, selector) {
+				owner = s.Name
+			}
 		}
-		meta["name"] = name
+		meta["name"] = truncateLabel("serverfirst-"+owner, 63)
 		meta["labels"] = map[string]any{ManagedByLabel: ManagerName}
 		spec["selector"] = map[string]any{"matchLabels": selector}
 	}
