@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,7 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 	env := testenv.StartForTest(t, testenv.Options{})
 	seedShop(t, env)
 	kc := env.Kubeconfig
+	apiPort := env.Config.Host[strings.LastIndexByte(env.Config.Host, ':')+1:]
 
 	t.Run("static goldens", func(t *testing.T) {
 		for _, format := range []string{"table", "wide", "json", "yaml", "markdown"} {
@@ -140,6 +142,8 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", format, err, errOut)
 			}
+			// The kubernetes Service's targetPort is the test API server's random port.
+			out = strings.NewReplacer(`"targetPort": "`+apiPort+`"`, `"targetPort": "APIPORT"`, `targetPort: "`+apiPort+`"`, `targetPort: "APIPORT"`).Replace(out)
 			assertGolden(t, filepath.Join("testdata", "scan", "shop."+format+".golden"), []byte(out))
 		}
 	})
