@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -170,7 +171,14 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	}
 
 	inv := &Inventory{IstioInstalled: !istioMissing}
-	inv.Mesh, l.warnings = meshConfigFrom(meshMaps, istioNS, l.warnings)
+	if len(l.forbidden["configmaps"]) > 0 {
+		// The forbidden warning already says the defaults are assumed; "no
+		// mesh config ... normal for a managed control plane" would mislead.
+		inv.Mesh = DefaultMeshConfig(istioNS)
+		inv.Mesh.Source = "Istio defaults (not allowed to read ConfigMaps in " + istioNS + ")"
+	} else {
+		inv.Mesh, l.warnings = meshConfigFrom(meshMaps, istioNS, l.warnings)
+	}
 	if len(opts.Namespaces) > 0 && inv.Mesh.RootNamespace != istioNS && !contains(peerAuthNamespaces, inv.Mesh.RootNamespace) && inv.IstioInstalled {
 		peerAuths = append(peerAuths, l.peerAuthentications(inv.Mesh.RootNamespace, &mu, &istioMissing)...)
 		if l.fatal != nil {
@@ -182,7 +190,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		l.warnings = append(l.warnings, "Istio is not installed (no ServiceEntry/PeerAuthentication CRDs): ports are judged as if the mesh only sniffs what pods with sidecars receive")
 	}
 	build(inv, namespaces, services, slices, pods, entries, peerAuths)
-	inv.Warnings = dedupe(l.warnings)
+	inv.Warnings = dedupe(append(l.warnings, l.forbiddenWarnings()...))
 	return inv, nil
 }
 
@@ -208,6 +216,9 @@ type loader struct {
 	mu       sync.Mutex
 	warnings []string
 	fatal    error
+	// forbidden records, per resource, the scopes ("" = all namespaces)
+	// where a LIST was refused: one warning per resource, not per scope.
+	forbidden map[string][]string
 }
 
 // list pages through one resource in one scope ("" = all namespaces).
@@ -247,7 +258,10 @@ func (l *loader) fail(resource, ns string, err error) {
 	}
 	switch {
 	case apierrors.IsForbidden(err):
-		l.warnings = append(l.warnings, fmt.Sprintf("cannot list %s %s (forbidden): %s", resource, where, consequence(resource)))
+		if l.forbidden == nil {
+			l.forbidden = map[string][]string{}
+		}
+		l.forbidden[resource] = append(l.forbidden[resource], ns)
 	case apierrors.IsNotFound(err) && resource == "namespaces":
 		l.warnings = append(l.warnings, fmt.Sprintf("namespace %s not found", ns))
 	case apierrors.IsUnauthorized(err):
@@ -263,6 +277,26 @@ func (l *loader) fail(resource, ns string, err error) {
 			l.fatal = fmt.Errorf("listing %s %s: %w", resource, where, err)
 		}
 	}
+}
+
+// forbiddenWarnings says, once per resource, where it could not be listed
+// and what that costs the scan.
+func (l *loader) forbiddenWarnings() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for resource, scopes := range l.forbidden {
+		scopes = slices.Compact(slices.Sorted(slices.Values(scopes)))
+		where := "in namespace " + scopes[0]
+		switch {
+		case scopes[0] == "":
+			where = "in all namespaces"
+		case len(scopes) > 1:
+			where = "in namespaces " + strings.Join(scopes, ", ")
+		}
+		out = append(out, fmt.Sprintf("cannot list %s %s (forbidden): %s", resource, where, consequence(resource)))
+	}
+	return out
 }
 
 // consequence says what a missing permission costs the scan.
