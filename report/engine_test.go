@@ -927,7 +927,8 @@ func TestBuildNamedTargetPort(t *testing.T) {
 func representativeInput() Input {
 	const shop, mail, web = "shop", "mail", "web"
 	db := pod(shop, "orders-db-0", "orders-db", true, "docker.io/library/mysql:8.4")
-	legacy := pod(shop, "legacy-db-0", "legacy-db", false, "bitnami/mariadb:11.4")
+	legacy := pod(shop, "legacy-db-0", "legacy-db", false, "bitnami/mariadb:11.4", "prom/mysqld-exporter:0.15")
+	legacy.PortImages = map[int32]string{3306: "bitnami/mariadb:11.4", 9104: "prom/mysqld-exporter:0.15"}
 	relay := pod(mail, "relay-0", "relay", true, "boky/postfix:4")
 	imap := pod(mail, "imap-0", "imap", true, "dovecot/dovecot:2.3")
 	pg := pod(shop, "pg-0", "pg", true, "postgres:17")

@@ -1,12 +1,17 @@
 package report
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 
@@ -76,8 +81,9 @@ func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, 
 				Type:  FixWellKnownPort,
 				Title: fmt.Sprintf("move %s to port %d", ref, wk),
 				Why:   fmt.Sprintf("Istio never sniffs Service port %d when nothing else declares the protocol; the pods keep listening on %s", wk, target),
-				Command: fmt.Sprintf("kubectl -n %s patch service %s --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/ports/%d/port\",\"value\":%d},{\"op\":\"replace\",\"path\":\"/spec/ports/%d/targetPort\",\"value\":%s}]'",
-					svc.Namespace, svc.Name, idx, wk, idx, jsonTargetPort(target)),
+				Command: fmt.Sprintf("kubectl -n %s patch service %s --type=json -p %s",
+					shellQuote(svc.Namespace), shellQuote(svc.Name), shellQuote(fmt.Sprintf(`[{"op":"replace","path":"/spec/ports/%d/port","value":%d},{"op":"replace","path":"/spec/ports/%d/targetPort","value":%s}]`,
+						idx, wk, idx, jsonTargetPort(target)))),
 				Notes: []string{fmt.Sprintf("every client must connect to port %d instead of %d", wk, p.Port)},
 			})
 		}
@@ -122,7 +128,42 @@ func jsonTargetPort(s string) string {
 	if _, err := strconv.Atoi(s); err == nil {
 		return s
 	}
-	return strconv.Quote(s)
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9._/:=@%+,-]+$`)
+
+// shellQuote makes s one word for a shell, whatever it holds. Text with
+// characters that could act on a terminal (controls, line breaks, invalid
+// UTF-8, unprintable runes) uses bash/zsh $'...' quoting with \xNN
+// escapes, so the command shows and copies as plain text.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	if safeText(s) == s {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '\\' || r == '\'':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == utf8.RuneError && size <= 1, r < 0x20, r == 0x7F, r >= 0x80 && !unicode.IsPrint(r):
+			for _, c := range []byte(s[i : i+size]) {
+				fmt.Fprintf(&b, `\x%02x`, c)
+			}
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	b.WriteString("'")
+	return b.String()
 }
 
 var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
@@ -311,13 +352,76 @@ func deepCopy(v any) any {
 	return v
 }
 
+// toYAML renders a manifest. Names and hosts may hold anything (the API
+// server validates most of them, agents' files and --external do not), so
+// the YAML emitter's output is used only when it holds no character a YAML
+// reader treats as a line break or rejects, and reads back to the same
+// object; otherwise the manifest is JSON (which is YAML) with every such
+// character escaped.
 func toYAML(v any) string {
 	b, err := yaml.Marshal(v)
 	if err != nil {
 		// Only plain maps, strings and numbers go in; this cannot fail.
 		panic(err)
 	}
-	return string(b)
+	want, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	if yamlSafe(string(b)) {
+		var back any
+		if yaml.Unmarshal(b, &back) == nil {
+			if got, err := json.Marshal(back); err == nil && jsonEqual(got, want) {
+				return string(b)
+			}
+		}
+	}
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, want, "", "  "); err != nil {
+		panic(err)
+	}
+	var out strings.Builder
+	for _, r := range indented.String() {
+		if r == '\n' || yamlPrintable(r) {
+			out.WriteRune(r)
+		} else {
+			// Only inside strings: JSON puts nothing else there.
+			fmt.Fprintf(&out, `\u%04x`, r)
+		}
+	}
+	out.WriteString("\n")
+	return out.String()
+}
+
+// yamlSafe: s holds only line feeds and characters YAML prints as they
+// are (no CR, NEL, U+2028/U+2029, controls, BOM or non-characters).
+func yamlSafe(s string) bool {
+	for _, r := range s {
+		if r != '\n' && !yamlPrintable(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func yamlPrintable(r rune) bool {
+	switch {
+	case r >= 0x20 && r <= 0x7E:
+		return true
+	case r >= 0xA0 && r <= 0xD7FF:
+		return r != 0x2028 && r != 0x2029
+	case r >= 0xE000 && r <= 0xFFFD:
+		return r != 0xFEFF
+	}
+	return r >= 0x10000 && r <= 0x10FFFF
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // dnsNote is what a host-name ServiceEntry for a TCP port needs (IST0134).

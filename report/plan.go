@@ -170,9 +170,10 @@ func RenderPlan(w io.Writer, plan FixPlan, alternatives bool) error {
 	return err
 }
 
-// comment makes one or more comment lines from text that may hold
-// anything (names, banners): no line break can escape the comment.
+// comment makes one comment line from text that may hold anything
+// (names, banners): no line break YAML knows (CR, LF, NEL, U+2028,
+// U+2029) can end the comment early, and no character YAML forbids in a
+// stream (controls, invalid UTF-8) can make the plan unparsable.
 func comment(s string) string {
-	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
-	return "# " + s + "\n"
+	return "# " + safeText(s) + "\n"
 }

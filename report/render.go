@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -202,6 +204,9 @@ func renderTable(w io.Writer, r Report, o RenderOptions, wide bool) error {
 			if wide {
 				row = append(row, dash(strings.Join(f.Hints, ",")), f.Reason)
 			}
+			for i := range row {
+				row[i] = safeText(row[i])
+			}
 			if err := t.Append(row); err != nil {
 				return err
 			}
@@ -218,7 +223,7 @@ func renderTable(w io.Writer, r Report, o RenderOptions, wide bool) error {
 		return err
 	}
 	for _, warn := range r.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", warn)
+		fmt.Fprintf(w, "warning: %s\n", safeText(warn))
 	}
 	_, err := io.WriteString(w, summaryLine(r, hidden, o))
 	return err
@@ -292,7 +297,7 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 		b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 		for _, f := range list {
 			fmt.Fprintf(&b, "| **%s** | %s | `%s` | %s | %s | %s | %s | %s | %s |\n", f.Verdict, mdCell(dash(f.Namespace)), mdCell(TargetName(f)),
-				mdCell(protocolCell(f)), serverCell(f), dash(f.MTLSMode), dash(string(f.Scenario)), mdCell(proofCell(f)), fixCell(f))
+				mdCell(protocolCell(f)), serverCell(f), mdCell(dash(f.MTLSMode)), dash(string(f.Scenario)), mdCell(proofCell(f)), fixCell(f))
 		}
 		b.WriteString("\n")
 	}
@@ -314,10 +319,12 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 				b.WriteString("\n")
 			}
 			if fix.Manifest != "" {
-				fmt.Fprintf(&b, "```yaml\n%s```\n\n", fix.Manifest)
+				fence := mdFence(fix.Manifest)
+				fmt.Fprintf(&b, "%syaml\n%s%s\n\n", fence, fix.Manifest, fence)
 			}
 			if fix.Command != "" {
-				fmt.Fprintf(&b, "```sh\n%s\n```\n\n", fix.Command)
+				fence := mdFence(fix.Command)
+				fmt.Fprintf(&b, "%ssh\n%s\n%s\n\n", fence, fix.Command, fence)
 			}
 		}
 	}
@@ -338,6 +345,65 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 // mdCell keeps untrusted text (names, banners) from breaking the table or
 // injecting markup.
 func mdCell(s string) string {
-	r := strings.NewReplacer("|", "\\|", "\n", " ", "\r", " ", "<", "&lt;", ">", "&gt;", "`", "'")
-	return r.Replace(s)
+	r := strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;", "`", "'")
+	return r.Replace(safeText(s))
+}
+
+// mdFence is a code fence longer than any run of backticks in s, so that
+// nothing inside can close it (CommonMark: a closing fence is at least as
+// long as the opening one).
+func mdFence(s string) string {
+	longest, run := 0, 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	return strings.Repeat("`", max(3, longest+1))
+}
+
+// safeText renders untrusted text (names, hosts, reasons, errors from the
+// wire) as one line that can act on neither a terminal nor a parser: CR,
+// LF and TAB become `\r`, `\n`, `\t`; other control bytes, DEL and
+// invalid UTF-8 bytes become `\xNN`; runes that are not printable (C1
+// controls such as NEL, the Unicode line and paragraph separators, bidi
+// overrides, zero-width and other format characters) become `\u{NNNN}`.
+// Backslashes are kept as they are: the text may already be sanitized.
+func safeText(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7F || r >= 0x80 && !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+			size = 1
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7F:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r < 0x80 || unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			fmt.Fprintf(&b, `\u{%04x}`, r)
+		}
+		i += size
+	}
+	return b.String()
 }
