@@ -1,0 +1,122 @@
+package world
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+)
+
+// SidecarResolver runs Istio's proxy containers as the sidecar model
+// (e2e/cmd/sidecar-model), which reads the mesh from the inventory file at
+// inventoryPath (written by an InventoryWriter):
+//   - a container named istio-proxy, or any proxyv2 image
+//     (docker.io/istio/proxyv2, gcr.io/istio-release/proxyv2, ...), becomes
+//     `sidecar-model --inventory PATH --pod-namespace NS --pod-name NAME --pod-ip IP --capture true`,
+//     started as root: the model installs istio-iptables' capture rules in
+//     the pod's network namespace, then drops to uid/gid 1337 itself;
+//   - a proxyv2 container whose args start with istio-iptables (the
+//     istio-init init container of a pod injected by a real Istio, e.g.
+//     pasted from `istioctl kube-inject`) becomes `sidecar-model --capture-only`.
+//
+// The pod's securityContext still decides the uid the node agent starts it
+// with: the world's injector asks for uid 0 (see proxyContainer); an
+// istio-proxy that asks for 1337 gets no capture unless an istio-init ran.
+func SidecarResolver(modelBinary, inventoryPath string) ImageResolver {
+	return func(pod *corev1.Pod, c *corev1.Container, podIP, _ string) (Command, error) {
+		proxyImage := imageBase(c.Image) == "proxyv2"
+		if !proxyImage && c.Name != cluster.ProxyContainerName {
+			return Command{}, ErrUnknownImage
+		}
+		root := uint32(0)
+		if proxyImage && len(c.Args) > 0 && c.Args[0] == "istio-iptables" {
+			return Command{Path: modelBinary, Args: []string{"--capture-only"}, UID: &root, GID: &root}, nil
+		}
+		return Command{
+			Path: modelBinary,
+			Args: []string{
+				"--inventory", inventoryPath,
+				"--pod-namespace", pod.Namespace,
+				"--pod-name", pod.Name,
+				"--pod-ip", podIP,
+				"--capture", "true",
+			},
+			UID: &root,
+			GID: &root,
+		}, nil
+	}
+}
+
+// Binaries are the executables the world runs.
+type Binaries struct {
+	// Serverfirst is kubectl-serverfirst (./cmd/kubectl-serverfirst), run by
+	// ServerfirstResolver for in-cluster probe pods and Jobs.
+	Serverfirst string
+	// SidecarModel is ./e2e/cmd/sidecar-model, run by SidecarResolver.
+	SidecarModel string
+}
+
+// BuildBinaries go-builds kubectl-serverfirst and the sidecar model from the
+// module at repoRoot into outDir (created if needed). It always builds: the
+// Go build cache makes an unchanged rebuild take a second or two, and a
+// stale binary would test yesterday's code. The go command is the one on
+// PATH, else $GOROOT/bin/go, else /usr/local/go/bin/go.
+func BuildBinaries(ctx context.Context, repoRoot, outDir string) (Binaries, error) {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return Binaries{}, err
+	}
+	goCmd, err := goCommand()
+	if err != nil {
+		return Binaries{}, err
+	}
+	abs, err := filepath.Abs(outDir)
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{
+		Serverfirst:  filepath.Join(abs, "kubectl-serverfirst"),
+		SidecarModel: filepath.Join(abs, "sidecar-model"),
+	}
+	// One go command for both: it builds them in parallel, and with -o a
+	// directory names each binary after its package's folder.
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ { // once more after a transient build-cache error
+		cmd := exec.CommandContext(ctx, goCmd, "build", "-o", abs+string(filepath.Separator),
+			"./cmd/kubectl-serverfirst", "./e2e/cmd/sidecar-model")
+		cmd.Dir = repoRoot
+		output, err := cmd.CombinedOutput()
+		if err == nil {
+			lastErr = nil
+			break
+		}
+		lastErr = fmt.Errorf("go build -o %s/ ./cmd/kubectl-serverfirst ./e2e/cmd/sidecar-model: %v\n%s", abs, err, output)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		return Binaries{}, lastErr
+	}
+	// Pods may run as any uid; the binaries live in a root-owned tree.
+	for _, p := range []string{b.Serverfirst, b.SidecarModel} {
+		_ = os.Chmod(p, 0o755)
+	}
+	return b, nil
+}
+
+func goCommand() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{filepath.Join(os.Getenv("GOROOT"), "bin", "go"), "/usr/local/go/bin/go"} {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no go command on PATH or in /usr/local/go/bin: cannot build the world's binaries")
+}
