@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# Benchmark of the prober (make bench): 10,000 loopback targets, half of them
-# greeting at once and half silent, banner timeout 1s, through the built
-# bin/kubectl-serverfirst and through nmap's banner script, side by side.
-# Extra arguments go to the bench program (see: go run ./hack/bench -h),
-# e.g. hack/bench.sh -targets 2000 -nmap ''.
+# Benchmarks (make bench):
+#  1. the prober: 10,000 loopback targets, half of them greeting at once and
+#     half silent, banner timeout 1s, through the built bin/kubectl-serverfirst
+#     and through nmap's banner script, side by side. Extra arguments go to
+#     the bench program (see: go run ./hack/bench -h), e.g.
+#     hack/bench.sh -targets 2000 -nmap ''. BENCH_PROBE=0 skips it.
+#  2. the static scan: a real kube-apiserver + etcd seeded with 200
+#     namespaces, 5,000 Services, 20,000 Pods, 5,000 EndpointSlices and 1,000
+#     ServiceEntries; times cluster.Load and `scan --static -A -o json` and
+#     counts API requests (see: go run ./hack/bench-scan -h). BENCH_SCAN_ARGS
+#     go to it, e.g. BENCH_SCAN_ARGS='-pods 2000 -runs 3'. BENCH_SCAN=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x bin/kubectl-serverfirst ] || make build
 mkdir -p .cache/bench
-go build -o .cache/bench/bench ./hack/bench
-exec .cache/bench/bench -bin bin/kubectl-serverfirst -targets 10000 -timeout 1s "$@"
+
+if [ "${BENCH_PROBE:-1}" != 0 ]; then
+	go build -o .cache/bench/bench ./hack/bench
+	.cache/bench/bench -bin bin/kubectl-serverfirst -targets 10000 -timeout 1s "$@"
+fi
+
+if [ "${BENCH_SCAN:-1}" != 0 ]; then
+	echo
+	go build -o .cache/bench/bench-scan ./hack/bench-scan
+	# shellcheck disable=SC2086 # BENCH_SCAN_ARGS is a list of flags
+	.cache/bench/bench-scan -bin bin/kubectl-serverfirst ${BENCH_SCAN_ARGS:-}
+fi

@@ -1,0 +1,402 @@
+// Command bench-scan measures the static scan's inventory read against a
+// real kube-apiserver + etcd (e2e/testenv) seeded like a big cluster: 200
+// namespaces, 5,000 Services (sniffed, tcp-, http- and well-known-port
+// names), 20,000 Pods (half with an istio-proxy), 5,000 EndpointSlices,
+// 1,000 ServiceEntries and some PeerAuthentications. It times cluster.Load
+// over all namespaces several times, counting API requests through a
+// rest.Config WrapTransport, and, when the built binary exists, the whole
+// `kubectl-serverfirst scan --static -A -o json` end to end.
+//
+// The goal (from the issue): Load within 3 s wall, with at most
+// objects/500 + (number of resource types) API requests. The program prints
+// the figures and whether each goal is met; it exits non-zero when a goal
+// is missed (-strict) or something fails. Run it through `make bench`
+// (hack/bench.sh).
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+)
+
+// resourceTypes is how many kinds Load lists for -A: namespaces, services,
+// endpointslices, pods, serviceentries, peerauthentications, configmaps.
+const resourceTypes = 7
+
+type sizes struct {
+	namespaces, services, pods, slices, serviceEntries, workers int
+}
+
+func main() {
+	var sz sizes
+	flag.IntVar(&sz.namespaces, "namespaces", 200, "namespaces to create")
+	flag.IntVar(&sz.services, "services", 5000, "Services, spread evenly over the namespaces")
+	flag.IntVar(&sz.pods, "pods", 20000, "Pods, spread evenly; half get an istio-proxy container")
+	flag.IntVar(&sz.slices, "slices", 5000, "EndpointSlices, one per Service up to this many (0 = selector fallback)")
+	flag.IntVar(&sz.serviceEntries, "serviceentries", 1000, "ServiceEntries")
+	flag.IntVar(&sz.workers, "workers", 32, "parallel creators while seeding")
+	runs := flag.Int("runs", 5, "timed Loads (and binary runs)")
+	bin := flag.String("bin", "bin/kubectl-serverfirst", `the built binary to time end to end ("" or missing skips it)`)
+	goalWall := flag.Duration("goal", 3*time.Second, "wall-time goal for one Load")
+	strict := flag.Bool("strict", false, "exit 2 when a goal is missed")
+	flag.Parse()
+
+	missed, err := run(sz, *runs, *bin, *goalWall)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-scan:", err)
+		os.Exit(1)
+	}
+	if missed && *strict {
+		os.Exit(2)
+	}
+}
+
+func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, err error) {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	fmt.Printf("bench-scan: %d namespaces, %d Services, %d Pods, %d EndpointSlices, %d ServiceEntries; GOMAXPROCS %d\n",
+		sz.namespaces, sz.services, sz.pods, sz.slices, sz.serviceEntries, runtime.GOMAXPROCS(0))
+	env, err := testenv.Start(ctx, testenv.Options{StartTimeout: 3 * time.Minute})
+	if err != nil {
+		return false, err
+	}
+	defer env.Stop()
+	fmt.Printf("API server ready in %v\n", env.StartupTime.Round(time.Millisecond))
+
+	began := time.Now()
+	objects, err := seed(ctx, env, sz)
+	if err != nil {
+		return false, fmt.Errorf("seeding: %w", err)
+	}
+	seedTime := time.Since(began)
+	fmt.Printf("seeded %d objects in %v (%.0f objects/s, %d workers)\n", objects, seedTime.Round(time.Millisecond),
+		float64(objects)/seedTime.Seconds(), sz.workers)
+
+	// Load, as the scan calls it: one warm-up, then timed runs.
+	var requests atomic.Int64
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = 50, 100 // what the scan command sets
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			requests.Add(1)
+			return rt.RoundTrip(r)
+		})
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	clients := cluster.Clients{Kube: kube, Istio: ic}
+	var (
+		walls   []time.Duration
+		reqs    []int64
+		inv     *cluster.Inventory
+		allocMB []float64
+	)
+	for i := -1; i < runs; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		requests.Store(0)
+		start := time.Now()
+		inv, err = cluster.Load(ctx, clients, cluster.LoadOptions{})
+		wall := time.Since(start)
+		if err != nil {
+			return false, fmt.Errorf("Load: %w", err)
+		}
+		runtime.ReadMemStats(&after)
+		if i < 0 {
+			continue // warm-up: connection set-up, first-request caches
+		}
+		walls = append(walls, wall)
+		reqs = append(reqs, requests.Load())
+		allocMB = append(allocMB, float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
+	}
+	if len(inv.Pods) != sz.pods || len(inv.Services) != sz.services+1 || len(inv.ServiceEntries) != sz.serviceEntries {
+		return false, fmt.Errorf("inventory has %d pods, %d services, %d service entries: seeding and Load disagree",
+			len(inv.Pods), len(inv.Services), len(inv.ServiceEntries))
+	}
+	if len(inv.Warnings) > 0 {
+		return false, fmt.Errorf("Load warned: %q", inv.Warnings)
+	}
+	reqGoal := int64(objects/500 + resourceTypes)
+	minW, medW := minMedian(walls)
+	fmt.Printf("\ncluster.Load -A, %d runs: wall min %v, median %v; %d requests (goal <= %d = %d objects/500 + %d types); %.0f MB allocated per Load\n",
+		runs, minW.Round(time.Millisecond), medW.Round(time.Millisecond), slices.Max(reqs), reqGoal, objects, resourceTypes, median(allocMB))
+	ok := func(b bool) string {
+		if b {
+			return "met"
+		}
+		missed = true
+		return "MISSED"
+	}
+	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medW <= goalWall))
+	fmt.Printf("  goal requests <= %d: %s\n", reqGoal, ok(slices.Max(reqs) <= reqGoal))
+
+	if bin == "" {
+		return missed, nil
+	}
+	if _, err := os.Stat(bin); err != nil {
+		fmt.Printf("\n%s not built (make build): end-to-end run skipped\n", bin)
+		return missed, nil
+	}
+	var e2e []time.Duration
+	var outSize int
+	for i := -1; i < runs; i++ {
+		cmd := exec.CommandContext(ctx, bin, "scan", "--static", "-A", "-o", "json", "--kubeconfig", env.Kubeconfig)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		err := cmd.Run()
+		wall := time.Since(start)
+		var ee *exec.ExitError
+		if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 3) {
+			return missed, fmt.Errorf("%s scan: %v\n%s", bin, err, strings.TrimSpace(stderr.String()))
+		}
+		if i >= 0 {
+			e2e = append(e2e, wall)
+			outSize = stdout.Len()
+		}
+	}
+	minE, medE := minMedian(e2e)
+	fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v (%.1f MB of JSON)\n",
+		bin, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), float64(outSize)/(1<<20))
+	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
+	return missed, nil
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func minMedian(d []time.Duration) (time.Duration, time.Duration) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[0], s[len(s)/2]
+}
+
+func median(f []float64) float64 {
+	s := slices.Clone(f)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// seed creates the cluster and returns how many objects Load will list.
+func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
+	kube := env.Client
+	ic, err := env.IstioClient()
+	if err != nil {
+		return 0, err
+	}
+	var count atomic.Int64
+	created := func(err error) error {
+		if err == nil {
+			count.Add(1)
+		}
+		return err
+	}
+	nsName := func(i int) string { return fmt.Sprintf("ns-%03d", i) }
+
+	// Namespaces (and istio-system with the mesh config), one at a time
+	// through CreateNamespace, which also adds the default ServiceAccount.
+	if err := parallel(ctx, sz.workers, sz.namespaces+1, func(i int) error {
+		if i == sz.namespaces {
+			_, err := env.CreateNamespace(ctx, "istio-system", nil)
+			return created(err)
+		}
+		var labels map[string]string
+		switch i % 4 {
+		case 0, 1:
+			labels = map[string]string{"istio-injection": "enabled"}
+		case 2:
+			labels = map[string]string{"istio.io/rev": "canary"}
+		}
+		if i%50 == 49 {
+			labels = map[string]string{"istio.io/dataplane-mode": "ambient"}
+		}
+		_, err := env.CreateNamespace(ctx, nsName(i), labels)
+		return created(err)
+	}); err != nil {
+		return 0, err
+	}
+	// The API server's own namespaces and the kubernetes Service are listed too.
+	pre, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, err
+	}
+	count.Store(int64(len(pre.Items) + 1))
+
+	if _, err := kube.CoreV1().ConfigMaps("istio-system").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio"},
+		Data:       map[string]string{"mesh": "protocolDetectionTimeout: 0s\nrootNamespace: istio-system\n"},
+	}, metav1.CreateOptions{}); err != nil {
+		return 0, err
+	}
+	count.Add(1)
+
+	perNS := max(1, sz.services/sz.namespaces)
+	svcNS := func(i int) string { return nsName(i / perNS % sz.namespaces) }
+	svcName := func(i int) string { return fmt.Sprintf("svc-%02d", i%perNS) }
+	podsPerSvc := max(1, sz.pods/sz.services)
+	// Service i is backed by pods i*podsPerSvc ... (i+1)*podsPerSvc-1.
+	podNS := func(p int) string { return svcNS(p / podsPerSvc) }
+	podName := func(p int) string { return fmt.Sprintf("%s-%d", svcName(p/podsPerSvc), p%podsPerSvc) }
+
+	seeders := []struct {
+		name string
+		n    int
+		f    func(i int) error
+	}{
+		{"Services", sz.services, func(i int) error {
+			port := corev1.ServicePort{Port: 8000 + int32(i%50), TargetPort: intstr.FromString("main")}
+			switch i % 5 {
+			case 0:
+				port.Name = "client" // sniffed
+			case 1:
+				port.Name = "tcp-db"
+			case 2:
+				port.Name = "http-web"
+			case 3:
+				port.Name, port.Port = "db", 3306 // well-known
+			case 4:
+				port.Name, port.AppProtocol = "tcp-nats", ptr("nats.io/client") // the trap
+			}
+			_, err := kube.CoreV1().Services(svcNS(i)).Create(ctx, &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: svcName(i)},
+				Spec: corev1.ServiceSpec{Selector: map[string]string{"app": svcName(i)},
+					Ports: []corev1.ServicePort{port, {Name: "http-metrics", Port: 9090}}},
+			}, metav1.CreateOptions{})
+			return created(err)
+		}},
+		{"Pods", sz.pods, func(p int) error {
+			containers := []corev1.Container{{Name: "app", Image: "registry.example/app:1.0",
+				Ports: []corev1.ContainerPort{{Name: "main", ContainerPort: 8000}, {Name: "metrics", ContainerPort: 9090}}}}
+			if p%2 == 0 {
+				containers = append(containers, corev1.Container{Name: "istio-proxy", Image: "docker.io/istio/proxyv2:1.28.0",
+					Ports: []corev1.ContainerPort{{Name: "http-envoy-prom", ContainerPort: 15090}}})
+			}
+			_, err := kube.CoreV1().Pods(podNS(p)).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: podName(p), Labels: map[string]string{"app": svcName(p / podsPerSvc), "version": "v1"},
+					Annotations: map[string]string{"prometheus.io/scrape": "true"}},
+				Spec: corev1.PodSpec{Containers: containers, ServiceAccountName: "default"},
+			}, metav1.CreateOptions{})
+			return created(err)
+		}},
+		{"EndpointSlices", min(sz.slices, sz.services), func(i int) error {
+			var eps []discoveryv1.Endpoint
+			for k := range podsPerSvc {
+				p := i*podsPerSvc + k
+				eps = append(eps, discoveryv1.Endpoint{
+					Addresses: []string{fmt.Sprintf("10.%d.%d.%d", 1+p/65536, p/256%256, p%256)},
+					TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: podNS(p), Name: podName(p)},
+				})
+			}
+			_, err := kube.DiscoveryV1().EndpointSlices(svcNS(i)).Create(ctx, &discoveryv1.EndpointSlice{
+				ObjectMeta:  metav1.ObjectMeta{Name: svcName(i) + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: svcName(i)}},
+				AddressType: discoveryv1.AddressTypeIPv4,
+				Endpoints:   eps,
+				Ports:       []discoveryv1.EndpointPort{{Name: ptr("main"), Port: ptr(int32(8000))}},
+			}, metav1.CreateOptions{})
+			return created(err)
+		}},
+		{"ServiceEntries", sz.serviceEntries, func(i int) error {
+			se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ext-%04d", i)}}
+			se.Spec.Hosts = []string{fmt.Sprintf("db-%d.example.com", i)}
+			se.Spec.Location = networkingapi.ServiceEntry_MESH_EXTERNAL
+			se.Spec.Resolution = networkingapi.ServiceEntry_DNS
+			protocol := []string{"TCP", "", "HTTP", "MySQL"}[i%4]
+			se.Spec.Ports = []*networkingapi.ServicePort{{Number: uint32(3306 + i%3), Name: "db", Protocol: protocol}}
+			_, err := ic.NetworkingV1().ServiceEntries(nsName(i%sz.namespaces)).Create(ctx, se, metav1.CreateOptions{})
+			return created(err)
+		}},
+		{"PeerAuthentications", 1 + sz.namespaces/5, func(i int) error {
+			pa := &securityv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "istio-system"}}
+			pa.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE}
+			if i > 0 {
+				pa.Namespace = nsName(i * 5 % sz.namespaces)
+				if i%2 == 0 {
+					pa.Name = "db"
+					pa.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "svc-03"}}
+					pa.Spec.PortLevelMtls = map[uint32]*securityapi.PeerAuthentication_MutualTLS{3306: {Mode: securityapi.PeerAuthentication_MutualTLS_DISABLE}}
+				} else {
+					pa.Spec.Mtls.Mode = securityapi.PeerAuthentication_MutualTLS_STRICT
+				}
+			}
+			_, err := ic.SecurityV1().PeerAuthentications(pa.Namespace).Create(ctx, pa, metav1.CreateOptions{})
+			return created(err)
+		}},
+	}
+	for _, s := range seeders {
+		start := time.Now()
+		if err := parallel(ctx, sz.workers, s.n, s.f); err != nil {
+			return 0, fmt.Errorf("%s: %w", s.name, err)
+		}
+		fmt.Printf("  %6d %-20s %v\n", s.n, s.name, time.Since(start).Round(time.Millisecond))
+	}
+	return int(count.Load()), nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// parallel runs f(0..n-1) on workers goroutines; the first error stops it.
+func parallel(ctx context.Context, workers, n int, f func(i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next     atomic.Int64
+		once     sync.Once
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
