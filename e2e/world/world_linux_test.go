@@ -21,6 +21,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -269,7 +270,7 @@ func TestWorld(t *testing.T) {
 	}
 
 	// Port-forward through the API server to the pod, as kubectl does.
-	banner := portForwardBanner(t, env, ns, "db", 3306)
+	banner := portForwardBanner(t, env, ns, "db", 3306, false)
 	if !strings.Contains(banner, "MariaDB") {
 		t.Errorf("port-forward banner %q does not name MariaDB", banner)
 	}
@@ -331,7 +332,9 @@ func ptrTo[T any](v T) *T { return &v }
 
 // portForwardBanner forwards a local port to the pod through the API server
 // (SPDY, as client-go's tools/portforward does) and reads the first line.
-func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int) string {
+// With websocket, it dials as kubectl and the product do: SPDY tunnelled
+// over a websocket to the API server, falling back to plain SPDY.
+func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int, websocket bool) string {
 	t.Helper()
 	transport, upgrader, err := spdy.RoundTripperFor(env.Config)
 	if err != nil {
@@ -341,7 +344,23 @@ func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	if websocket {
+		ws, err := portforward.NewSPDYOverWebsocketDialer(u, env.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fellBack := false
+		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+			fellBack = httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+			return fellBack
+		})
+		defer func() {
+			if fellBack {
+				t.Errorf("websocket port-forward fell back to SPDY")
+			}
+		}()
+	}
 	stop, ready := make(chan struct{}), make(chan struct{})
 	defer close(stop)
 	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
@@ -373,4 +392,156 @@ func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int)
 		t.Fatalf("port-forward read: %v", err)
 	}
 	return string(buf[:n])
+}
+
+func hostPod(name string, restart corev1.RestartPolicy, inits []corev1.Container, ctrs ...corev1.Container) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "life", Labels: map[string]string{"app": name}},
+		Spec:       corev1.PodSpec{RestartPolicy: restart, InitContainers: inits, Containers: ctrs},
+	}
+}
+
+func sh(name, script string) corev1.Container {
+	return corev1.Container{Name: name, Image: "debian:12", Command: []string{"sh", "-c", script}}
+}
+
+func containerStatus(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
+	for i := range sts {
+		if sts[i].Name == name {
+			return &sts[i]
+		}
+	}
+	return nil
+}
+
+// TestWorldLifecycle covers init containers, native and classic sidecars,
+// restart policies, followed logs, sshd with a websocket port-forward, and
+// Cleanup of a crashed run.
+func TestWorldLifecycle(t *testing.T) {
+	requireWorld(t)
+	t.Parallel()
+	env, node := startWorld(t, Chain(DaemonResolver(), HostCommandResolver()))
+	ctx := context.Background()
+	cs := env.Client
+	if _, err := env.CreateNamespace(ctx, "life", nil); err != nil {
+		t.Fatal(err)
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	proxy := sh("istio-proxy", "echo proxy up; exec sleep 1000")
+	nativeProxy := proxy
+	nativeProxy.RestartPolicy = &always
+	pods := []*corev1.Pod{
+		// A native sidecar does not keep a finished Job pod alive.
+		hostPod("native", corev1.RestartPolicyNever,
+			[]corev1.Container{sh("init", "echo init ran"), nativeProxy},
+			sh("main", "echo main ran; exit 0")),
+		// A classic sidecar does: the pod stays Running, main reports terminated.
+		hostPod("classic", corev1.RestartPolicyNever, nil, sh("main", "exit 3"), proxy),
+		// A failing init container fails a Never pod; main never starts.
+		hostPod("badinit", corev1.RestartPolicyNever, []corev1.Container{sh("init", "exit 1")}, sh("main", "echo never")),
+		// OnFailure restarts a failing container.
+		hostPod("crash", corev1.RestartPolicyOnFailure, nil, sh("main", "echo crashing; exit 2")),
+		// Followed logs.
+		hostPod("ticker", corev1.RestartPolicyAlways, nil, sh("main", "for i in 1 2 3; do echo tick $i; sleep 0.2; done; exec sleep 1000")),
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: "life"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "sshd", Image: "linuxserver/openssh-server", Ports: []corev1.ContainerPort{{ContainerPort: 2222}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(2222)}}},
+			}}},
+		},
+	}
+	for _, p := range pods {
+		if _, err := cs.CoreV1().Pods("life").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	native := waitPod(t, cs, "life", "native", time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if s := containerStatus(native.Status.ContainerStatuses, "main"); s == nil || s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+		t.Errorf("native: main status %+v", s)
+	}
+	if got := podLogs(t, cs, "life", "native", "init"); got != "init ran\n" {
+		t.Errorf("native: init logs %q", got)
+	}
+	if got := podLogs(t, cs, "life", "native", "istio-proxy"); got != "proxy up\n" {
+		t.Errorf("native: sidecar logs %q", got)
+	}
+
+	classic := waitPod(t, cs, "life", "classic", time.Minute, func(p *corev1.Pod) bool {
+		s := containerStatus(p.Status.ContainerStatuses, "main")
+		return s != nil && s.State.Terminated != nil
+	})
+	if classic.Status.Phase != corev1.PodRunning || containerStatus(classic.Status.ContainerStatuses, "main").State.Terminated.ExitCode != 3 ||
+		containerStatus(classic.Status.ContainerStatuses, "istio-proxy").State.Running == nil {
+		t.Errorf("classic: phase %s, statuses %+v", classic.Status.Phase, classic.Status.ContainerStatuses)
+	}
+
+	bad := waitPod(t, cs, "life", "badinit", time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	if s := containerStatus(bad.Status.ContainerStatuses, "main"); s == nil || s.State.Waiting == nil {
+		t.Errorf("badinit: main status %+v, want waiting", s)
+	}
+
+	waitPod(t, cs, "life", "crash", time.Minute, func(p *corev1.Pod) bool {
+		s := containerStatus(p.Status.ContainerStatuses, "main")
+		return s != nil && s.RestartCount >= 1 && s.LastTerminationState.Terminated != nil && s.LastTerminationState.Terminated.ExitCode == 2
+	})
+
+	waitPod(t, cs, "life", "ticker", time.Minute, isReady)
+	rc, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{Follow: true}).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(rc)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == "tick 3" {
+			break
+		}
+	}
+	rc.Close()
+	if strings.Join(lines, ",") != "tick 1,tick 2,tick 3" {
+		t.Errorf("followed logs %q", lines)
+	}
+	tail, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{TailLines: ptrTo(int64(1))}).DoRaw(ctx)
+	if err != nil || string(tail) != "tick 3\n" {
+		t.Errorf("tailLines=1: %q, %v", tail, err)
+	}
+
+	waitPod(t, cs, "life", "ssh", time.Minute, isReady)
+	if banner := portForwardBanner(t, env, "life", "ssh", 2222, true); !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Errorf("sshd banner over port-forward: %q", banner)
+	}
+
+	// Everything goes with Stop, and Cleanup removes a dead run's leftovers.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := fmt.Sprintf("%s%dx1-node", NetnsPrefix, dead.Process.Pid)
+	if out, err := exec.Command("ip", "netns", "add", stale).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	if err := Cleanup(""); err != nil {
+		t.Errorf("Cleanup: %v", err)
+	}
+	if left := netnsWithPrefix(t, stale); len(left) != 0 {
+		exec.Command("ip", "netns", "del", stale).Run()
+		t.Errorf("Cleanup left %v", left)
+	}
+	if len(netnsWithPrefix(t, NetnsPrefix+node.net.tag)) < 2 {
+		t.Errorf("Cleanup removed a live node's namespaces")
+	}
+	began := time.Now()
+	if err := node.Stop(); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	t.Logf("Stop with running pods took %v", time.Since(began).Round(time.Millisecond))
+	if left := netnsWithPrefix(t, NetnsPrefix+node.net.tag); len(left) > 0 {
+		t.Errorf("Stop left %v", left)
+	}
+	if err := node.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
 }
