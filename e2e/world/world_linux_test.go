@@ -234,6 +234,14 @@ func TestWorld(t *testing.T) {
 		return ok, nil
 	})
 
+	slice, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, "db-world", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rules := nodeNAT(t, node); !strings.Contains(rules, svc.Spec.ClusterIP+"/32") || !strings.Contains(rules, dbPod.Status.PodIP+":3306") {
+		t.Errorf("no DNAT %s:3307 -> %s:3306 in the node's rules:\n%s", svc.Spec.ClusterIP, dbPod.Status.PodIP, rules)
+	}
+
 	// A throw-away client pod probes the ClusterIP through kube-proxy's DNAT.
 	client := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns},
@@ -298,6 +306,11 @@ func TestWorld(t *testing.T) {
 		t.Errorf("debug logs %q, want %q and eth0 with the pod IP", dbg, want)
 	}
 
+	// Nothing about db changed since: its slice was not rewritten.
+	if again, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, "db-world", metav1.GetOptions{}); err != nil || again.ResourceVersion != slice.ResourceVersion {
+		t.Errorf("EndpointSlice rewritten without a change (resourceVersion %s -> %s, %v)", slice.ResourceVersion, again.ResourceVersion, err)
+	}
+
 	// Deleting pods removes them and their namespaces.
 	dbNetns := node.PodNetns(ns, "db")
 	for _, name := range []string{"db", "cache", "probe"} {
@@ -326,6 +339,19 @@ func TestWorld(t *testing.T) {
 		_, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, "db-world", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
+	waitFor(t, 10*time.Second, "DNAT rule removed", func(context.Context) (bool, error) {
+		return !strings.Contains(nodeNAT(t, node), svc.Spec.ClusterIP), nil
+	})
+}
+
+// nodeNAT is the node namespace's nat table.
+func nodeNAT(t *testing.T, node *Node) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", node.NodeNetns(), "iptables-save", "-t", "nat").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-save: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 func ptrTo[T any](v T) *T { return &v }
