@@ -46,5 +46,6 @@ Installed on your PATH it is also the kubectl plugin "kubectl serverfirst".`,
 	cmd.AddCommand(newScanCommand(opts))
 	cmd.AddCommand(newFixCommand(opts))
 	cmd.AddCommand(newExplainCommand(streams))
+	cmd.AddCommand(newAgentCommand(streams))
 	return cmd
 }

@@ -31,19 +31,27 @@ type scanFlags struct {
 	timeout        time.Duration
 	connectTimeout time.Duration
 	concurrency    int
+	probeImage     string
+	noOutside      bool
+	noDirect       bool
+	fromPods       []string
 }
 
 func (f *scanFlags) add(cmd *cobra.Command) {
 	d := probe.DefaultOptions()
 	fl := cmd.Flags()
 	fl.BoolVar(&f.static, "static", false, "Judge from the cluster's objects only: no connection to any target (same as --vantage none)")
-	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "none" (static verdicts), "self" (dial targets from where this command runs), "auto" (self inside a pod, none elsewhere)`)
+	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "pods" (short-lived probe pods with and without a sidecar, plus a port-forward to each server for the direct path), "self" (dial targets from where this command runs), "none" (static verdicts), "auto" (self inside a pod, pods elsewhere)`)
 	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", `With --vantage self: does this process sit behind a sidecar? "true", "false", or "auto" (true inside a pod whose istio-proxy is found)`)
 	fl.StringVar(&f.istioNamespace, "istio-namespace", cluster.DefaultIstioNamespace, "Namespace of the Istio control plane and its mesh ConfigMap (istio, istio-<rev>)")
 	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
 	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner; set it above the mesh's protocolDetectionTimeout to see DELAYED")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
 	fl.IntVar(&f.concurrency, "concurrency", 32, "With probes: how many targets to probe at once")
+	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), "With --vantage pods or --from-pod: the image that runs `kubectl-serverfirst agent`")
+	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods: skip the probe pod without a sidecar (no external-to-mesh evidence)")
+	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
+	fl.StringArrayVar(&f.fromPods, "from-pod", nil, "Also probe from inside this existing client pod (NAMESPACE/POD) with an ephemeral container: the exact path that hangs. Repeatable")
 }
 
 type scanCmdFlags struct {
@@ -224,13 +232,17 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 	}
 	switch vantage {
 	case "auto":
-		vantage = "none"
+		vantage = "pods"
 		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 			vantage = "self"
 		}
-	case "none", "self":
+	case "none", "self", "pods":
 	default:
-		return report.Report{}, fmt.Errorf("--vantage %q: want none, self or auto", f.vantage)
+		return report.Report{}, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
+	}
+	fromPods, err := parseFromPods(f.fromPods)
+	if err != nil {
+		return report.Report{}, err
 	}
 	clients, cfg, err := root.clients()
 	if err != nil {
@@ -244,7 +256,7 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 	if err != nil {
 		return report.Report{}, apiError(cfg.Host, err)
 	}
-	in := report.Input{Inventory: inv, External: externals, Static: vantage == "none"}
+	in := report.Input{Inventory: inv, External: externals, Static: vantage == "none" && len(fromPods) == 0}
 	if vantage == "self" {
 		inMesh, err := selfInMesh(f.selfInMesh, inv)
 		if err != nil {
@@ -255,6 +267,11 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		plan := report.PlanSelfProbes(inv, externals, inMesh)
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
 		in.Observations = report.RunPlan(ctx, plan, o)
+	}
+	if vantage == "pods" || len(fromPods) > 0 {
+		obs, warnings := runLiveVantages(ctx, cfg, clients, inv, externals, f, vantage == "pods", fromPods, progress)
+		in.Observations = append(in.Observations, obs...)
+		inv.Warnings = append(inv.Warnings, warnings...)
 	}
 	return report.Build(in), nil
 }

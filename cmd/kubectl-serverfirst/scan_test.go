@@ -240,26 +240,26 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("fix prints, applies, and is idempotent", func(t *testing.T) {
-		out, _, err := run(t, "", "fix", "-A", "--kubeconfig", kc)
+		out, _, err := run(t, "", "fix", "-A", "--static", "--kubeconfig", kc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		assertGolden(t, filepath.Join("testdata", "scan", "shop.fix.golden"), []byte(out))
-		out, _, err = run(t, "", "fix", "-A", "--all", "--kubeconfig", kc)
+		out, _, err = run(t, "", "fix", "-A", "--static", "--all", "--kubeconfig", kc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		assertGolden(t, filepath.Join("testdata", "scan", "shop.fix-all.golden"), []byte(out))
 
 		// No --yes and "n" on stdin: nothing changes.
-		if _, _, err := run(t, "n\n", "fix", "-A", "--apply", "--kubeconfig", kc); err == nil {
+		if _, _, err := run(t, "n\n", "fix", "-A", "--static", "--apply", "--kubeconfig", kc); err == nil {
 			t.Fatal("fix --apply without confirmation succeeded")
 		}
 		if got := verdictOf(t, kc, "Service/orders-db/3307"); got != "AT-RISK" {
 			t.Fatalf("declined fix changed the cluster: verdict %s", got)
 		}
 
-		_, errOut, err := run(t, "", "fix", "-A", "--apply", "--yes", "--kubeconfig", kc)
+		_, errOut, err := run(t, "", "fix", "-A", "--static", "--apply", "--yes", "--kubeconfig", kc)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -277,7 +277,7 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			t.Errorf("mail Service ports after fix: %+v", svc.Spec.Ports)
 		}
 		before := svc.ResourceVersion
-		_, errOut, err = run(t, "", "fix", "-A", "--apply", "--yes", "--kubeconfig", kc)
+		_, errOut, err = run(t, "", "fix", "-A", "--static", "--apply", "--yes", "--kubeconfig", kc)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}

@@ -1,0 +1,9 @@
+// Package vantage runs probes from the places that prove a deadlock in a
+// live cluster: short-lived probe pods with and without a sidecar (mesh
+// client, outside client), a port-forward to a backing pod (the direct
+// path, which enters the pod over loopback and so bypasses its sidecar),
+// and an ephemeral container in an existing client pod (--from-pod).
+//
+// Every object it creates is labelled, meets the PodSecurity "restricted"
+// standard, and is deleted on success, on error and on cancellation.
+package vantage
