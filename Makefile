@@ -7,7 +7,7 @@ BIN     := bin/kubectl-serverfirst
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-deps check bench lint demo clean
+.PHONY: all build test test-deps check bench lint demo clean image release-snapshot conformance
 
 all: build
 
@@ -24,6 +24,12 @@ test: build
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 ./...
+	bash hack/conformance.sh
+
+# conformance compares our Istio rules with istio.io/istio's own code (a
+# separate module under e2e/tools/conformance).
+conformance:
+	bash hack/conformance.sh
 
 # check = install test dependencies + run the whole suite. README and .ci/run use this.
 check: test-deps test
@@ -38,5 +44,14 @@ lint:
 demo: build
 	bash hack/demo.sh
 
+# image builds the container image (needs docker or podman; not used by tests).
+IMAGE ?= ghcr.io/serverfirst/kubectl-serverfirst:$(VERSION)
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# release-snapshot builds the krew archives into dist/ with goreleaser.
+release-snapshot:
+	$(GO) run github.com/goreleaser/goreleaser/v2@v2.15.1 release --snapshot --clean
+
 clean:
-	rm -rf bin .cache
+	rm -rf bin .cache dist
