@@ -190,6 +190,15 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 		if doc.Warnings == nil {
 			t.Error(`"warnings" must be an array, not null`)
 		}
+
+		// The CI gate: exit 3 only when a finding matches.
+		_, _, err = run(t, "", "scan", "--static", "-A", "--kubeconfig", kc, "--fail-on", "at-risk", "-o", "json")
+		if exitCode(err) != 3 {
+			t.Errorf("--fail-on at-risk: exit %d (%v), want 3", exitCode(err), err)
+		}
+		if _, _, err := run(t, "", "scan", "--static", "-A", "--kubeconfig", kc, "--fail-on", "deadlock,delayed"); err != nil {
+			t.Errorf("--fail-on deadlock,delayed with static findings only: %v", err)
+		}
 	})
 
 	t.Run("every fix manifest passes server-side dry-run", func(t *testing.T) {
