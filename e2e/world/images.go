@@ -97,7 +97,10 @@ func HostCommandResolver() ImageResolver {
 //   - openssh, sshd, openssh-server: sshd -D -e with a generated host key
 //     (server-first: the SSH-2.0 banner);
 //   - redis: redis-server without persistence or protected mode
-//     (client-first control).
+//     (client-first control);
+//   - exim, smtp, postfix: Debian's exim4 in the foreground (server-first:
+//     "220 ... ESMTP Exim"); needs exim4-daemon-light, which
+//     hack/test-deps.sh does not install.
 func DaemonResolver() ImageResolver {
 	return func(pod *corev1.Pod, c *corev1.Container, podIP, stateDir string) (Command, error) {
 		base := imageBase(c.Image)
@@ -108,6 +111,8 @@ func DaemonResolver() ImageResolver {
 			return sshdCommand(c, stateDir)
 		case strings.Contains(base, "redis"):
 			return redisCommand(pod, c, stateDir)
+		case strings.Contains(base, "exim") || strings.Contains(base, "smtp") || strings.Contains(base, "postfix"):
+			return eximCommand(c, stateDir)
 		}
 		return Command{}, ErrUnknownImage
 	}
@@ -235,4 +240,23 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func eximCommand(c *corev1.Container, stateDir string) (Command, error) {
+	exim, err := lookPath("exim4")
+	if err != nil {
+		if exim, err = lookPath("exim"); err != nil {
+			return Command{}, fmt.Errorf("container %q: no MTA (apt-get install exim4-daemon-light): %w", c.Name, err)
+		}
+	}
+	dir, err := daemonDir(stateDir, c.Name, nil)
+	if err != nil {
+		return Command{}, err
+	}
+	// -bdf: daemon in the foreground; -oX with an address replaces
+	// local_interfaces (Debian's default is loopback only); -oP: own pid
+	// file (the default one belongs to the system's exim). Runs as root, as
+	// exim must to start its daemon; it drops privileges itself.
+	return Command{Path: exim, Args: []string{"-bdf", "-oX", "0.0.0.0." + firstPort(c, 25),
+		"-oP", filepath.Join(dir, "exim.pid")}, Dir: dir}, nil
 }

@@ -132,7 +132,9 @@ func waitPod(t *testing.T, c kubernetes.Interface, ns, name string, timeout time
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		p, err := c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			lastStatus = err.Error()
+			if ctx.Err() == nil {
+				lastStatus = err.Error()
+			}
 			return false, nil
 		}
 		pod = p
@@ -538,6 +540,26 @@ func TestWorldLifecycle(t *testing.T) {
 	waitPod(t, cs, "life", "ssh", time.Minute, isReady)
 	if banner := portForwardBanner(t, env, "life", "ssh", 2222, true); !strings.HasPrefix(banner, "SSH-2.0-") {
 		t.Errorf("sshd banner over port-forward: %q", banner)
+	}
+
+	// SMTP, when an MTA is installed (hack/test-deps.sh does not).
+	if _, err := lookPath("exim4"); err != nil {
+		t.Logf("no exim4 (apt-get install exim4-daemon-light): SMTP part skipped")
+	} else {
+		smtp := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "mail", Namespace: "life"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "exim", Image: "docker.io/namshi/smtp", Ports: []corev1.ContainerPort{{ContainerPort: 2525}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(2525)}}},
+			}}},
+		}
+		if _, err := cs.CoreV1().Pods("life").Create(ctx, smtp, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitPod(t, cs, "life", "mail", time.Minute, isReady)
+		if banner := portForwardBanner(t, env, "life", "mail", 2525, true); !strings.HasPrefix(banner, "220 ") || !strings.Contains(banner, "ESMTP") {
+			t.Errorf("exim banner over port-forward: %q", banner)
+		}
 	}
 
 	// Everything goes with Stop, and Cleanup removes a dead run's leftovers.
