@@ -386,9 +386,12 @@ func (j *judge) activeVerdict(f *Finding) {
 		case d == nil:
 		case d.Outcome == probe.OutcomeBanner && f.Verdict == AtRisk:
 			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) and %s", bannerWord(d), ms(d.FirstByteMs), lowerFirst(f.Reason))
-		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && f.Protocol == string(cluster.ProtocolAuto):
+		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && f.Protocol == string(cluster.ProtocolAuto) && !j.meshAbsent():
 			f.Verdict = AtRisk
 			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) on a port the sidecar sniffs", bannerWord(d), ms(d.FirstByteMs))
+		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && cluster.Protocol(f.Protocol).HTTPFamily() && !j.meshAbsent():
+			f.Verdict = AtRisk
+			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) on a port declared %s: the sidecar waits for an HTTP request that never comes", bannerWord(d), ms(d.FirstByteMs), f.Protocol)
 		case d.Outcome == probe.OutcomeSilent && f.Protocol == string(cluster.ProtocolAuto):
 			f.Verdict = ClientFirst
 			f.Reason = "the server stays silent until the client speaks (direct probe): sniffing this port is harmless"

@@ -469,6 +469,24 @@ func TestBuildRules(t *testing.T) {
 			},
 		},
 		{
+			name: "HTTP-declared port, direct banner only: AT-RISK",
+			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("http-api", 8080, "", ""))),
+				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
+			key: svcKey(ns, "api", 8080), verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "declared HTTP") {
+					t.Errorf("reason %q", f.Reason)
+				}
+			},
+		},
+		{
+			name: "Istio absent, direct banner: still OK, nothing sniffs",
+			in: Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{plainDB}, Services: []cluster.Service{dbSvc(plainDB)}},
+				Observations: []Observation{obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql"))}},
+			key: dbKey, verdict: OK, scenario: MeshToExternal, fixes: []string{},
+		},
+		{
 			name: "mesh banner after 80% of protocolDetectionTimeout, direct fast: DELAYED",
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),

@@ -338,7 +338,7 @@ func TestPlanManualFix(t *testing.T) {
 		t.Fatalf("%s %+v", f.Verdict, f.Fixes)
 	}
 	plan := Plan(r)
-	if len(plan.Objects) != 0 || len(plan.Manual) != 1 {
+	if len(plan.Objects) != 0 || len(plan.Manual) != 1 || len(plan.Alternatives) != 0 {
 		t.Fatalf("plan %+v", plan)
 	}
 }

@@ -72,8 +72,9 @@ func Plan(r Report) FixPlan {
 				break
 			}
 		}
+		chosen := max(best, 0) // without a manifest, the first fix is the manual one
 		for i, fix := range f.Fixes {
-			if i != best {
+			if i != chosen {
 				plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: findingRef(f), Fix: fix})
 			}
 		}
