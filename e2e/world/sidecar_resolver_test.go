@@ -94,3 +94,24 @@ func TestBuildBinaries(t *testing.T) {
 		t.Errorf("sidecar-model --help:\n%s", outp)
 	}
 }
+
+func TestShortSockets(t *testing.T) {
+	long := "/tmp/serverfirst-world-861151557/node/pods/shop_orders-db_96c0305f-2a7d-499f-ad20-77a26550b6be/daemons/mariadb/mysqld.sock"
+	inner := func(*corev1.Pod, *corev1.Container, string, string) (Command, error) {
+		return Command{Path: "mariadbd", Args: []string{"--port=3306", "--socket=" + long, "--socket=/short.sock"}}, nil
+	}
+	cmd, err := shortSockets(inner)(&corev1.Pod{}, &corev1.Container{}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := strings.CutPrefix(cmd.Args[1], "--socket=")
+	if len(got) > 100 || !strings.HasSuffix(got, ".sock") || cmd.Args[0] != "--port=3306" || cmd.Args[2] != "--socket=/short.sock" {
+		t.Errorf("args = %v", cmd.Args)
+	}
+	unknown := func(*corev1.Pod, *corev1.Container, string, string) (Command, error) {
+		return Command{}, ErrUnknownImage
+	}
+	if _, err := shortSockets(unknown)(&corev1.Pod{}, &corev1.Container{}, "", ""); !errors.Is(err, ErrUnknownImage) {
+		t.Errorf("err = %v", err)
+	}
+}
