@@ -359,16 +359,15 @@ func deepCopy(v any) any {
 // object; otherwise the manifest is JSON (which is YAML) with every such
 // character escaped.
 func toYAML(v any) string {
-	b, err := yaml.Marshal(v)
+	want, err := json.Marshal(v)
 	if err != nil {
 		// Only plain maps, strings and numbers go in; this cannot fail.
 		panic(err)
 	}
-	want, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	if yamlSafe(string(b)) {
+	// Characters a YAML reader folds or refuses are escaped in the JSON
+	// first; if the emitter still writes one raw (it writes U+2028 raw in
+	// single-quoted scalars) or the text does not read back, use JSON.
+	if b, err := yaml.JSONToYAML([]byte(escapeJSONForYAML(string(want)))); err == nil && yamlSafe(string(b)) {
 		var back any
 		if yaml.Unmarshal(b, &back) == nil {
 			if got, err := json.Marshal(back); err == nil && jsonEqual(got, want) {
@@ -376,20 +375,36 @@ func toYAML(v any) string {
 			}
 		}
 	}
+	return yamlSafeJSON(want)
+}
+
+// yamlSafeJSON indents JSON and escapes every character a YAML reader
+// would take for a line break or reject, so the result reads back as YAML
+// exactly. Such characters only occur inside JSON strings, where \uXXXX
+// means the same.
+func yamlSafeJSON(js []byte) string {
 	var indented bytes.Buffer
-	if err := json.Indent(&indented, want, "", "  "); err != nil {
+	if err := json.Indent(&indented, js, "", "  "); err != nil {
 		panic(err)
 	}
+	return escapeJSONForYAML(indented.String()) + "\n"
+}
+
+// escapeJSONForYAML writes as \uXXXX every character of JSON text that a
+// YAML reader would fold as a line break (NEL, U+2028, U+2029) or refuse
+// (DEL, C1 controls, BOM): encoding/json leaves them raw in strings.
+func escapeJSONForYAML(js string) string {
+	if yamlSafe(js) {
+		return js
+	}
 	var out strings.Builder
-	for _, r := range indented.String() {
+	for _, r := range js {
 		if r == '\n' || yamlPrintable(r) {
 			out.WriteRune(r)
 		} else {
-			// Only inside strings: JSON puts nothing else there.
 			fmt.Fprintf(&out, `\u%04x`, r)
 		}
 	}
-	out.WriteString("\n")
 	return out.String()
 }
 

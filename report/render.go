@@ -45,8 +45,13 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 		if err != nil {
 			return err
 		}
-		out, err := yaml.JSONToYAML(js)
-		if err != nil {
+		// Text from the cluster or the wire may hold characters the YAML
+		// emitter writes raw although a reader takes them for line breaks
+		// (U+2028) or refuses them (DEL): then the report is written as
+		// JSON with those escaped, which reads back as the same YAML.
+		out, err := yaml.JSONToYAML([]byte(escapeJSONForYAML(string(js))))
+		if err != nil || !yamlSafe(string(out)) {
+			_, err = io.WriteString(w, yamlSafeJSON(js))
 			return err
 		}
 		_, err = w.Write(out)

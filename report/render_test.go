@@ -342,7 +342,7 @@ func checkPlan(t testing.TB, plan FixPlan, out string) {
 }
 
 func TestRenderHostileInput(t *testing.T) {
-	for _, s := range []string{hostile, "a\nb", "`", "|", "---", "# x", "\x1b[31m", "<script>", "\u2028", "\xff"} {
+	for _, s := range []string{hostile, "a\nb", "`", "|", "---", "# x", "\x1b[31m", "<script>", "\u2028", "\xff", "\x7f", "\u0085", "\ufeff", "\u009b"} {
 		r := Build(hostileInput(s))
 		if len(r.Findings) < 6 {
 			t.Fatalf("%d findings", len(r.Findings))
@@ -360,8 +360,12 @@ func TestRenderHostileInput(t *testing.T) {
 		if back.Warnings[0] != strings.ToValidUTF8(s, "\uFFFD") {
 			t.Errorf("json lost the warning text: %q", back.Warnings[0])
 		}
-		if err := yaml.Unmarshal([]byte(render(t, "yaml", r, RenderOptions{})), &back); err != nil {
+		var fromYAML Report
+		if err := yaml.Unmarshal([]byte(render(t, "yaml", r, RenderOptions{})), &fromYAML); err != nil {
 			t.Fatalf("yaml: %v", err)
+		}
+		if !reflect.DeepEqual(back, fromYAML) {
+			t.Fatalf("yaml reads back differently from json")
 		}
 		plan := Plan(r)
 		if len(plan.Objects) < 3 {
@@ -436,8 +440,12 @@ func FuzzRender(f *testing.F) {
 		if len(back.Findings) != len(r.Findings) {
 			t.Fatalf("json has %d findings, want %d", len(back.Findings), len(r.Findings))
 		}
-		if err := yaml.Unmarshal([]byte(render(t, "yaml", r, RenderOptions{})), &back); err != nil {
+		var fromYAML Report
+		if err := yaml.Unmarshal([]byte(render(t, "yaml", r, RenderOptions{})), &fromYAML); err != nil {
 			t.Fatalf("yaml does not parse: %v", err)
+		}
+		if !reflect.DeepEqual(back, fromYAML) {
+			t.Fatalf("yaml reads back differently from json")
 		}
 		for _, o := range []RenderOptions{{}, {ShowAll: true, Color: true}} {
 			checkTerminal(t, "table", r, o, render(t, "table", r, o))
