@@ -9,6 +9,15 @@
 //
 // The admin kubeconfig appears at --kubeconfig only once the API server is
 // ready (written to a temp file, then renamed); it is removed on exit.
+//
+// With --world (root only) it also runs the e2e world beside the API
+// server: the Istio sidecar injector webhook, the inventory file the
+// sidecar models read, and a node agent that runs pods as local processes
+// in their own network namespaces (e2e/world, e2e/README.md). --seed demo
+// creates the demo workloads (world.SeedDemo) and, with --world, waits for
+// them to run before publishing the kubeconfig:
+//
+//	sudo go run ./e2e/cmd/testcluster --kubeconfig /tmp/kc --world --seed demo
 package main
 
 import (
@@ -22,7 +31,10 @@ import (
 	"syscall"
 	"time"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
 )
 
 func main() {
@@ -35,12 +47,30 @@ func run(args []string) int {
 	noCRDs := fs.Bool("no-istio-crds", false, "do not install Istio's CRDs (a cluster without Istio)")
 	binDir := fs.String("bin-dir", "", "folder with kube-apiserver and etcd (default $"+testenv.EnvTestBin+" or .cache/testbin)")
 	timeout := fs.Duration("start-timeout", 90*time.Second, "give up if the API server is not ready by then")
+	withWorld := fs.Bool("world", false, "also run the e2e world: sidecar injector, inventory file, node agent running pods (needs root)")
+	seed := fs.String("seed", "", `create workloads: "demo" (namespaces shop, legacy, batch; see e2e/README.md)`)
+	stateDir := fs.String("state-dir", "", "with --world: keep the world's state (inventory file, pod logs) here instead of a temp dir removed on exit")
+	worldBin := fs.String("world-bin-dir", "", "with --world: where to build kubectl-serverfirst and sidecar-model (default .cache/world-bin in the repository)")
+	readyTimeout := fs.Duration("seed-timeout", 3*time.Minute, "with --world --seed: give up if the seeded pods are not ready by then")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *kubeconfig == "" || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "testcluster: usage: testcluster --kubeconfig PATH [--no-istio-crds]")
+		fmt.Fprintln(os.Stderr, "testcluster: usage: testcluster --kubeconfig PATH [--no-istio-crds] [--world [--state-dir DIR]] [--seed demo]")
 		return 2
+	}
+	if *seed != "" && *seed != "demo" {
+		fmt.Fprintf(os.Stderr, "testcluster: usage: --seed takes \"demo\", not %q\n", *seed)
+		return 2
+	}
+	if *withWorld && *noCRDs {
+		fmt.Fprintln(os.Stderr, "testcluster: usage: --world needs Istio's CRDs (drop --no-istio-crds)")
+		return 2
+	}
+	if *withWorld && os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "testcluster: --world needs root: the node agent creates network namespaces, veths and iptables rules "+
+			"(run as root, e.g. `sudo -E go run ./e2e/cmd/testcluster ...`, or drop --world)")
+		return 1
 	}
 
 	// Catch signals before starting, so a Ctrl-C during start-up still tears
@@ -48,6 +78,19 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	followGoRun()
+
+	// The world's binaries build while the API server starts.
+	type built struct {
+		b   world.Binaries
+		err error
+	}
+	binaries := make(chan built, 1)
+	if *withWorld {
+		go func() {
+			b, err := buildWorldBinaries(ctx, *worldBin)
+			binaries <- built{b, err}
+		}()
+	}
 
 	env, err := testenv.Start(ctx, testenv.Options{NoIstioCRDs: *noCRDs, BinDir: *binDir, StartTimeout: *timeout})
 	if errors.Is(err, testenv.ErrBinariesMissing) {
@@ -60,6 +103,40 @@ func run(args []string) int {
 	}
 	defer env.Stop()
 	fmt.Fprintf(os.Stderr, "testcluster: state in %s\n", env.Dir)
+
+	var w *world.World
+	if *withWorld {
+		began := time.Now()
+		bb := <-binaries
+		if bb.err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: %v\n", bb.err)
+			return 1
+		}
+		w, err = world.StartWorld(ctx, world.WorldOptions{
+			Env: env, StateDir: *stateDir, Binaries: bb.b,
+			Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "testcluster: world: "+format+"\n", args...) },
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: start the world: %v\n", err)
+			return 1
+		}
+		defer w.Stop()
+		fmt.Fprintf(os.Stderr, "testcluster: world ready in %v (binaries + start): injector %s, node %s (netns %s), inventory %s\n",
+			time.Since(began).Round(time.Millisecond), w.Injector.URL, w.Node.Name(), w.Node.NodeNetns(), w.InventoryPath)
+		fmt.Fprintf(os.Stderr, "testcluster: world state in %s (pod logs under %s)\n", w.StateDir, filepath.Join(w.Node.StateDir(), "pods"))
+	}
+	if *seed == "demo" {
+		began := time.Now()
+		if err := seedDemo(ctx, env, w, !*noCRDs, *readyTimeout); err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: seed demo: %v\n", err)
+			return 1
+		}
+		what := "created (no node: pods stay Pending)"
+		if w != nil {
+			what = "running"
+		}
+		fmt.Fprintf(os.Stderr, "testcluster: demo workloads %s in %v: %v\n", what, time.Since(began).Round(time.Millisecond), world.DemoPods)
+	}
 
 	if err := publish(env.Kubeconfig, *kubeconfig); err != nil {
 		fmt.Fprintf(os.Stderr, "testcluster: %v\n", err)
@@ -76,6 +153,13 @@ func run(args []string) int {
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(os.Stderr, "testcluster: stopping")
+		if w != nil {
+			if err := w.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "testcluster: stop the world: %v\n", err)
+				env.Stop()
+				return 1
+			}
+		}
 		if err := env.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "testcluster: stop: %v\n", err)
 			return 1
@@ -111,4 +195,42 @@ func publish(src, dst string) error {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
 	return nil
+}
+
+// buildWorldBinaries builds kubectl-serverfirst and sidecar-model for the
+// world's pods, into dir or the repository's .cache/world-bin.
+func buildWorldBinaries(ctx context.Context, dir string) (world.Binaries, error) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return world.Binaries{}, fmt.Errorf("find the repository to build the world's binaries: %w", err)
+	}
+	if dir == "" {
+		dir = filepath.Join(root, ".cache", "world-bin")
+	}
+	return world.BuildBinaries(ctx, root, dir)
+}
+
+// seedDemo creates the demo workloads and, with a world, waits for them.
+func seedDemo(ctx context.Context, env *testenv.Env, w *world.World, withIstio bool, timeout time.Duration) error {
+	var istio istioclient.Interface // nil: no Istio CRDs, no PeerAuthentication
+	if withIstio {
+		var err error
+		if istio, err = istioclient.NewForConfig(env.Config); err != nil {
+			return err
+		}
+	}
+	if err := world.SeedDemo(ctx, env.Client, istio); err != nil {
+		return err
+	}
+	if w == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	began := time.Now()
+	if err := world.WaitPodsReady(ctx, env.Client, world.DemoPods...); err != nil {
+		return err
+	}
+	// Every sidecar serves a config that has every demo object.
+	return w.WaitSidecarsSynced(ctx, began)
 }

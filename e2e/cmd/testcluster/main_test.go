@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +49,8 @@ func TestUsageErrors(t *testing.T) {
 		{"no kubeconfig", nil, 2, "usage"},
 		{"stray argument", []string{"--kubeconfig", "x", "extra"}, 2, "usage"},
 		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"bad seed", []string{"--kubeconfig", "x", "--seed", "prod"}, 2, `--seed takes "demo"`},
+		{"world without Istio", []string{"--kubeconfig", "x", "--world", "--no-istio-crds"}, 2, "--world needs Istio's CRDs"},
 		{"binaries missing", []string{"--kubeconfig", filepath.Join(t.TempDir(), "kc"), "--bin-dir", t.TempDir()}, 1, "run `make test-deps`"},
 	}
 	for _, tc := range tests {
@@ -177,4 +180,116 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestWorldSeedDemo runs `testcluster --world --seed demo` as a user would
+// and checks the published kubeconfig leads to a running demo (sidecars
+// injected where Istio would), then that SIGINT tears everything down.
+func TestWorldSeedDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries and runs the e2e world; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("--world needs root (CI=true: failing instead of skipping)")
+		}
+		t.Skip("--world needs root")
+	}
+	if _, _, err := testenv.Binaries(""); err != nil {
+		testenv.StartForTest(t, testenv.Options{}) // skips, or fails under CI
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	began := time.Now()
+	cmd := command(ctx, "--kubeconfig", kubeconfig, "--world", "--seed", "demo")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(kubeconfig); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("testcluster exited before writing the kubeconfig: %v\n%s", err, stderr.String())
+		case <-ctx.Done():
+			t.Fatalf("no kubeconfig: %v\n%s", ctx.Err(), stderr.String())
+		case <-tick.C:
+		}
+	}
+	t.Logf("kubeconfig published %v after start (binaries, API server, world, demo running)", time.Since(began).Round(time.Millisecond))
+	var worldDir string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "testcluster: world state in "); ok {
+			worldDir, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if worldDir == "" {
+		t.Fatalf("no world state dir reported:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(worldDir, "inventory.json")); err != nil {
+		t.Errorf("inventory file: %v", err)
+	}
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"shop/orders-db", "shop/cache", "shop/web", "legacy/ssh", "batch/report"} {
+		ns, name, _ := strings.Cut(ref, "/")
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sidecar := false
+		for _, c := range p.Spec.Containers {
+			sidecar = sidecar || c.Name == "istio-proxy"
+		}
+		if p.Status.Phase != "Running" || sidecar != (ns == "shop") {
+			t.Errorf("%s: phase %s, sidecar %v", ref, p.Status.Phase, sidecar)
+		}
+	}
+	svc, err := cs.CoreV1().Services("shop").Get(ctx, "orders-db", metav1.GetOptions{})
+	if err != nil || svc.Spec.Ports[0].Port != 3307 || svc.Spec.Ports[0].Name != "db" {
+		t.Errorf("shop/orders-db: %v %v", svc, err)
+	}
+
+	pid := cmd.Process.Pid
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("testcluster after SIGINT: %v, want exit 0\n%s", err, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("testcluster still running after SIGINT: %v\n%s", ctx.Err(), stderr.String())
+	}
+	if _, err := os.Stat(worldDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("world state %s after exit: %v, want removed", worldDir, err)
+	}
+	if left, _ := filepath.Glob(fmt.Sprintf("/run/netns/sfw-%dx*", pid)); len(left) != 0 {
+		t.Errorf("network namespaces left: %v", left)
+	}
+	if pids, _ := testenv.PIDsMentioning(worldDir); len(pids) != 0 {
+		t.Errorf("processes left: %v", pids)
+	}
 }
