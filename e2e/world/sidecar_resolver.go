@@ -83,10 +83,18 @@ func BuildBinaries(ctx context.Context, repoRoot, outDir string) (Binaries, erro
 		SidecarModel: filepath.Join(abs, "sidecar-model"),
 	}
 	// One go command for both: it builds them in parallel, and with -o a
-	// directory names each binary after its package's folder.
+	// directory names each binary after its package's folder. It writes
+	// into a fresh folder, then renames into place: a world still running
+	// the previous binaries (another testcluster) keeps them intact, where
+	// overwriting a running executable fails with "text file busy".
+	tmp, err := os.MkdirTemp(abs, ".build-")
+	if err != nil {
+		return Binaries{}, err
+	}
+	defer os.RemoveAll(tmp)
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ { // once more after a transient build-cache error
-		cmd := exec.CommandContext(ctx, goCmd, "build", "-o", abs+string(filepath.Separator),
+		cmd := exec.CommandContext(ctx, goCmd, "build", "-o", tmp+string(filepath.Separator),
 			"./cmd/kubectl-serverfirst", "./e2e/cmd/sidecar-model")
 		cmd.Dir = repoRoot
 		output, err := cmd.CombinedOutput()
@@ -101,6 +109,11 @@ func BuildBinaries(ctx context.Context, repoRoot, outDir string) (Binaries, erro
 	}
 	if lastErr != nil {
 		return Binaries{}, lastErr
+	}
+	for _, p := range []string{b.Serverfirst, b.SidecarModel} {
+		if err := os.Rename(filepath.Join(tmp, filepath.Base(p)), p); err != nil {
+			return Binaries{}, err
+		}
 	}
 	// Pods may run as any uid; the binaries live in a root-owned tree.
 	for _, p := range []string{b.Serverfirst, b.SidecarModel} {

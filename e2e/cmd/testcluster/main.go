@@ -49,7 +49,7 @@ func run(args []string) int {
 	timeout := fs.Duration("start-timeout", 90*time.Second, "give up if the API server is not ready by then")
 	withWorld := fs.Bool("world", false, "also run the e2e world: sidecar injector, inventory file, node agent running pods (needs root)")
 	seed := fs.String("seed", "", `create workloads: "demo" (namespaces shop, legacy, batch; see e2e/README.md)`)
-	stateDir := fs.String("state-dir", "", "with --world: keep the world's state (inventory file, pod logs) here instead of a temp dir removed on exit")
+	stateDir := fs.String("state-dir", "", "with --world: keep the world's state (inventory file, pod logs) here instead of a temp dir removed on exit; uid 1337 (the sidecars) must be able to reach it")
 	worldBin := fs.String("world-bin-dir", "", "with --world: where to build kubectl-serverfirst and sidecar-model (default .cache/world-bin in the repository)")
 	readyTimeout := fs.Duration("seed-timeout", 3*time.Minute, "with --world --seed: give up if the seeded pods are not ready by then")
 	if err := fs.Parse(args); err != nil {
@@ -121,7 +121,7 @@ func run(args []string) int {
 			return 1
 		}
 		defer w.Stop()
-		fmt.Fprintf(os.Stderr, "testcluster: world ready in %v (binaries + start): injector %s, node %s (netns %s), inventory %s\n",
+		fmt.Fprintf(os.Stderr, "testcluster: world ready %v after the API server: injector %s, node %s (netns %s), inventory %s\n",
 			time.Since(began).Round(time.Millisecond), w.Injector.URL, w.Node.Name(), w.Node.NodeNetns(), w.InventoryPath)
 		fmt.Fprintf(os.Stderr, "testcluster: world state in %s (pod logs under %s)\n", w.StateDir, filepath.Join(w.Node.StateDir(), "pods"))
 	}
