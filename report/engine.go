@@ -282,7 +282,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
-	f.Fixes = j.serviceEntryFixes(f, se, p)
+	f.Fixes = withScenario(j.serviceEntryFixes(f, se, p), MeshToExternal)
 	return f
 }
 
@@ -312,7 +312,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.Verdict, f.Reason = OK, fmt.Sprintf("no in-mesh Service uses port %d, so mesh clients pass it through as plain TCP", t.Port)
 	}
 	j.activeVerdict(&f)
-	f.Fixes = j.externalFixes(f)
+	f.Fixes = withScenario(j.externalFixes(f), MeshToExternal)
 	return f
 }
 
@@ -356,6 +356,7 @@ func (j *judge) activeVerdict(f *Finding) {
 			outside = append(outside, o.Result)
 		}
 	}
+	sort.SliceStable(f.Evidence, func(a, b int) bool { return vantageRank(f.Evidence[a].Vantage) < vantageRank(f.Evidence[b].Vantage) })
 	d, dNote := summarize(direct)
 	if dNote != "" {
 		f.Notes = append(f.Notes, "direct path: "+dNote)
@@ -400,13 +401,12 @@ func (j *judge) activeVerdict(f *Finding) {
 		}
 		return
 	}
+	sort.SliceStable(paths, func(a, b int) bool { return paths[a].verdict.Severity() < paths[b].verdict.Severity() })
 	best := paths[0]
-	for _, p := range paths[1:] {
-		if p.verdict.Severity() < best.verdict.Severity() {
-			best = p
-		}
-	}
 	f.Verdict, f.Scenario, f.Reason = best.verdict, best.scenario, best.reason
+	for _, p := range paths {
+		f.Paths = append(f.Paths, PathVerdict{Scenario: p.scenario, Verdict: p.verdict, Reason: p.reason})
+	}
 }
 
 // summarize reduces several results of one path to one; when they
@@ -534,4 +534,25 @@ func evidenceOf(o Observation) Evidence {
 		Vantage: o.Vantage, Address: r.Address, Outcome: string(r.Outcome), ConnectMs: r.ConnectMs,
 		FirstByteMs: r.FirstByteMs, Banner: probe.Describe(r.Bytes()), Protocol: r.Protocol, Error: r.Error,
 	}
+}
+
+// vantageRank orders evidence as a reader checks it: the direct proof
+// first, then the mesh path, then the outside path.
+func vantageRank(v Vantage) int {
+	switch v {
+	case VantageDirect:
+		return 0
+	case VantageMeshClient:
+		return 1
+	case VantageOutsideClient:
+		return 2
+	}
+	return 3
+}
+
+func withScenario(fixes []Fix, sc Scenario) []Fix {
+	for i := range fixes {
+		fixes[i].Scenario = sc
+	}
+	return fixes
 }

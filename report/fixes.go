@@ -38,17 +38,56 @@ const (
 // never sniffs for it.
 var wellKnownPortFor = map[string]int32{"mysql": 3306, "smtp": 25}
 
+// affectedScenarios are the client paths that need a fix, worst first.
+func affectedScenarios(f Finding) []Scenario {
+	var out []Scenario
+	if len(f.Paths) == 0 {
+		if f.Verdict.Affected() {
+			out = append(out, f.Scenario)
+		}
+		return out
+	}
+	for _, p := range f.Paths {
+		if p.Verdict.Affected() && !containsScenario(out, p.Scenario) {
+			out = append(out, p.Scenario)
+		}
+	}
+	return out
+}
+
+func containsScenario(list []Scenario, s Scenario) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// fixesFor lists the fixes of every affected path of a Service port, the
+// worst path's first: a port can hang for mesh clients (sniffing) and for
+// clients without a sidecar (the PERMISSIVE TLS inspector) at once.
 func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, meshPod *cluster.Pod) []Fix {
 	fixes := []Fix{}
-	if !f.Verdict.Affected() {
-		return fixes
-	}
-	if f.Scenario == ExternalToMesh {
-		if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
+	for _, sc := range affectedScenarios(f) {
+		if sc == ExternalToMesh {
+			if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
+				fix.Scenario = sc
+				fixes = append(fixes, fix)
+			}
+			continue
+		}
+		for _, fix := range j.declareFixes(f, svc, p) {
+			fix.Scenario = sc
 			fixes = append(fixes, fix)
 		}
-		return fixes
 	}
+	return fixes
+}
+
+// declareFixes are the mesh-client fixes: declare the port's protocol.
+func (j *judge) declareFixes(f Finding, svc cluster.Service, p cluster.ServicePort) []Fix {
+	fixes := []Fix{}
 	ref := fmt.Sprintf("Service %s/%s port %d", svc.Namespace, svc.Name, p.Port)
 	why := "Istio takes appProtocol over the port name: \"tcp\" makes the port plain TCP, so no sidecar waits for the client; nothing else refers to appProtocol, so nothing else changes"
 	title := "set appProtocol: tcp on " + ref

@@ -54,50 +54,28 @@ func findingRef(f Finding) string {
 // the plan (client-side or server-side) never undoes one fix with another.
 func Plan(r Report) FixPlan {
 	var plan FixPlan
-	type group struct {
-		obj     *PlannedObject
-		base    map[string]any
-		changes []*objectChange
-	}
-	groups := map[string]*group{}
+	groups := map[string]*planGroup{}
 	var order []string
 	for _, f := range r.Findings {
 		if !f.Verdict.Affected() || len(f.Fixes) == 0 {
 			continue
 		}
-		best := -1
-		for i, fix := range f.Fixes {
-			if fix.change != nil {
-				best = i
-				break
+		// One best fix per client path: a port can need a declared
+		// protocol for mesh clients and a PeerAuthentication for the rest.
+		var scenarios []Scenario
+		byScenario := map[Scenario][]Fix{}
+		for _, fix := range f.Fixes {
+			if _, ok := byScenario[fix.Scenario]; !ok {
+				scenarios = append(scenarios, fix.Scenario)
 			}
+			byScenario[fix.Scenario] = append(byScenario[fix.Scenario], fix)
 		}
-		chosen := max(best, 0) // without a manifest, the first fix is the manual one
-		for i, fix := range f.Fixes {
-			if i != chosen {
-				plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: findingRef(f), Fix: fix})
+		for _, sc := range scenarios {
+			ref := findingRef(f)
+			if len(scenarios) > 1 && sc != "" {
+				ref += " (" + string(sc) + ")"
 			}
-		}
-		if best < 0 {
-			plan.Manual = append(plan.Manual, ManualFix{Finding: findingRef(f), Fix: f.Fixes[0]})
-			continue
-		}
-		fix := f.Fixes[best]
-		c := fix.change
-		key := c.apiVersion + "|" + c.kind + "|" + c.namespace + "|" + c.name
-		g, ok := groups[key]
-		if !ok {
-			g = &group{obj: &PlannedObject{APIVersion: c.apiVersion, Kind: c.kind, Namespace: c.namespace, Name: c.name}, base: c.base}
-			groups[key] = g
-			order = append(order, key)
-		}
-		g.changes = append(g.changes, c)
-		g.obj.Reasons = append(g.obj.Reasons, findingRef(f)+": "+fix.Title)
-		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
-		for _, n := range fix.Notes {
-			if !contains(g.obj.Notes, n) {
-				g.obj.Notes = append(g.obj.Notes, n)
-			}
+			plan.add(byScenario[sc], ref, groups, &order)
 		}
 	}
 	sort.Strings(order)
@@ -107,6 +85,55 @@ func Plan(r Report) FixPlan {
 		plan.Objects = append(plan.Objects, *g.obj)
 	}
 	return plan
+}
+
+// planGroup collects the changes to one object.
+type planGroup struct {
+	obj     *PlannedObject
+	base    map[string]any
+	changes []*objectChange
+}
+
+// add picks the best fix with a manifest among fixes (one path of one
+// finding), files the rest as alternatives, and merges the change into
+// its object's group.
+func (plan *FixPlan) add(fixes []Fix, ref string, groups map[string]*planGroup, order *[]string) {
+	{
+		best := -1
+		for i, fix := range fixes {
+			if fix.change != nil {
+				best = i
+				break
+			}
+		}
+		chosen := max(best, 0) // without a manifest, the first fix is the manual one
+		for i, fix := range fixes {
+			if i != chosen {
+				plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: ref, Fix: fix})
+			}
+		}
+		if best < 0 {
+			plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fixes[0]})
+			return
+		}
+		fix := fixes[best]
+		c := fix.change
+		key := c.apiVersion + "|" + c.kind + "|" + c.namespace + "|" + c.name
+		g, ok := groups[key]
+		if !ok {
+			g = &planGroup{obj: &PlannedObject{APIVersion: c.apiVersion, Kind: c.kind, Namespace: c.namespace, Name: c.name}, base: c.base}
+			groups[key] = g
+			*order = append(*order, key)
+		}
+		g.changes = append(g.changes, c)
+		g.obj.Reasons = append(g.obj.Reasons, ref+": "+fix.Title)
+		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
+		for _, n := range fix.Notes {
+			if !contains(g.obj.Notes, n) {
+				g.obj.Notes = append(g.obj.Notes, n)
+			}
+		}
+	}
 }
 
 func contains(list []string, s string) bool {

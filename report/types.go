@@ -125,9 +125,11 @@ type Evidence struct {
 type Fix struct {
 	// Type is a stable one-word name: appProtocol, rename, well-known-port,
 	// tls, service-entry, peer-authentication.
-	Type  string `json:"type"`
-	Title string `json:"title"`
-	Why   string `json:"why"`
+	Type string `json:"type"`
+	// Scenario is the client path the fix repairs.
+	Scenario Scenario `json:"scenario,omitempty"`
+	Title    string   `json:"title"`
+	Why      string   `json:"why"`
 	// Manifest is YAML ready for `kubectl apply -f -` (and server-side
 	// apply): a partial object that sets only what the fix changes.
 	Manifest string `json:"manifest,omitempty"`
@@ -167,13 +169,16 @@ type Finding struct {
 	Hints []string `json:"hints"`
 	// CollidesWith lists in-mesh Service ports whose sniffing or HTTP
 	// listener shares this outbound port.
-	CollidesWith []string   `json:"collidesWith,omitempty"`
-	Verdict      Verdict    `json:"verdict"`
-	Scenario     Scenario   `json:"scenario,omitempty"`
-	Reason       string     `json:"reason"`
-	Evidence     []Evidence `json:"evidence"`
-	Fixes        []Fix      `json:"fixes"`
-	Notes        []string   `json:"notes,omitempty"`
+	CollidesWith []string `json:"collidesWith,omitempty"`
+	Verdict      Verdict  `json:"verdict"`
+	Scenario     Scenario `json:"scenario,omitempty"`
+	// Paths are the verdicts of each client path probed (mesh client,
+	// outside client), worst first; Verdict and Scenario are the first's.
+	Paths    []PathVerdict `json:"paths,omitempty"`
+	Reason   string        `json:"reason"`
+	Evidence []Evidence    `json:"evidence"`
+	Fixes    []Fix         `json:"fixes"`
+	Notes    []string      `json:"notes,omitempty"`
 }
 
 // Key is the finding's target.
@@ -200,4 +205,11 @@ type MeshSummary struct {
 	Source                     string `json:"source"`
 	RootNamespace              string `json:"rootNamespace"`
 	ProtocolDetectionTimeoutMs int64  `json:"protocolDetectionTimeoutMs"`
+}
+
+// PathVerdict is the verdict for one client path of a target.
+type PathVerdict struct {
+	Scenario Scenario `json:"scenario"`
+	Verdict  Verdict  `json:"verdict"`
+	Reason   string   `json:"reason"`
 }
