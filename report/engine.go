@@ -470,6 +470,10 @@ func (j *judge) judgePath(r, d *probe.Result, sc Scenario, f *Finding, outside b
 		return pathResult{OK, sc, fmt.Sprintf("the banner arrives %s in %s", via, ms(r.FirstByteMs))}
 	case probe.OutcomeSilent:
 		switch {
+		case outside && f.MTLSMode == string(cluster.MTLSStrict):
+			// The server's sidecar waits for a TLS ClientHello and never
+			// lets plaintext through: rejection, whether it resets or waits.
+			return pathResult{MTLSRejected, sc, "STRICT mTLS: the server's sidecar waits for a mutual-TLS handshake and never passes a plaintext client through"}
 		case serverFirst:
 			return pathResult{Deadlock, sc, fmt.Sprintf("the server speaks first (%s in %s directly) but nothing arrives %s", bannerWord(d), ms(d.FirstByteMs), via)}
 		case d != nil && d.Outcome == probe.OutcomeSilent:

@@ -37,6 +37,9 @@ func PlanSelfProbes(inv *cluster.Inventory, externals []ExternalTarget, inMesh b
 			if p.Protocol != "TCP" {
 				continue
 			}
+			if !worthProbing(s, p, pods) {
+				continue
+			}
 			key := TargetKey{Kind: KindService, Namespace: s.Namespace, Name: s.Name, Port: p.Port}
 			if s.ClusterIP != "" && s.ClusterIP != "None" {
 				add(key, s.ClusterIP, int(p.Port))
@@ -85,6 +88,21 @@ func PlanSelfProbes(inv *cluster.Inventory, externals []ExternalTarget, inMesh b
 		add(TargetKey{Kind: KindExternal, Name: t.Host, Port: t.Port}, t.Host, int(t.Port))
 	}
 	return out
+}
+
+// worthProbing: a port whose protocol is declared (not HTTP) and whose
+// servers have no sidecar cannot make any client wait, so dialing it adds
+// nothing but noise (the API server's own Service, say).
+func worthProbing(s cluster.Service, p cluster.ServicePort, pods map[string]cluster.Pod) bool {
+	if p.Resolved.Sniffed() || p.Resolved.Protocol.HTTPFamily() {
+		return true
+	}
+	for _, ref := range s.Backends {
+		if pod, ok := pods[ref.Namespace+"/"+ref.Name]; ok && pod.HasSidecar {
+			return true
+		}
+	}
+	return false
 }
 
 // RunPlan probes every task (passively: nothing is sent unless o.Payload

@@ -1,0 +1,53 @@
+package report
+
+import (
+	"testing"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+)
+
+// A silent outside client under STRICT is a rejection, not a deadlock:
+// the sidecar never lets plaintext through, whatever the server says.
+func TestStrictSilentOutsideIsRejected(t *testing.T) {
+	p := pod("mail", "imap-0", "imap", true, "dovecot:2")
+	inv := meshInv([]cluster.Pod{p}, svc("mail", "imap", "imap", []cluster.Pod{p}, tport("tcp-imap", 143, "143", "")))
+	inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: "mail", Name: "strict", Mode: cluster.MTLSStrict}}
+	k := svcKey("mail", "imap", 143)
+	r := Build(Input{Inventory: inv, Observations: []Observation{
+		obs(k, VantageDirect, banner(1, "* OK IMAP ready\r\n", "imap")),
+		obs(k, VantageOutsideClient, silent()),
+	}})
+	f := onlyFinding(t, r, k)
+	if f.Verdict != MTLSRejected || f.Scenario != ExternalToMesh {
+		t.Fatalf("verdict %s scenario %s, want MTLS-REJECTED external-to-mesh", f.Verdict, f.Scenario)
+	}
+}
+
+// Both paths hang: both are reported, and the plan carries one fix per path.
+func TestEveryAffectedPathGetsItsFix(t *testing.T) {
+	p := pod("shop", "db-0", "db", true, "mariadb:11")
+	inv := meshInv([]cluster.Pod{p}, svc("shop", "db", "db", []cluster.Pod{p}, tport("db", 3307, "3306", "")))
+	k := svcKey("shop", "db", 3307)
+	r := Build(Input{Inventory: inv, Observations: []Observation{
+		obs(k, VantageDirect, banner(2, "x", "mysql")),
+		obs(k, VantageMeshClient, silent()),
+		obs(k, VantageOutsideClient, silent()),
+	}})
+	f := onlyFinding(t, r, k)
+	if len(f.Paths) != 2 || f.Paths[0].Verdict != Deadlock || f.Paths[1].Verdict != Deadlock {
+		t.Fatalf("paths = %+v", f.Paths)
+	}
+	plan := Plan(r)
+	kinds := map[string]bool{}
+	for _, o := range plan.Objects {
+		kinds[o.Kind] = true
+	}
+	if !kinds["Service"] || !kinds["PeerAuthentication"] || len(plan.Objects) != 2 {
+		t.Errorf("plan objects = %+v", plan.Objects)
+	}
+	for _, fix := range f.Fixes {
+		if fix.Scenario == "" {
+			t.Errorf("fix %q has no scenario", fix.Title)
+		}
+	}
+}
