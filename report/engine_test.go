@@ -565,7 +565,7 @@ func TestBuildRules(t *testing.T) {
 				obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
 			}},
 			key: svcKey(ns, "mail", 2525), verdict: MTLSRejected, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixMeshClient, FixPeerAuthentication},
 			check: func(t *testing.T, f Finding) {
 				if f.MTLSMode != "STRICT" {
 					t.Errorf("mtls %q", f.MTLSMode)

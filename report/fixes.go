@@ -32,6 +32,7 @@ const (
 	FixTLS                = "tls"
 	FixServiceEntry       = "service-entry"
 	FixPeerAuthentication = "peer-authentication"
+	FixMeshClient         = "mesh-client"
 )
 
 // wellKnownPortFor maps a server-first protocol to the Service port Istio
@@ -71,8 +72,18 @@ func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, 
 	fixes := []Fix{}
 	for _, sc := range affectedScenarios(f) {
 		if sc == ExternalToMesh {
+			rejected := f.MTLSMode == string(cluster.MTLSStrict)
+			if rejected {
+				// STRICT was somebody's decision: the fix is to bring
+				// the client into the mesh; opening the port stays a
+				// listed alternative that fix never picks.
+				fixes = append(fixes, Fix{Type: FixMeshClient, Scenario: sc,
+					Title: "run the client with a sidecar",
+					Why:   "STRICT mTLS accepts only clients in the mesh; inject the client's namespace or pod (sidecar.istio.io/inject: \"true\") and restart it"})
+			}
 			if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
 				fix.Scenario = sc
+				fix.altOnly = rejected
 				fixes = append(fixes, fix)
 			}
 			continue

@@ -101,7 +101,7 @@ func (plan *FixPlan) add(fixes []Fix, ref string, groups map[string]*planGroup, 
 	{
 		best := -1
 		for i, fix := range fixes {
-			if fix.change != nil {
+			if fix.change != nil && !fix.altOnly {
 				best = i
 				break
 			}

@@ -143,6 +143,9 @@ type Fix struct {
 
 	// change is the fix in structured form, for merging (Plan).
 	change *objectChange
+	// altOnly keeps a fix out of the plan's best picks (it is listed as an
+	// alternative): disabling mTLS where STRICT was chosen on purpose.
+	altOnly bool
 }
 
 // Finding is the report's unit: one target, its static facts, its
