@@ -7,35 +7,93 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// build turns API objects into the inventory's plain values, sorted so
-// that everything downstream is deterministic.
-func build(inv *Inventory, namespaces []corev1.Namespace, services []corev1.Service, slices []discoveryv1.EndpointSlice, pods []corev1.Pod, entries []*networkingv1.ServiceEntry, peerAuths []PeerAuthentication) {
+// loadedPod is a pod converted as its LIST page arrived, with what
+// InjectionIntended needs once the namespace labels are known: keeping the
+// full corev1.Pod of 20,000 pods alive until then costs hundreds of MB.
+type loadedPod struct {
+	Pod
+	hostNetwork     bool
+	injectAnno      string
+	injectAnnoFound bool
+}
+
+func newLoadedPod(pod *corev1.Pod) loadedPod {
+	out := loadedPod{Pod: ConvertPod(pod, nil), hostNetwork: pod.Spec.HostNetwork}
+	out.injectAnno, out.injectAnnoFound = pod.Annotations[labelSidecarInject]
+	return out
+}
+
+// injectionIntended is InjectionIntended on what newLoadedPod kept.
+func (p *loadedPod) injectionIntended(namespaceLabels map[string]string) bool {
+	stub := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Labels: p.Labels}, Spec: corev1.PodSpec{HostNetwork: p.hostNetwork}}
+	if p.injectAnnoFound {
+		stub.Annotations = map[string]string{labelSidecarInject: p.injectAnno}
+	}
+	return InjectionIntended(&stub, namespaceLabels)
+}
+
+// sliceBackends is one EndpointSlice reduced to the pods it names.
+type sliceBackends struct {
+	key  string // "ns/service"
+	pods []PodRef
+}
+
+func newSliceBackends(s *discoveryv1.EndpointSlice) (sliceBackends, bool) {
+	svc := s.Labels[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return sliceBackends{}, false
+	}
+	out := sliceBackends{key: s.Namespace + "/" + svc}
+	for _, ep := range s.Endpoints {
+		if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+			continue
+		}
+		ns := ep.TargetRef.Namespace
+		if ns == "" {
+			ns = s.Namespace
+		}
+		out.pods = append(out.pods, PodRef{Namespace: ns, Name: ep.TargetRef.Name})
+	}
+	return out, true
+}
+
+// build assembles the inventory from values converted as the LIST pages
+// arrived, sorted so that everything downstream is deterministic.
+func build(inv *Inventory, namespaces []corev1.Namespace, services []Service, slices []sliceBackends, pods []loadedPod, entries []ServiceEntry, peerAuths []PeerAuthentication) {
 	nsLabels := map[string]map[string]string{}
-	for _, ns := range namespaces {
-		nsLabels[ns.Name] = ns.Labels
-		inv.Namespaces = append(inv.Namespaces, ConvertNamespace(&ns))
+	for i := range namespaces {
+		nsLabels[namespaces[i].Name] = namespaces[i].Labels
+		inv.Namespaces = append(inv.Namespaces, ConvertNamespace(&namespaces[i]))
 	}
 	sort.Slice(inv.Namespaces, func(i, j int) bool { return inv.Namespaces[i].Name < inv.Namespaces[j].Name })
 
+	if len(pods) > 0 {
+		inv.Pods = make([]Pod, len(pods))
+	}
 	for i := range pods {
-		inv.Pods = append(inv.Pods, ConvertPod(&pods[i], nsLabels[pods[i].Namespace]))
+		pods[i].InjectionIntended = pods[i].injectionIntended(nsLabels[pods[i].Namespace])
+		inv.Pods[i] = pods[i].Pod
 	}
 	sort.Slice(inv.Pods, func(i, j int) bool {
 		return podLess(inv.Pods[i].Namespace, inv.Pods[i].Name, inv.Pods[j].Namespace, inv.Pods[j].Name)
 	})
+	podsByNamespace := map[string][]int{}
+	for i := range inv.Pods {
+		podsByNamespace[inv.Pods[i].Namespace] = append(podsByNamespace[inv.Pods[i].Namespace], i)
+	}
 
 	backends := backendsFromSlices(slices)
-	for i := range services {
-		svc := ConvertService(&services[i])
+	for _, svc := range services {
 		if refs, ok := backends[svc.Namespace+"/"+svc.Name]; ok {
 			svc.Backends = refs
 		} else if len(svc.Selector) > 0 {
 			// No EndpointSlice (no controller, or not allowed to read
 			// them): the selector says which pods would back it.
-			for _, p := range inv.Pods {
-				if p.Namespace == svc.Namespace && selects(svc.Selector, p.Labels) {
+			for _, i := range podsByNamespace[svc.Namespace] {
+				if p := &inv.Pods[i]; selects(svc.Selector, p.Labels) {
 					svc.Backends = append(svc.Backends, PodRef{Namespace: p.Namespace, Name: p.Name})
 				}
 			}
@@ -46,9 +104,7 @@ func build(inv *Inventory, namespaces []corev1.Namespace, services []corev1.Serv
 		return podLess(inv.Services[i].Namespace, inv.Services[i].Name, inv.Services[j].Namespace, inv.Services[j].Name)
 	})
 
-	for _, se := range entries {
-		inv.ServiceEntries = append(inv.ServiceEntries, ConvertServiceEntry(se))
-	}
+	inv.ServiceEntries = entries
 	sort.Slice(inv.ServiceEntries, func(i, j int) bool {
 		a, b := inv.ServiceEntries[i], inv.ServiceEntries[j]
 		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
@@ -74,30 +130,20 @@ func podLess(ns1, n1, ns2, n2 string) bool {
 	return n1 < n2
 }
 
-// backendsFromSlices maps "ns/service" to the pods its EndpointSlices name.
-func backendsFromSlices(slices []discoveryv1.EndpointSlice) map[string][]PodRef {
+// backendsFromSlices maps "ns/service" to the pods its EndpointSlices name,
+// each once, sorted. A Service with slices but no pod in them maps to nil:
+// its slices say it has no backends, so no selector fallback.
+func backendsFromSlices(slices []sliceBackends) map[string][]PodRef {
 	out := map[string][]PodRef{}
 	seen := map[string]bool{}
 	for _, s := range slices {
-		svc := s.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
-			continue
+		if _, ok := out[s.key]; !ok {
+			out[s.key] = nil
 		}
-		key := s.Namespace + "/" + svc
-		if _, ok := out[key]; !ok {
-			out[key] = nil
-		}
-		for _, ep := range s.Endpoints {
-			if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
-				continue
-			}
-			ns := ep.TargetRef.Namespace
-			if ns == "" {
-				ns = s.Namespace
-			}
-			if k := key + "|" + ns + "/" + ep.TargetRef.Name; !seen[k] {
+		for _, ref := range s.pods {
+			if k := s.key + "|" + ref.Namespace + "/" + ref.Name; !seen[k] {
 				seen[k] = true
-				out[key] = append(out[key], PodRef{Namespace: ns, Name: ep.TargetRef.Name})
+				out[s.key] = append(out[s.key], ref)
 			}
 		}
 	}
@@ -131,7 +177,7 @@ func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
 	if len(out.IPs) == 0 && pod.Status.PodIP != "" {
 		out.IPs = []string{pod.Status.PodIP}
 	}
-	add := func(c corev1.Container) {
+	add := func(c *corev1.Container) {
 		if c.Name == ProxyContainerName {
 			return
 		}
@@ -147,12 +193,12 @@ func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
 			}
 		}
 	}
-	for _, c := range pod.Spec.Containers {
-		add(c)
+	for i := range pod.Spec.Containers {
+		add(&pod.Spec.Containers[i])
 	}
-	for _, c := range pod.Spec.InitContainers {
+	for i := range pod.Spec.InitContainers {
 		// Native sidecars serve traffic like ordinary containers.
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+		if c := &pod.Spec.InitContainers[i]; c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
 			add(c)
 		}
 	}

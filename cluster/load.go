@@ -62,10 +62,10 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	var (
 		wg                 sync.WaitGroup
 		namespaces         []corev1.Namespace
-		services           []corev1.Service
-		slices             []discoveryv1.EndpointSlice
-		pods               []corev1.Pod
-		entries            []*networkingv1.ServiceEntry
+		services           []Service
+		slices             []sliceBackends
+		pods               []loadedPod
+		entries            []ServiceEntry
 		peerAuths          []PeerAuthentication
 		meshMaps           []corev1.ConfigMap
 		istioMissing       bool
@@ -107,8 +107,9 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			l.list("services", ns, func(o metav1.ListOptions) (runtime.Object, error) {
 				return c.Kube.CoreV1().Services(ns).List(ctx, o)
 			}, func(obj runtime.Object) {
+				svc := ConvertService(obj.(*corev1.Service))
 				mu.Lock()
-				services = append(services, *obj.(*corev1.Service))
+				services = append(services, svc)
 				mu.Unlock()
 			})
 		})
@@ -116,17 +117,20 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			l.list("endpointslices", ns, func(o metav1.ListOptions) (runtime.Object, error) {
 				return c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
 			}, func(obj runtime.Object) {
-				mu.Lock()
-				slices = append(slices, *obj.(*discoveryv1.EndpointSlice))
-				mu.Unlock()
+				if b, ok := newSliceBackends(obj.(*discoveryv1.EndpointSlice)); ok {
+					mu.Lock()
+					slices = append(slices, b)
+					mu.Unlock()
+				}
 			})
 		})
 		run(func() {
 			l.list("pods", ns, func(o metav1.ListOptions) (runtime.Object, error) {
 				return c.Kube.CoreV1().Pods(ns).List(ctx, o)
 			}, func(obj runtime.Object) {
+				p := newLoadedPod(obj.(*corev1.Pod))
 				mu.Lock()
-				pods = append(pods, *obj.(*corev1.Pod))
+				pods = append(pods, p)
 				mu.Unlock()
 			})
 		})
@@ -134,8 +138,9 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			missing := l.listIstio("serviceentries.networking.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
 				return c.Istio.NetworkingV1().ServiceEntries(ns).List(ctx, o)
 			}, func(obj runtime.Object) {
+				se := ConvertServiceEntry(obj.(*networkingv1.ServiceEntry))
 				mu.Lock()
-				entries = append(entries, obj.(*networkingv1.ServiceEntry))
+				entries = append(entries, se)
 				mu.Unlock()
 			})
 			if missing {

@@ -23,12 +23,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
@@ -39,10 +42,13 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
@@ -51,6 +57,11 @@ import (
 // resourceTypes is how many kinds Load lists for -A: namespaces, services,
 // endpointslices, pods, serviceentries, peerauthentications, configmaps.
 const resourceTypes = 7
+
+var opt struct {
+	kubeconfig, cpuProfile, memProfile string
+	hold                               bool
+}
 
 type sizes struct {
 	namespaces, services, pods, slices, serviceEntries, workers int
@@ -68,6 +79,10 @@ func main() {
 	bin := flag.String("bin", "bin/kubectl-serverfirst", `the built binary to time end to end ("" or missing skips it)`)
 	goalWall := flag.Duration("goal", 3*time.Second, "wall-time goal for one Load")
 	strict := flag.Bool("strict", false, "exit 2 when a goal is missed")
+	flag.StringVar(&opt.kubeconfig, "kubeconfig", "", "measure an existing cluster (e.g. one left by -hold) instead of starting and seeding one")
+	flag.BoolVar(&opt.hold, "hold", false, "keep the seeded API server running after the measurements, until interrupted (prints its kubeconfig)")
+	flag.StringVar(&opt.cpuProfile, "cpuprofile", "", "write a CPU profile of the timed Loads")
+	flag.StringVar(&opt.memProfile, "memprofile", "", "write an allocation profile after the timed Loads")
 	flag.Parse()
 
 	missed, err := run(sz, *runs, *bin, *goalWall)
@@ -85,77 +100,76 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	defer stop()
 	fmt.Printf("bench-scan: %d namespaces, %d Services, %d Pods, %d EndpointSlices, %d ServiceEntries; GOMAXPROCS %d\n",
 		sz.namespaces, sz.services, sz.pods, sz.slices, sz.serviceEntries, runtime.GOMAXPROCS(0))
-	env, err := testenv.Start(ctx, testenv.Options{StartTimeout: 3 * time.Minute})
-	if err != nil {
-		return false, err
-	}
-	defer env.Stop()
-	fmt.Printf("API server ready in %v\n", env.StartupTime.Round(time.Millisecond))
-
-	began := time.Now()
-	objects, err := seed(ctx, env, sz)
-	if err != nil {
-		return false, fmt.Errorf("seeding: %w", err)
-	}
-	seedTime := time.Since(began)
-	fmt.Printf("seeded %d objects in %v (%.0f objects/s, %d workers)\n", objects, seedTime.Round(time.Millisecond),
-		float64(objects)/seedTime.Seconds(), sz.workers)
-
-	// Load, as the scan calls it: one warm-up, then timed runs.
-	var requests atomic.Int64
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = 50, 100 // what the scan command sets
-	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			requests.Add(1)
-			return rt.RoundTrip(r)
-		})
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return false, err
-	}
-	ic, err := istioclient.NewForConfig(cfg)
-	if err != nil {
-		return false, err
-	}
-	clients := cluster.Clients{Kube: kube, Istio: ic}
 	var (
-		walls   []time.Duration
-		reqs    []int64
-		inv     *cluster.Inventory
-		allocMB []float64
+		adminCfg   *rest.Config
+		kubeconfig string
+		objects    int
 	)
-	for i := -1; i < runs; i++ {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		requests.Store(0)
-		start := time.Now()
-		inv, err = cluster.Load(ctx, clients, cluster.LoadOptions{})
-		wall := time.Since(start)
+	if opt.kubeconfig != "" {
+		kubeconfig = opt.kubeconfig
+		if adminCfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
+			return false, err
+		}
+		adminCfg.QPS = -1
+		if objects, err = countObjects(ctx, adminCfg); err != nil {
+			return false, err
+		}
+		fmt.Printf("existing cluster %s: %d objects\n", adminCfg.Host, objects)
+	} else {
+		env, err := testenv.Start(ctx, testenv.Options{StartTimeout: 3 * time.Minute})
 		if err != nil {
-			return false, fmt.Errorf("Load: %w", err)
+			return false, err
 		}
-		runtime.ReadMemStats(&after)
-		if i < 0 {
-			continue // warm-up: connection set-up, first-request caches
+		defer env.Stop()
+		fmt.Printf("API server ready in %v\n", env.StartupTime.Round(time.Millisecond))
+		adminCfg, kubeconfig = env.Config, env.Kubeconfig
+
+		began := time.Now()
+		objects, err = seed(ctx, env, sz)
+		if err != nil {
+			return false, fmt.Errorf("seeding: %w", err)
 		}
-		walls = append(walls, wall)
-		reqs = append(reqs, requests.Load())
-		allocMB = append(allocMB, float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
+		seedTime := time.Since(began)
+		fmt.Printf("seeded %d objects in %v (%.0f objects/s, %d workers)\n", objects, seedTime.Round(time.Millisecond),
+			float64(objects)/seedTime.Seconds(), sz.workers)
+		if opt.hold {
+			defer func() {
+				sig := make(chan os.Signal, 1)
+				signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+				fmt.Printf("\nholding the API server: --kubeconfig %s (Ctrl-C ends it)\n", kubeconfig)
+				select {
+				case <-sig:
+				case <-env.Done():
+				}
+			}()
+		}
 	}
-	if len(inv.Pods) != sz.pods || len(inv.Services) != sz.services+1 || len(inv.ServiceEntries) != sz.serviceEntries {
+
+	// Load, as the scan calls it: one warm-up, then timed runs. The host's
+	// load average is printed with the figures: the API server shares the
+	// CPUs with this process and with whatever else runs.
+	loadBefore := loadAverage()
+	walls, reqs, inv, allocMB, cpu, err := timeLoads(ctx, adminCfg, runs, opt.cpuProfile)
+	if err != nil {
+		return false, err
+	}
+	if opt.memProfile != "" {
+		if err := writeHeapProfile(opt.memProfile); err != nil {
+			return false, err
+		}
+	}
+	if opt.kubeconfig == "" && (len(inv.Pods) != sz.pods || len(inv.Services) != sz.services+1 || len(inv.ServiceEntries) != sz.serviceEntries) {
 		return false, fmt.Errorf("inventory has %d pods, %d services, %d service entries: seeding and Load disagree",
 			len(inv.Pods), len(inv.Services), len(inv.ServiceEntries))
 	}
 	if len(inv.Warnings) > 0 {
 		return false, fmt.Errorf("Load warned: %q", inv.Warnings)
 	}
+	fmt.Printf("\nload average before the timed runs: %s\n", loadBefore)
 	reqGoal := int64(objects/500 + resourceTypes)
 	minW, medW := minMedian(walls)
-	fmt.Printf("\ncluster.Load -A, %d runs: wall min %v, median %v; %d requests (goal <= %d = %d objects/500 + %d types); %.0f MB allocated per Load\n",
-		runs, minW.Round(time.Millisecond), medW.Round(time.Millisecond), slices.Max(reqs), reqGoal, objects, resourceTypes, median(allocMB))
+	fmt.Printf("\ncluster.Load -A %d runs: wall min %v, median %v; %d requests (goal <= %d = %d objects/500 + %d types);\n  per Load %v of this process's CPU (median), %.0f MB allocated\n",
+		runs, minW.Round(time.Millisecond), medW.Round(time.Millisecond), slices.Max(reqs), reqGoal, objects, resourceTypes, medianD(cpu).Round(time.Millisecond), median(allocMB))
 	ok := func(b bool) string {
 		if b {
 			return "met"
@@ -173,10 +187,10 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 		fmt.Printf("\n%s not built (make build): end-to-end run skipped\n", bin)
 		return missed, nil
 	}
-	var e2e []time.Duration
+	var e2e, e2eCPU []time.Duration
 	var outSize int
 	for i := -1; i < runs; i++ {
-		cmd := exec.CommandContext(ctx, bin, "scan", "--static", "-A", "-o", "json", "--kubeconfig", env.Kubeconfig)
+		cmd := exec.CommandContext(ctx, bin, "scan", "--static", "-A", "-o", "json", "--kubeconfig", kubeconfig)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		start := time.Now()
@@ -188,14 +202,170 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 		}
 		if i >= 0 {
 			e2e = append(e2e, wall)
+			e2eCPU = append(e2eCPU, cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
 			outSize = stdout.Len()
 		}
 	}
 	minE, medE := minMedian(e2e)
-	fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v (%.1f MB of JSON)\n",
-		bin, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), float64(outSize)/(1<<20))
+	fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); %.1f MB of JSON\n",
+		bin, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU).Round(time.Millisecond), float64(outSize)/(1<<20))
+	fmt.Printf("load average now: %s\n", loadAverage())
 	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
 	return missed, nil
+}
+
+// timeLoads runs Load runs+1 times (the first is a warm-up) and returns the
+// timed runs' wall times, request counts and allocations.
+func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile string) (walls []time.Duration, reqs []int64, inv *cluster.Inventory, allocMB []float64, cpu []time.Duration, err error) {
+	var requests atomic.Int64
+	cfg := rest.CopyConfig(admin)
+	cfg.QPS, cfg.Burst = 50, 100 // what the scan command sets
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			requests.Add(1)
+			return rt.RoundTrip(r)
+		})
+	}
+	// client-go asks for protobuf for built-in types by default; the Istio
+	// CRDs are JSON.
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	clients := cluster.Clients{Kube: kube, Istio: ic}
+	for i := -1; i < runs; i++ {
+		if i == 0 && cpuProfile != "" {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return nil, nil, nil, nil, nil, err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return nil, nil, nil, nil, nil, err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		inv = nil
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		requests.Store(0)
+		cpuBefore := processCPU()
+		start := time.Now()
+		inv, err = cluster.Load(ctx, clients, cluster.LoadOptions{})
+		wall := time.Since(start)
+		cpuUsed := processCPU() - cpuBefore
+		if err != nil {
+			return nil, nil, nil, nil, nil, fmt.Errorf("Load: %w", err)
+		}
+		runtime.ReadMemStats(&after)
+		if i < 0 {
+			continue // warm-up: connection set-up, first-request caches
+		}
+		walls = append(walls, wall)
+		reqs = append(reqs, requests.Load())
+		allocMB = append(allocMB, float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
+		cpu = append(cpu, cpuUsed)
+	}
+	return walls, reqs, inv, allocMB, cpu, nil
+}
+
+// loadAverage is the first three fields of /proc/loadavg, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func medianD(d []time.Duration) time.Duration {
+	_, m := minMedian(d)
+	return m
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
+}
+
+// countObjects counts what Load lists in an existing cluster, outside the
+// timed runs.
+func countObjects(ctx context.Context, cfg *rest.Config) (int, error) {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, list := range []func() (int, error){
+		func() (int, error) {
+			l, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := kube.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := kube.CoreV1().ConfigMaps("istio-system").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := ic.NetworkingV1().ServiceEntries("").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+		func() (int, error) {
+			l, err := ic.SecurityV1().PeerAuthentications("").List(ctx, metav1.ListOptions{})
+			return lenOr(l, err)
+		},
+	} {
+		k, err := list()
+		if err != nil {
+			return 0, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+func lenOr(list k8sruntime.Object, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	return meta.LenList(list), nil
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
