@@ -209,8 +209,8 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	minE, medE := minMedian(e2e)
 	fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); %.1f MB of JSON\n",
 		bin, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU).Round(time.Millisecond), float64(outSize)/(1<<20))
-	fmt.Printf("load average now: %s\n", loadAverage())
 	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
+	fmt.Printf("load average now: %s\n", loadAverage())
 	return missed, nil
 }
 
