@@ -1,39 +1,88 @@
 #!/usr/bin/env bash
-# make demo: start throw-away servers on 127.0.0.1 (hack/demo) and probe
-# them with the built bin/kubectl-serverfirst. No cluster needed.
-# (A later issue replaces this with the full cluster demo.)
+# make demo: the whole on-call flow against a built-in world, no cluster
+# needed. As root it starts the e2e world (a real kube-apiserver + etcd, a
+# node agent running pods as processes in their own network namespaces, an
+# Istio-style injector, sidecar models, real MariaDB/sshd/redis), seeds the
+# sample workloads and runs `kubectl-serverfirst scan -A` and `fix` against
+# it. Without root (network namespaces need it) it falls back to probing
+# throw-away servers on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x bin/kubectl-serverfirst ] || make build
-mkdir -p .cache/demo
-go build -o .cache/demo/servers ./hack/demo
+export PATH=$PATH:/usr/local/go/bin
 
-coproc SERVERS { exec .cache/demo/servers; }
-servers_pid=$SERVERS_PID
-stop_servers() { kill "$servers_pid" 2>/dev/null || true; wait "$servers_pid" 2>/dev/null || true; }
-trap stop_servers EXIT
+cluster_demo() {
+  mkdir -p .cache/demo
+  if [ ! -x "${SERVERFIRST_TESTBIN:-.cache/testbin}/kube-apiserver" ]; then
+    echo "demo: first run: building kube-apiserver and etcd from source into .cache/testbin"
+    echo "demo: (10-15 minutes on two cores; later runs start in seconds)"
+  fi
+  bash hack/testbins.sh
+  local kc=.cache/demo/kubeconfig log=.cache/demo/testcluster.log
+  rm -f "$kc"
+  echo "demo: starting the world (API server, node agent, injector, sidecar models, MariaDB, sshd, redis)..."
+  go run ./e2e/cmd/testcluster --kubeconfig "$kc" --world --seed demo --world-bin-dir .cache/demo/bin >"$log" 2>&1 &
+  local tc=$!
+  stop_world() { kill -INT "$tc" 2>/dev/null || true; wait "$tc" 2>/dev/null || true; }
+  trap stop_world EXIT
+  local waited=0
+  until [ -s "$kc" ]; do
+    if ! kill -0 "$tc" 2>/dev/null; then echo "demo: the world failed to start:"; tail -20 "$log"; exit 1; fi
+    sleep 1; waited=$((waited + 1))
+    if [ $((waited % 15)) -eq 0 ]; then echo "demo: still starting ($waited s): $(tail -1 "$log")"; fi
+  done
+  echo "demo: world ready: $(grep -c . "$log") log lines in $log"
+  run() { echo; echo "\$ kubectl serverfirst $*"; bin/kubectl-serverfirst --kubeconfig "$kc" "$@"; }
+  echo
+  echo "1. Scan every namespace: probe pods with and without a sidecar, and a port-forward"
+  echo "   to each server for the direct path."
+  run scan -A --timeout 2s --connect-timeout 2s || true
+  echo
+  echo "2. The fixes, ready for kubectl apply -f - (or fix --apply):"
+  run fix -n shop --timeout 2s --connect-timeout 2s || true
+  echo
+  echo "3. Why (kubectl serverfirst explain DEADLOCK):"
+  run explain DEADLOCK | head -12
+}
 
-targets=()
-declare -A addr
-echo "Local servers (loopback only):"
-while read -r name address description <&"${SERVERS[0]}"; do
-  [ "$name" = ready ] && break
-  printf '  %-17s %-16s %s\n' "$name" "$address" "$description"
-  targets+=("$address")
-  addr[$name]=$address
-done
+probe_demo() {
+  [ -x bin/kubectl-serverfirst ] || make build
+  mkdir -p .cache/demo
+  go build -o .cache/demo/servers ./hack/demo
 
-run() { echo; echo "\$ kubectl serverfirst $*"; bin/kubectl-serverfirst "$@"; }
+  coproc SERVERS { exec .cache/demo/servers; }
+  servers_pid=$SERVERS_PID
+  stop_servers() { kill "$servers_pid" 2>/dev/null || true; wait "$servers_pid" 2>/dev/null || true; }
+  trap stop_servers EXIT
 
-echo
-echo "1. Who speaks first? Server-first protocols show a banner; client-first ones stay silent."
-run probe --timeout 3s "${targets[@]}"
+  targets=()
+  declare -A addr
+  echo "Local servers (loopback only):"
+  while read -r name address description <&"${SERVERS[0]}"; do
+    [ "$name" = ready ] && break
+    printf '  %-17s %-16s %s\n' "$name" "$address" "$description"
+    targets+=("$address")
+    addr[$name]=$address
+  done
 
-echo
-echo "2. The deadlock: the same SMTP server directly and behind a protocol-sniffing proxy."
-echo "   The proxy waits for the client's first bytes; the client waits for the greeting."
-run probe --timeout 2s "${addr[smtp]}" "${addr[smtp-via-sidecar]}"
+  run() { echo; echo "\$ kubectl serverfirst $*"; bin/kubectl-serverfirst "$@"; }
 
-echo
-echo "3. JSON for automation (banner bytes exact; binary greetings also in bannerBase64):"
-run probe -o json "${addr[smtp]}" "${addr[mysql]}"
+  echo
+  echo "1. Who speaks first? Server-first protocols show a banner; client-first ones stay silent."
+  run probe --timeout 3s "${targets[@]}"
+
+  echo
+  echo "2. The deadlock: the same SMTP server directly and behind a protocol-sniffing proxy."
+  echo "   The proxy waits for the client's first bytes; the client waits for the greeting."
+  run probe --timeout 2s "${addr[smtp]}" "${addr[smtp-via-sidecar]}"
+
+  echo
+  echo "3. JSON for automation (banner bytes exact; binary greetings also in bannerBase64):"
+  run probe -o json "${addr[smtp]}" "${addr[mysql]}"
+}
+
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v iptables-restore >/dev/null && [ "${DEMO:-cluster}" = cluster ]; then
+  cluster_demo
+else
+  echo "demo: not root (or DEMO=probe): showing the prober on loopback instead of the cluster flow"
+  probe_demo
+fi

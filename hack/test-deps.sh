@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in mariadbd:mariadb-server sshd:openssh-server redis-server:redis-server \
-            nmap:nmap ip:iproute2 iptables:iptables; do
+            nmap:nmap ip:iproute2 iptables:iptables exim4:exim4-daemon-light; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done
@@ -20,7 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian's postinst scripts start system daemons; the tests start their own
 # throw-away instances on loopback, so stop the system ones to free ports.
-for svc in mariadb redis-server postgresql ssh; do
+for svc in mariadb redis-server postgresql ssh exim4; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
 # kube-apiserver + etcd for e2e/testenv, built once from e2e/tools (slow the first time).

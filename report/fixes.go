@@ -592,10 +592,7 @@ func (j *judge) externalFixes(f Finding) []Fix {
 	if !f.Verdict.Affected() {
 		return fixes
 	}
-	ns := j.inv.Mesh.RootNamespace
-	if ns == "" {
-		ns = cluster.DefaultIstioNamespace
-	}
+	ns := j.externalEntryNamespace()
 	name := "serverfirst-" + strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(f.Name), "-"), "-") + "-" + strconv.Itoa(int(f.Port))
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
@@ -615,7 +612,11 @@ func (j *judge) externalFixes(f Finding) []Fix {
 		spec["resolution"] = "DNS"
 		notes = j.dnsNote()
 	}
-	notes = append(notes, "created in the mesh root namespace "+ns+" so every namespace sees it; move it to the clients' namespace to limit its reach")
+	if ns == j.inv.Mesh.RootNamespace {
+		notes = append(notes, "created in the mesh root namespace "+ns+" so every namespace sees it; move it to the clients' namespace to limit its reach")
+	} else {
+		notes = append(notes, "created in namespace "+ns+" (the mesh root namespace is not in the scan); it is visible to every namespace unless exportTo says otherwise")
+	}
 	obj := map[string]any{
 		"apiVersion": "networking.istio.io/v1",
 		"kind":       "ServiceEntry",
@@ -725,4 +726,23 @@ func renameTitle(old, name, ref string) string {
 		return fmt.Sprintf("name the port %q on %s", name, ref)
 	}
 	return fmt.Sprintf("rename port %q to %q on %s", old, name, ref)
+}
+
+// externalEntryNamespace is where a new ServiceEntry for an external
+// destination goes: the mesh root namespace when the scan saw it, else the
+// first scanned namespace (a namespace that surely exists).
+func (j *judge) externalEntryNamespace() string {
+	root := j.inv.Mesh.RootNamespace
+	if root == "" {
+		root = cluster.DefaultIstioNamespace
+	}
+	if len(j.inv.Namespaces) == 0 {
+		return root
+	}
+	for _, ns := range j.inv.Namespaces {
+		if ns.Name == root {
+			return root
+		}
+	}
+	return j.inv.Namespaces[0].Name
 }

@@ -250,6 +250,14 @@ func waitContainerTerminated(ctx context.Context, kube kubernetes.Interface, ns,
 
 var errRewatch = errors.New("watch closed")
 
+// fatalWaiting are the kubelet's waiting reasons after which the container
+// will not start by itself; waiting out the timeout would only delay the
+// report.
+var fatalWaiting = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true, "ErrImageNeverPull": true,
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true, "CrashLoopBackOff": true,
+}
+
 func containerDone(pod *corev1.Pod, container string, ephemeral bool) (bool, error) {
 	statuses := pod.Status.ContainerStatuses
 	if ephemeral {
@@ -262,7 +270,7 @@ func containerDone(pod *corev1.Pod, container string, ephemeral bool) (bool, err
 		if t := s.State.Terminated; t != nil {
 			return true, nil
 		}
-		if w := s.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName" || w.Reason == "CreateContainerConfigError") {
+		if w := s.State.Waiting; w != nil && fatalWaiting[w.Reason] {
 			return false, fmt.Errorf("container %s cannot start: %s: %s (is --probe-image reachable from the cluster?)", container, w.Reason, w.Message)
 		}
 	}
