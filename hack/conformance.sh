@@ -12,10 +12,9 @@ cd "$(dirname "$0")/../e2e/tools/conformance"
 # root go.mod leaves this go.mod behind; say what to do instead of go's
 # terse "updates to go.mod needed".
 if ! go mod tidy -diff >/dev/null 2>&1; then
-  echo "conformance: e2e/tools/conformance/go.mod is stale (the root go.mod changed?):" >&2
-  go mod tidy -diff >&2 || true
-  echo "conformance: fix with: (cd e2e/tools/conformance && go mod tidy) and commit go.mod/go.sum" >&2
-  exit 1
+  echo "conformance: warning: e2e/tools/conformance/go.mod is stale (the root go.mod changed);" >&2
+  echo "conformance: tidying it for this run; commit the result: (cd e2e/tools/conformance && go mod tidy)" >&2
+  go mod tidy
 fi
 go vet ./...
 go test -count=1 "$@" ./...
