@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,14 +31,50 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-// newEnv starts one API server for the test and a fresh namespace in it.
-func newEnv(t *testing.T, ns string) *testenv.Env {
+// One API server serves every test in the package; each test works in a
+// namespace of its own.
+var (
+	envOnce sync.Once
+	envErr  error
+	shared  *testenv.Env
+	nsSeq   atomic.Int32
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: stop:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// newEnv returns the shared API server and creates namespace ns+N in it,
+// returning that name through *ns.
+func newEnv(t *testing.T, ns *string) *testenv.Env {
 	t.Helper()
-	env := testenv.StartForTest(t, testenv.Options{NoIstioCRDs: true})
-	if _, err := env.CreateNamespace(ctxFor(t), ns, nil); err != nil {
+	envOnce.Do(func() { shared, envErr = testenv.Start(context.Background(), testenv.Options{NoIstioCRDs: true}) })
+	if errors.Is(envErr, testenv.ErrBinariesMissing) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testenv: %v", envErr)
+		}
+		t.Skipf("testenv: %v", envErr)
+	}
+	if envErr != nil {
+		t.Fatalf("testenv: %v", envErr)
+	}
+	*ns = fmt.Sprintf("%s-%d", *ns, nsSeq.Add(1))
+	if _, err := shared.CreateNamespace(ctxFor(t), *ns, nil); err != nil {
 		t.Fatal(err)
 	}
-	return env
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testenv: last lines of kube-apiserver.log:\n%s", shared.LogTail("apiserver", 20))
+		}
+	})
+	return shared
 }
 
 func smallReport(reason string) report.Report {
@@ -54,9 +93,10 @@ func smallReport(reason string) report.Report {
 }
 
 func TestPublishCreatesThenKeepsHistory(t *testing.T) {
-	env := newEnv(t, "serverfirst")
+	ns := "serverfirst"
+	env := newEnv(t, &ns)
 	ctx := ctxFor(t)
-	sink := ConfigMapSink{Client: env.Client, Namespace: "serverfirst", Name: "report"}
+	sink := ConfigMapSink{Client: env.Client, Namespace: ns, Name: "report"}
 	t0 := time.Date(2026, 5, 1, 10, 0, 0, 0, time.FixedZone("x", 3600))
 
 	res, err := sink.Publish(ctx, smallReport("first"), []byte("# first\n"), t0)
@@ -66,7 +106,7 @@ func TestPublishCreatesThenKeepsHistory(t *testing.T) {
 	if !res.Created || res.Compressed || res.Trimmed != 0 || len(res.Notes) != 0 {
 		t.Fatalf("first publish: %+v", res)
 	}
-	cm, err := env.Client.CoreV1().ConfigMaps("serverfirst").Get(ctx, "report", metav1.GetOptions{})
+	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "report", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +129,7 @@ func TestPublishCreatesThenKeepsHistory(t *testing.T) {
 
 	// Someone adds a key of their own: it survives.
 	cm.Data["mine"] = "keep me"
-	if _, err := env.Client.CoreV1().ConfigMaps("serverfirst").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+	if _, err := env.Client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	res, err = sink.Publish(ctx, smallReport("second"), []byte("# second\n"), t0.Add(30*time.Minute))
@@ -99,7 +139,7 @@ func TestPublishCreatesThenKeepsHistory(t *testing.T) {
 	if res.Created {
 		t.Errorf("second publish created the object again")
 	}
-	cm, err = env.Client.CoreV1().ConfigMaps("serverfirst").Get(ctx, "report", metav1.GetOptions{})
+	cm, err = env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "report", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +162,8 @@ func TestPublishCreatesThenKeepsHistory(t *testing.T) {
 // every Publish must land (none lost to a stale resourceVersion), and the
 // history must be one of the others' reports.
 func TestPublishConcurrentWriters(t *testing.T) {
-	env := newEnv(t, "serverfirst")
+	ns := "serverfirst"
+	env := newEnv(t, &ns)
 	ctx := ctxFor(t)
 	const writers = 6
 	var wg sync.WaitGroup
@@ -139,7 +180,7 @@ func TestPublishConcurrentWriters(t *testing.T) {
 				errs[i] = err
 				return
 			}
-			sink := ConfigMapSink{Client: kube, Namespace: "serverfirst", Name: "report"}
+			sink := ConfigMapSink{Client: kube, Namespace: ns, Name: "report"}
 			<-start
 			results[i], errs[i] = sink.Publish(ctx, smallReport(fmt.Sprintf("writer-%d", i)), []byte("md"), time.Now())
 		}()
@@ -160,7 +201,7 @@ func TestPublishConcurrentWriters(t *testing.T) {
 		t.Errorf("%d writers created the ConfigMap, want exactly 1", creates)
 	}
 	t.Logf("%d writers, %d conflicts retried", writers, conflicts)
-	cm, err := env.Client.CoreV1().ConfigMaps("serverfirst").Get(ctx, "report", metav1.GetOptions{})
+	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "report", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,9 +228,10 @@ func TestPublishConcurrentWriters(t *testing.T) {
 // TestPublishConflictWithInterleavedWriter makes the conflict certain: a
 // second writer updates the object between this writer's Get and Update.
 func TestPublishConflictWithInterleavedWriter(t *testing.T) {
-	env := newEnv(t, "serverfirst")
+	ns := "serverfirst"
+	env := newEnv(t, &ns)
 	ctx := ctxFor(t)
-	sink := ConfigMapSink{Client: env.Client, Namespace: "serverfirst", Name: "report"}
+	sink := ConfigMapSink{Client: env.Client, Namespace: ns, Name: "report"}
 	if _, err := sink.Publish(ctx, smallReport("base"), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +239,7 @@ func TestPublishConflictWithInterleavedWriter(t *testing.T) {
 	res, err := sink.update(ctx, func(cm *corev1.ConfigMap) (PublishResult, error) {
 		if !interfered {
 			interfered = true
-			if _, err := (ConfigMapSink{Client: env.Client, Namespace: "serverfirst", Name: "report"}).Publish(ctx, smallReport("other"), nil, time.Now()); err != nil {
+			if _, err := (ConfigMapSink{Client: env.Client, Namespace: ns, Name: "report"}).Publish(ctx, smallReport("other"), nil, time.Now()); err != nil {
 				return PublishResult{}, err
 			}
 		}
@@ -209,7 +251,7 @@ func TestPublishConflictWithInterleavedWriter(t *testing.T) {
 	if res.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2 (one conflict)", res.Attempts)
 	}
-	cm, _ := env.Client.CoreV1().ConfigMaps("serverfirst").Get(ctx, "report", metav1.GetOptions{})
+	cm, _ := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "report", metav1.GetOptions{})
 	cur, _, _ := StoredReport(cm)
 	var prev report.Report
 	_ = json.Unmarshal([]byte(cm.Data[KeyPrevious]), &prev)
@@ -248,11 +290,12 @@ func bigReport(size int, random bool) report.Report {
 }
 
 func TestPublishFitsOneMiB(t *testing.T) {
-	env := newEnv(t, "serverfirst")
+	ns := "serverfirst"
+	env := newEnv(t, &ns)
 	ctx := ctxFor(t)
-	sink := ConfigMapSink{Client: env.Client, Namespace: "serverfirst", Name: "report"}
+	sink := ConfigMapSink{Client: env.Client, Namespace: ns, Name: "report"}
 	get := func() *corev1.ConfigMap {
-		cm, err := env.Client.CoreV1().ConfigMaps("serverfirst").Get(ctx, "report", metav1.GetOptions{})
+		cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "report", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,7 +408,8 @@ func TestPublishFitsOneMiB(t *testing.T) {
 // TestPublishForbidden: a ServiceAccount with read rights only gets one
 // clear error naming the object and the missing verbs.
 func TestPublishForbidden(t *testing.T) {
-	env := newEnv(t, "serverfirst")
+	ns := "serverfirst"
+	env := newEnv(t, &ns)
 	ctx := ctxFor(t)
 	_, err := env.Client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "reader"},
@@ -374,15 +418,15 @@ func TestPublishForbidden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = env.Client.RbacV1().RoleBindings("serverfirst").Create(ctx, &rbacv1.RoleBinding{
+	_, err = env.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "reader"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "serverfirst", Name: "scanner"}},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "scanner"}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc, err := env.KubeconfigFor("serverfirst", "scanner")
+	kc, err := env.KubeconfigFor(ns, "scanner")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,16 +435,16 @@ func TestPublishForbidden(t *testing.T) {
 		t.Fatal(err)
 	}
 	kube := kubernetes.NewForConfigOrDie(cfg)
-	sink := ConfigMapSink{Client: kube, Namespace: "serverfirst", Name: "report"}
+	sink := ConfigMapSink{Client: kube, Namespace: ns, Name: "report"}
 
 	// Absent: create is forbidden.
 	_, err = sink.Publish(ctx, smallReport("x"), nil, time.Now())
-	want := "cannot write ConfigMap serverfirst/report: forbidden: the job's ServiceAccount needs create/update on it"
+	want := "cannot write ConfigMap " + ns + "/report: forbidden: the job's ServiceAccount needs create/update on it"
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !apierrors.IsForbidden(err) {
 		t.Fatalf("err = %v, want prefix %q and IsForbidden", err, want)
 	}
 	// Present (readable): update is forbidden too.
-	if _, err := (ConfigMapSink{Client: env.Client, Namespace: "serverfirst", Name: "report"}).Publish(ctx, smallReport("admin"), nil, time.Now()); err != nil {
+	if _, err := (ConfigMapSink{Client: env.Client, Namespace: ns, Name: "report"}).Publish(ctx, smallReport("admin"), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	_, err = sink.Publish(ctx, smallReport("x"), nil, time.Now())
