@@ -12,6 +12,9 @@ type rootOptions struct {
 	configFlags   *genericclioptions.ConfigFlags
 	allNamespaces bool
 	streams       genericiooptions.IOStreams
+	// inCluster: use the pod's ServiceAccount (rest.InClusterConfig)
+	// instead of the kubeconfig flags (scan --in-cluster).
+	inCluster bool
 }
 
 // NewRootCommand builds the command tree. It has no side effects until a
@@ -47,5 +50,7 @@ Installed on your PATH it is also the kubectl plugin "kubectl serverfirst".`,
 	cmd.AddCommand(newFixCommand(opts))
 	cmd.AddCommand(newExplainCommand(streams))
 	cmd.AddCommand(newAgentCommand(streams))
+	cmd.AddCommand(newReportCommand(opts))
+	cmd.AddCommand(newJobCommand(streams))
 	return cmd
 }

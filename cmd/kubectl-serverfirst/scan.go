@@ -35,6 +35,12 @@ type scanFlags struct {
 	noOutside      bool
 	noDirect       bool
 	fromPods       []string
+
+	// planFilter narrows the self-probe plan (scan --shard); observed
+	// receives the observations the report rests on. Both are set by
+	// scan's in-cluster flags only (scan_publish.go).
+	planFilter func([]report.ProbeTask) []report.ProbeTask
+	observed   *[]report.Observation
 }
 
 func (f *scanFlags) add(cmd *cobra.Command) {
@@ -56,9 +62,10 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 
 type scanCmdFlags struct {
 	scanFlags
-	output string
-	showOK bool
-	failOn string
+	output  string
+	showOK  bool
+	failOn  string
+	publish publishFlags
 }
 
 const scanExample = `  # What hangs in my namespace? (static: no connection to any target)
@@ -108,6 +115,12 @@ Read-only: nothing in the cluster is changed.`,
 		Example: scanExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// In a Job, the sidecar must be stopped however the scan ends.
+			pub, err := f.publish.prepare(cmd, root, &f.scanFlags, &f.output)
+			defer pub.quitSidecar(cmd.Context(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			failOn, err := parseFailOn(f.failOn)
 			if err != nil {
 				return err
@@ -119,12 +132,16 @@ Read-only: nothing in the cluster is changed.`,
 			if err != nil {
 				return err
 			}
+			r = pub.shardReport(r)
 			o := report.RenderOptions{Color: colorWanted(root.streams.Out), ShowAll: f.showOK}
 			if err := report.Render(root.streams.Out, f.output, r, o); err != nil {
 				return err
 			}
 			if cmd.Context().Err() != nil {
 				return &exitError{code: 130, err: errors.New("interrupted")}
+			}
+			if err := pub.publish(cmd.Context(), root, r, cmd.ErrOrStderr()); err != nil {
+				return err
 			}
 			return failOnFindings(r, failOn)
 		},
@@ -134,6 +151,7 @@ Read-only: nothing in the cluster is changed.`,
 	fl.StringVarP(&f.output, "output", "o", "table", "Output format: "+strings.Join(report.Formats, ", "))
 	fl.BoolVar(&f.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
 	fl.StringVar(&f.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated: deadlock, delayed, at-risk, mtls-rejected, unreachable")
+	f.publish.add(cmd, root)
 	return cmd
 }
 
@@ -191,9 +209,9 @@ func colorWanted(w io.Writer) bool {
 
 // clients builds the API clients from the kubeconfig flags.
 func (o *rootOptions) clients() (cluster.Clients, *rest.Config, error) {
-	cfg, err := o.configFlags.ToRESTConfig()
+	cfg, err := o.restConfig()
 	if err != nil {
-		return cluster.Clients{}, nil, fmt.Errorf("no usable kubeconfig: %w", err)
+		return cluster.Clients{}, nil, err
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "kubectl-serverfirst/" + version
@@ -265,6 +283,9 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		o := probe.DefaultOptions()
 		o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
 		plan := report.PlanSelfProbes(inv, externals, inMesh)
+		if f.planFilter != nil {
+			plan = f.planFilter(plan)
+		}
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
 		in.Observations = report.RunPlan(ctx, plan, o)
 	}
@@ -272,6 +293,9 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		obs, warnings := runLiveVantages(ctx, cfg, clients, inv, externals, f, vantage == "pods", fromPods, progress)
 		in.Observations = append(in.Observations, obs...)
 		inv.Warnings = append(inv.Warnings, warnings...)
+	}
+	if f.observed != nil {
+		*f.observed = in.Observations
 	}
 	return report.Build(in), nil
 }

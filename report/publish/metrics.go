@@ -99,7 +99,17 @@ func (m *Metrics) WriteTextfile(path string) error {
 
 // Push replaces the job's group on a Pushgateway with these metrics.
 func (m *Metrics) Push(ctx context.Context, url, job string) error {
-	if err := push.New(url, job).Gatherer(m.reg).PushContext(ctx); err != nil {
+	return m.PushGrouped(ctx, url, job, nil)
+}
+
+// PushGrouped is Push with more grouping labels (a shard's index, so
+// shards do not replace each other's metrics).
+func (m *Metrics) PushGrouped(ctx context.Context, url, job string, grouping map[string]string) error {
+	p := push.New(url, job).Gatherer(m.reg)
+	for _, k := range sortedKeys(grouping) {
+		p = p.Grouping(k, grouping[k])
+	}
+	if err := p.PushContext(ctx); err != nil {
 		return fmt.Errorf("push to %s: %w", url, err)
 	}
 	return nil

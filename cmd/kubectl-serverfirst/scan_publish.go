@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/report/publish"
+)
+
+// sidecarQuitURL is the Istio agent's endpoint that stops the proxy, so a
+// Job's pod completes once the scan is done (a variable for tests).
+var sidecarQuitURL = "http://127.0.0.1:15020/quitquitquit"
+
+// publishFlags are scan's flags for the scheduled in-cluster scan: where
+// the report and metrics go, sharding, and the sidecar's exit.
+type publishFlags struct {
+	reportConfigMap string
+	metricsFile     string
+	pushgateway     string
+	pushJob         string
+	shard           string
+	shards          int
+	runID           string
+	quitSidecarFlag bool
+
+	// Resolved by prepare.
+	cmNamespace, cmName    string
+	shardIndex, shardCount int
+	observed               []report.Observation
+	shardPayload           *publish.Shard
+	started                time.Time
+	quit                   bool
+}
+
+func (p *publishFlags) add(cmd *cobra.Command, root *rootOptions) {
+	fl := cmd.Flags()
+	fl.BoolVar(&root.inCluster, "in-cluster", false, "Run as a Job inside the cluster: the pod's ServiceAccount instead of a kubeconfig, --vantage self, -o json unless -o is given, and stop the sidecar when done (--quit-sidecar)")
+	fl.StringVar(&p.reportConfigMap, "report-configmap", "", "Also write the report into this ConfigMap (NAMESPACE/NAME): report.json, report.md, previous.json (the last report), updated; created if absent, kept under 1 MiB")
+	fl.StringVar(&p.metricsFile, "metrics-file", "", "Also write Prometheus metrics to this file (node exporter textfile format, written atomically)")
+	fl.StringVar(&p.pushgateway, "pushgateway", "", "Also push Prometheus metrics to this Pushgateway URL")
+	fl.StringVar(&p.pushJob, "push-job", "kubectl-serverfirst", "With --pushgateway: the job label of the pushed group")
+	fl.StringVar(&p.shard, "shard", "", "Probe only this share of the targets, INDEX/COUNT (0-based); with --report-configmap the shard is stored as shard-INDEX.json and the last shard of a run merges them")
+	fl.IntVar(&p.shards, "shards", 0, "Like --shard, with INDEX from $JOB_COMPLETION_INDEX (an Indexed Job's pods)")
+	fl.StringVar(&p.runID, "run-id", "", "With sharding: the name shared by the shards of one scan (default $"+publish.RunIDEnv+", the Job's name in job manifests)")
+	fl.BoolVar(&p.quitSidecarFlag, "quit-sidecar", false, "When done, ask the pod's Istio sidecar to exit (POST "+sidecarQuitURL+"), so a Job completes; default true with --in-cluster")
+}
+
+// prepare resolves the flags before the scan. It always returns p (its
+// quitSidecar must run whatever happens).
+func (p *publishFlags) prepare(cmd *cobra.Command, root *rootOptions, sf *scanFlags, output *string) (*publishFlags, error) {
+	p.started = time.Now()
+	fl := cmd.Flags()
+	p.quit = root.inCluster
+	if fl.Changed("quit-sidecar") {
+		p.quit = p.quitSidecarFlag
+	}
+	if root.inCluster {
+		if !fl.Changed("output") {
+			*output = "json"
+		}
+		if !fl.Changed("vantage") && !sf.static {
+			sf.vantage = "self"
+		}
+	}
+	if p.reportConfigMap != "" {
+		ns, name, ok := strings.Cut(p.reportConfigMap, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return p, fmt.Errorf("--report-configmap %q: want NAMESPACE/NAME", p.reportConfigMap)
+		}
+		p.cmNamespace, p.cmName = ns, name
+	}
+	switch {
+	case p.shard != "" && p.shards != 0:
+		return p, errors.New("--shard and --shards: give one")
+	case p.shard != "":
+		i, n, err := publish.ParseShard(p.shard)
+		if err != nil {
+			return p, fmt.Errorf("--shard: %w", err)
+		}
+		p.shardIndex, p.shardCount = i, n
+	case p.shards < 0:
+		return p, fmt.Errorf("--shards %d: want a positive count", p.shards)
+	case p.shards > 0:
+		env := os.Getenv("JOB_COMPLETION_INDEX")
+		i, err := strconv.Atoi(env)
+		if err != nil || i < 0 || i >= p.shards {
+			return p, fmt.Errorf("--shards %d: $JOB_COMPLETION_INDEX is %q, want 0..%d (run in an Indexed Job, or use --shard INDEX/COUNT)", p.shards, env, p.shards-1)
+		}
+		p.shardIndex, p.shardCount = i, p.shards
+	}
+	if p.shardCount > 1 {
+		i, n := p.shardIndex, p.shardCount
+		sf.planFilter = func(plan []report.ProbeTask) []report.ProbeTask { return publish.FilterPlan(plan, i, n) }
+		sf.observed = &p.observed
+		if p.runID == "" {
+			p.runID = os.Getenv(publish.RunIDEnv)
+		}
+	}
+	return p, nil
+}
+
+// shardReport keeps the shard's own part of the report (and its raw
+// observations, for the ConfigMap).
+func (p *publishFlags) shardReport(r report.Report) report.Report {
+	if p.shardCount <= 1 {
+		return r
+	}
+	sh := publish.NewShard(p.runID, p.shardIndex, p.shardCount, r, p.observed, time.Now())
+	p.shardPayload = &sh
+	return sh.Report
+}
+
+// publish writes the report and metrics where the flags say. Every
+// failure is returned (the Job fails loudly), after trying the rest.
+func (p *publishFlags) publish(ctx context.Context, root *rootOptions, r report.Report, log io.Writer) error {
+	now := time.Now()
+	var errs []error
+	if p.cmName != "" {
+		if err := p.writeConfigMap(ctx, root, r, now, log); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p.metricsFile != "" || p.pushgateway != "" {
+		m := publish.NewMetrics()
+		m.Observe(r, now.Sub(p.started), now)
+		if p.metricsFile != "" {
+			if err := m.WriteTextfile(p.metricsFile); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if p.pushgateway != "" {
+			var grouping map[string]string
+			if p.shardCount > 1 {
+				grouping = map[string]string{"shard": strconv.Itoa(p.shardIndex)}
+			}
+			if err := m.PushGrouped(ctx, p.pushgateway, p.pushJob, grouping); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *publishFlags) writeConfigMap(ctx context.Context, root *rootOptions, r report.Report, now time.Time, log io.Writer) error {
+	cfg, err := root.restConfig()
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	sink := publish.ConfigMapSink{Client: kube, Namespace: p.cmNamespace, Name: p.cmName}
+	if p.shardPayload != nil {
+		res, err := sink.PublishShard(ctx, *p.shardPayload, now)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "shard %d/%d of run %q written to ConfigMap %s (shards present: %v)\n", p.shardIndex, p.shardCount, p.runID, sink.Ref(), res.Present)
+		logNotes(log, res.Shard.Notes)
+		if res.Merged {
+			fmt.Fprintf(log, "all %d shards present: merged report written to ConfigMap %s\n", p.shardCount, sink.Ref())
+			logNotes(log, res.Report.Notes)
+		}
+		return nil
+	}
+	var md bytes.Buffer
+	if err := report.Render(&md, "markdown", r, report.RenderOptions{}); err != nil {
+		return err
+	}
+	res, err := sink.Publish(ctx, r, md.Bytes(), now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "report written to ConfigMap %s (%d bytes)\n", sink.Ref(), res.Bytes)
+	logNotes(log, res.Notes)
+	return nil
+}
+
+func logNotes(w io.Writer, notes []string) {
+	for _, n := range notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+// quitSidecar asks the Istio agent to stop the proxy. No sidecar
+// (connection refused) is not an error; anything else is a warning.
+func (p *publishFlags) quitSidecar(ctx context.Context, log io.Writer) {
+	if p == nil || !p.quit {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sidecarQuitURL, nil)
+	if err != nil {
+		fmt.Fprintf(log, "warning: cannot stop the sidecar: %v\n", err)
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return // no sidecar in this pod
+	}
+	if err != nil {
+		fmt.Fprintf(log, "warning: cannot stop the sidecar (POST %s): %v\n", sidecarQuitURL, err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		fmt.Fprintf(log, "warning: the sidecar did not stop (POST %s): %s\n", sidecarQuitURL, resp.Status)
+		return
+	}
+	fmt.Fprintf(log, "sidecar stopped (POST %s)\n", sidecarQuitURL)
+}
+
+// restConfig is the pod's ServiceAccount with --in-cluster, else the
+// kubeconfig flags.
+func (o *rootOptions) restConfig() (*rest.Config, error) {
+	if o.inCluster {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("--in-cluster: not inside a pod with a ServiceAccount token: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := o.configFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no usable kubeconfig: %w", err)
+	}
+	return cfg, nil
+}
