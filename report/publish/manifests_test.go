@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
@@ -311,4 +313,69 @@ func applyDoc(ctx context.Context, env *testenv.Env, u *unstructured.Unstructure
 		return errors.New("no client for kind " + u.GetKind())
 	}
 	return err
+}
+
+// TestJobManifestsRBACSuffices applies the manifests for real and acts as
+// the scan's ServiceAccount: it can read what the scan reads, write its
+// report (and shards) with get+update only, and nothing else.
+func TestJobManifestsRBACSuffices(t *testing.T) {
+	ns := "unused"
+	env := newEnv(t, &ns)
+	ctx := ctxFor(t)
+	o := JobOptions{Namespace: "sf-rbac", Image: "img:1", Outside: true}
+	_, docs := renderOpts(t, o)
+	if _, err := env.CreateNamespace(ctx, "istio-system", nil); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if err := applyDoc(ctx, env, d, false); err != nil {
+			t.Fatalf("%s %s: %v", d.GetKind(), d.GetName(), err)
+		}
+	}
+	kc, err := env.KubeconfigFor("sf-rbac", ServiceAccountName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := kubernetes.NewForConfigOrDie(cfg)
+	for _, name := range []string{DefaultReportName, DefaultReportName + OutsideSuffix} {
+		res, err := (ConfigMapSink{Client: sa, Namespace: "sf-rbac", Name: name}).Publish(ctx, smallReport("by the job"), []byte("# md\n"), time.Now())
+		if err != nil || res.Created {
+			t.Fatalf("%s: the job's ServiceAccount cannot publish: %+v %v", name, res, err)
+		}
+	}
+	sh := NewShard("job-1", 0, 2, smallReport("shard"), nil, time.Now())
+	if _, err := (ConfigMapSink{Client: sa, Namespace: "sf-rbac", Name: DefaultReportName}).PublishShard(ctx, sh, time.Now()); err != nil {
+		t.Fatalf("shard write: %v", err)
+	}
+	_, err = (ConfigMapSink{Client: sa, Namespace: "sf-rbac", Name: "another"}).Publish(ctx, smallReport("x"), nil, time.Now())
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("writing another ConfigMap: %v, want forbidden", err)
+	}
+	if _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("list pods cluster-wide: %v", err)
+	}
+	if _, err := sa.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("list endpointslices: %v", err)
+	}
+	if _, err := sa.CoreV1().ConfigMaps("istio-system").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("list the mesh config: %v", err)
+	}
+	for what, err := range map[string]error{
+		"list secrets":               func() error { _, err := sa.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }(),
+		"list configmaps in sf-rbac": func() error { _, err := sa.CoreV1().ConfigMaps("sf-rbac").List(ctx, metav1.ListOptions{}); return err }(),
+		"delete the report":          sa.CoreV1().ConfigMaps("sf-rbac").Delete(ctx, DefaultReportName, metav1.DeleteOptions{}),
+		"delete a pod":               sa.CoreV1().Pods("sf-rbac").Delete(ctx, "x", metav1.DeleteOptions{}),
+		"list configmaps in kube-system": func() error {
+			_, err := sa.CoreV1().ConfigMaps("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		}(),
+	} {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("%s: %v, want forbidden", what, err)
+		}
+	}
 }
