@@ -398,4 +398,3 @@ func (fx *fixture) assertNoProbePods(t *testing.T, ctx context.Context) {
 		t.Errorf("probe pods left behind: %v", names)
 	}
 }
-
