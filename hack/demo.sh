@@ -21,12 +21,12 @@ cluster_demo() {
   rm -f "$kc"
   echo "demo: starting the world (API server, node agent, injector, sidecar models, MariaDB, sshd, redis)..."
   go run ./e2e/cmd/testcluster --kubeconfig "$kc" --world --seed demo --world-bin-dir .cache/demo/bin >"$log" 2>&1 &
-  local tc=$!
-  stop_world() { kill -INT "$tc" 2>/dev/null || true; wait "$tc" 2>/dev/null || true; }
+  world_pid=$!
+  stop_world() { kill -INT "$world_pid" 2>/dev/null || true; wait "$world_pid" 2>/dev/null || true; }
   trap stop_world EXIT
   local waited=0
   until [ -s "$kc" ]; do
-    if ! kill -0 "$tc" 2>/dev/null; then echo "demo: the world failed to start:"; tail -20 "$log"; exit 1; fi
+    if ! kill -0 "$world_pid" 2>/dev/null; then echo "demo: the world failed to start:"; tail -20 "$log"; exit 1; fi
     sleep 1; waited=$((waited + 1))
     if [ $((waited % 15)) -eq 0 ]; then echo "demo: still starting ($waited s): $(tail -1 "$log")"; fi
   done
@@ -41,7 +41,7 @@ cluster_demo() {
   run fix -n shop --timeout 2s --connect-timeout 2s || true
   echo
   echo "3. Why (kubectl serverfirst explain DEADLOCK):"
-  run explain DEADLOCK | head -12
+  run explain DEADLOCK
 }
 
 probe_demo() {
