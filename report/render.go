@@ -18,7 +18,7 @@ import (
 )
 
 // Formats the report renders to.
-var Formats = []string{"table", "wide", "json", "yaml", "markdown"}
+var Formats = []string{"table", "wide", "json", "yaml", "markdown", "html"}
 
 // RenderOptions tune human-readable output.
 type RenderOptions struct {
@@ -62,6 +62,8 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 		return renderTable(w, r, o, true)
 	case "markdown", "md":
 		return renderMarkdown(w, r, o)
+	case "html":
+		return renderHTML(w, r, o)
 	}
 	return fmt.Errorf("unknown output format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
