@@ -20,7 +20,10 @@ cluster_demo() {
   local kc=.cache/demo/kubeconfig log=.cache/demo/testcluster.log
   rm -f "$kc"
   echo "demo: starting the world (API server, node agent, injector, sidecar models, MariaDB, sshd, redis)..."
-  go run ./e2e/cmd/testcluster --kubeconfig "$kc" --world --seed demo --world-bin-dir .cache/demo/bin >"$log" 2>&1 &
+  # Built, not `go run`: go run does not pass Ctrl-C on, and the world must
+  # see it to tear down its namespaces.
+  go build -o .cache/demo/testcluster ./e2e/cmd/testcluster
+  .cache/demo/testcluster --kubeconfig "$kc" --world --seed demo --world-bin-dir .cache/demo/bin >"$log" 2>&1 &
   world_pid=$!
   stop_world() { kill -INT "$world_pid" 2>/dev/null || true; wait "$world_pid" 2>/dev/null || true; }
   trap stop_world EXIT
