@@ -1,14 +1,19 @@
 package report
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"html"
 	"image"
 	"image/png"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,6 +307,7 @@ func findChromium() string {
 }
 
 func TestHTMLInChromium(t *testing.T) {
+	t.Parallel()
 	bin := findChromium()
 	if bin == "" {
 		t.Skip("no /usr/bin/chromium: hack/test-deps.sh installs it (apt-get install chromium chromium-driver)")
@@ -403,4 +409,129 @@ func sampleColors(img image.Image, into map[[3]uint32]bool) {
 			into[[3]uint32{r >> 8, g >> 8, bl >> 8}] = true
 		}
 	}
+}
+
+// TestHTMLCopyButtonInChromium clicks (a real, trusted click through
+// chromedriver) the first Copy button and the unaffected-ports filter.
+func TestHTMLCopyButtonInChromium(t *testing.T) {
+	t.Parallel()
+	bin := findChromium()
+	driver, err := exec.LookPath("chromedriver")
+	if bin == "" || err != nil {
+		t.Skip("no chromium or chromedriver: hack/test-deps.sh installs them (apt-get install chromium chromium-driver)")
+	}
+	start := time.Now()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "report.html")
+	r := Build(representativeInput())
+	if err := os.WriteFile(file, []byte(render(t, "html", r, RenderOptions{})), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.CommandContext(ctx, driver, "--port="+strconv.Itoa(port), "--allowed-ips=127.0.0.1")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_CACHE_HOME="+dir)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	// Ready when it says so; the rest of its output is drained.
+	lines := bufio.NewScanner(out)
+	ready := false
+	for !ready && lines.Scan() {
+		ready = strings.Contains(lines.Text(), "started successfully")
+	}
+	if !ready {
+		t.Fatalf("chromedriver did not start (%v)", ctx.Err())
+	}
+	go func() {
+		for lines.Scan() {
+		}
+	}()
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	wd := func(method, path string, body any) any {
+		t.Helper()
+		var rd *bytes.Reader
+		if body != nil {
+			js, _ := json.Marshal(body)
+			rd = bytes.NewReader(js)
+		} else {
+			rd = bytes.NewReader(nil)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		var v struct{ Value any }
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %s %v %v", method, path, resp.Status, err, v.Value)
+		}
+		return v.Value
+	}
+	caps := map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{"goog:chromeOptions": map[string]any{
+		"binary": bin,
+		"args": []string{"--headless=new", "--no-sandbox", "--disable-gpu", "--no-proxy-server", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
+			"--user-data-dir=" + filepath.Join(dir, "profile")},
+	}}}}
+	session := wd("POST", "/session", caps).(map[string]any)["sessionId"].(string)
+	s := "/session/" + session
+	defer wd("DELETE", s, nil)
+	wd("POST", s+"/url", map[string]any{"url": "file://" + file})
+	element := func(css string) string {
+		for _, id := range wd("POST", s+"/element", map[string]any{"using": "css selector", "value": css}).(map[string]any) {
+			return id.(string)
+		}
+		t.Fatalf("no %s", css)
+		return ""
+	}
+	script := func(js string, args ...any) any {
+		if args == nil {
+			args = []any{}
+		}
+		return wd("POST", s+"/execute/async", map[string]any{"script": js, "args": args})
+	}
+	btn := element("button.copy")
+	wd("POST", s+"/element/"+btn+"/click", map[string]any{})
+	// The label changes once the copy settles (a promise): wait for it
+	// with a MutationObserver, not a sleep.
+	label := script(`var done = arguments[arguments.length - 1], b = document.querySelector("button.copy");
+		if (b.textContent !== "Copy") { done(b.textContent); return; }
+		new MutationObserver(function () { done(b.textContent); }).observe(b, {childList: true, characterData: true, subtree: true});`)
+	if label != "Copied" {
+		t.Errorf("after a click the Copy button says %q", label)
+	}
+	wd("POST", s+"/element/"+element("#show-unaffected")+"/click", map[string]any{})
+	visible := script(`arguments[arguments.length - 1](Array.prototype.filter.call(document.querySelectorAll("article.card"),
+		function (c) { return c.offsetParent !== null; }).length)`)
+	unaffected := 0
+	for _, f := range r.Findings {
+		if !f.Verdict.Affected() && f.Verdict != Unreachable {
+			unaffected++
+		}
+	}
+	if fmt.Sprint(visible) != strconv.Itoa(len(r.Findings)-unaffected) {
+		t.Errorf("with unaffected ports hidden, %v cards show; want %d", visible, len(r.Findings)-unaffected)
+	}
+	t.Logf("chromedriver check took %s", time.Since(start).Round(time.Millisecond))
 }
