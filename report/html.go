@@ -94,7 +94,7 @@ const htmlScript = `
 
 var htmlCSP = func() string {
 	sum := sha256.Sum256([]byte(htmlScript))
-	return "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'sha256-" +
+	return "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-" +
 		base64.StdEncoding.EncodeToString(sum[:]) + "'; base-uri 'none'; form-action 'none'"
 }()
 
@@ -109,7 +109,7 @@ type htmlPage struct {
 	Counts   []htmlCount
 	Total    int
 	Affected int
-	Summary  string
+	Summary  []string
 	Mesh     htmlMesh
 	Cards    []htmlCard
 	Chart    htmlChart
@@ -162,7 +162,7 @@ func verdictClass(v Verdict) string {
 }
 
 func renderHTML(w io.Writer, r Report, o RenderOptions) error {
-	p := htmlPage{CSP: htmlCSP, Script: template.JS(htmlScript), Command: o.Command, Report: r, Total: len(r.Findings), Summary: strings.TrimSpace(summaryLine(r, 0, o))}
+	p := htmlPage{CSP: htmlCSP, Script: template.JS(htmlScript), Command: o.Command, Report: r, Total: len(r.Findings), Summary: strings.Split(strings.TrimSpace(summaryLine(r, 0, o)), "\n")}
 	first := map[Verdict]string{}
 	for i, f := range r.Findings {
 		id := "f" + strconv.Itoa(i+1)
