@@ -13,14 +13,12 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 type probeFlags struct {
@@ -361,23 +359,8 @@ const detailWidth = 60
 
 func renderProbeTable(w io.Writer, results []probe.Result) error {
 	var buf bytes.Buffer
-	table := tablewriter.NewTable(&buf,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Separators: tw.Separators{BetweenColumns: tw.Off, BetweenRows: tw.Off, ShowHeader: tw.Off},
-				Lines:      tw.Lines{ShowTop: tw.Off, ShowBottom: tw.Off, ShowHeaderLine: tw.Off},
-			},
-		})),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithHeaderAlignment(tw.AlignLeft),
-		tablewriter.WithRowAlignment(tw.AlignLeft),
-		tablewriter.WithRowAutoWrap(tw.WrapNone),
-		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
-		tablewriter.WithTrimSpace(tw.Off),
-		tablewriter.WithPadding(tw.Padding{Left: "", Right: "   ", Overwrite: true}),
-	)
+	// The same kubectl-style table as the scan report.
+	table := report.NewPlainTable(&buf)
 	table.Header("TARGET", "OUTCOME", "PROTOCOL", "CONNECT", "FIRST BYTE", "DETAIL")
 	for _, r := range results {
 		if err := table.Append(probeRow(r)); err != nil {
