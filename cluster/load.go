@@ -63,7 +63,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		wg                 sync.WaitGroup
 		namespaces         []corev1.Namespace
 		services           []Service
-		slices             []sliceBackends
+		endpointSlices     []sliceBackends
 		pods               []loadedPod
 		entries            []ServiceEntry
 		peerAuths          []PeerAuthentication
@@ -72,7 +72,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		mu                 sync.Mutex
 		peerAuthNamespaces = scopes
 	)
-	if len(opts.Namespaces) > 0 && !contains(opts.Namespaces, istioNS) {
+	if len(opts.Namespaces) > 0 && !slices.Contains(opts.Namespaces, istioNS) {
 		// The mesh-wide policy lives in the root namespace, which is
 		// istio-system unless the mesh config says otherwise (checked below).
 		peerAuthNamespaces = append(append([]string{}, scopes...), istioNS)
@@ -119,7 +119,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			}, func(obj runtime.Object) {
 				if b, ok := newSliceBackends(obj.(*discoveryv1.EndpointSlice)); ok {
 					mu.Lock()
-					slices = append(slices, b)
+					endpointSlices = append(endpointSlices, b)
 					mu.Unlock()
 				}
 			})
@@ -184,7 +184,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	} else {
 		inv.Mesh, l.warnings = meshConfigFrom(meshMaps, istioNS, l.warnings)
 	}
-	if len(opts.Namespaces) > 0 && inv.Mesh.RootNamespace != istioNS && !contains(peerAuthNamespaces, inv.Mesh.RootNamespace) && inv.IstioInstalled {
+	if len(opts.Namespaces) > 0 && inv.Mesh.RootNamespace != istioNS && !slices.Contains(peerAuthNamespaces, inv.Mesh.RootNamespace) && inv.IstioInstalled {
 		peerAuths = append(peerAuths, l.peerAuthentications(inv.Mesh.RootNamespace, &mu, &istioMissing)...)
 		if l.fatal != nil {
 			return nil, l.fatal
@@ -194,7 +194,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		inv.IstioInstalled = false
 		l.warnings = append(l.warnings, "Istio is not installed (no ServiceEntry/PeerAuthentication CRDs): ports are judged as if the mesh only sniffs what pods with sidecars receive")
 	}
-	build(inv, namespaces, services, slices, pods, entries, peerAuths)
+	build(inv, namespaces, services, endpointSlices, pods, entries, peerAuths)
 	inv.Warnings = dedupe(append(l.warnings, l.forbiddenWarnings()...))
 	return inv, nil
 }
@@ -323,15 +323,6 @@ func consequence(resource string) string {
 		return "namespace injection labels are unknown"
 	}
 	return "the scan is incomplete"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func dedupe(in []string) []string {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -49,20 +50,11 @@ func affectedScenarios(f Finding) []Scenario {
 		return out
 	}
 	for _, p := range f.Paths {
-		if p.Verdict.Affected() && !containsScenario(out, p.Scenario) {
+		if p.Verdict.Affected() && !slices.Contains(out, p.Scenario) {
 			out = append(out, p.Scenario)
 		}
 	}
 	return out
-}
-
-func containsScenario(list []Scenario, s Scenario) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // fixesFor lists the fixes of every affected path of a Service port, the

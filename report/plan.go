@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -129,20 +130,11 @@ func (plan *FixPlan) add(fixes []Fix, ref string, groups map[string]*planGroup, 
 		g.obj.Reasons = append(g.obj.Reasons, ref+": "+fix.Title)
 		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
 		for _, n := range fix.Notes {
-			if !contains(g.obj.Notes, n) {
+			if !slices.Contains(g.obj.Notes, n) {
 				g.obj.Notes = append(g.obj.Notes, n)
 			}
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // RenderPlan writes the plan as one multi-document YAML stream for
