@@ -68,6 +68,8 @@ type World struct {
 	Injector      *Injector
 	Inventory     *InventoryWriter
 	Node          *Node
+	// Jobs runs the pods of Jobs (there is no kube-controller-manager).
+	Jobs *JobController
 	// StartupTime is how long StartWorld took.
 	StartupTime time.Duration
 
@@ -80,10 +82,10 @@ type World struct {
 }
 
 // StartWorld starts the injector, the inventory writer (first file written
-// before it returns) and the node agent, in that order, so that every pod
-// the node runs was admitted through the injector and every sidecar finds
-// a config file. It needs root (network namespaces, iptables). On failure
-// it stops what it started.
+// before it returns), the node agent and the job controller, in that
+// order, so that every pod the node runs was admitted through the injector
+// and every sidecar finds a config file. It needs root (network
+// namespaces, iptables). On failure it stops what it started.
 func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	began := time.Now()
 	if err := requireRoot(); err != nil {
@@ -174,6 +176,9 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Jobs' pods are created once the node can run them; the controller
+	// stops with runCtx or Stop.
+	w.Jobs = StartJobController(runCtx, w.Kube, opts.Logf)
 	node := w.Node
 	w.status = &http.Client{
 		Timeout: 2 * time.Second,
@@ -188,13 +193,18 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	return w, nil
 }
 
-// Stop stops the node (every pod process, every network namespace), the
-// inventory writer and the injector (its webhook configurations are
-// deleted so the API server does not fail pod creation closed), and
-// removes StateDir if StartWorld made it. Idempotent.
+// Stop stops the job controller, the node (every pod process, every
+// network namespace), the inventory writer and the injector (its webhook
+// configurations are deleted so the API server does not fail pod creation
+// closed), and removes StateDir if StartWorld made it. Idempotent.
 func (w *World) Stop() error {
 	w.stopOnce.Do(func() {
 		var errs []error
+		// First the job controller, so no pods are created while the node
+		// stops.
+		if w.Jobs != nil {
+			w.Jobs.Stop()
+		}
 		if w.Node != nil {
 			errs = append(errs, w.Node.Stop())
 		}
