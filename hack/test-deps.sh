@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in mariadbd:mariadb-server sshd:openssh-server redis-server:redis-server \
-            nmap:nmap ip:iproute2 iptables:iptables exim4:exim4-daemon-light chromium:chromium chromedriver:chromium-driver; do
+            nmap:nmap ip:iproute2 iptables:iptables exim4:exim4-daemon-light chromium:chromium chromedriver:chromium-driver \
+            curl:curl unshare:util-linux setpriv:util-linux; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_apt+=("$pkg")
 done

@@ -36,6 +36,7 @@ type publishFlags struct {
 	shards          int
 	runID           string
 	quitSidecarFlag bool
+	reportMaxBytes  int
 
 	// Resolved by prepare.
 	cmNamespace, cmName    string
@@ -50,6 +51,7 @@ func (p *publishFlags) add(cmd *cobra.Command, root *rootOptions) {
 	fl := cmd.Flags()
 	fl.BoolVar(&root.inCluster, "in-cluster", false, "Run as a Job inside the cluster: the pod's ServiceAccount instead of a kubeconfig, --vantage self, -o json unless -o is given, and stop the sidecar when done (--quit-sidecar)")
 	fl.StringVar(&p.reportConfigMap, "report-configmap", "", "Also write the report into this ConfigMap (NAMESPACE/NAME): report.json, report.md, previous.json (the last report), updated; created if absent, kept under 1 MiB")
+	fl.IntVar(&p.reportMaxBytes, "report-max-bytes", publish.DefaultBudget, "With --report-configmap: the most bytes the ConfigMap may take; past it report.json is gzipped, then previous.json dropped, then report.md cut, then the least severe findings trimmed, each step noted in the report (lower it if your API server or etcd accepts less than 1 MiB)")
 	fl.StringVar(&p.metricsFile, "metrics-file", "", "Also write Prometheus metrics to this file (node exporter textfile format, written atomically)")
 	fl.StringVar(&p.pushgateway, "pushgateway", "", "Also push Prometheus metrics to this Pushgateway URL")
 	fl.StringVar(&p.pushJob, "push-job", "kubectl-serverfirst", "With --pushgateway: the job label of the pushed group")
@@ -58,6 +60,10 @@ func (p *publishFlags) add(cmd *cobra.Command, root *rootOptions) {
 	fl.StringVar(&p.runID, "run-id", "", "With sharding: the name shared by the shards of one scan (default $"+publish.RunIDEnv+", the Job's name in job manifests)")
 	fl.BoolVar(&p.quitSidecarFlag, "quit-sidecar", false, "When done, ask the pod's Istio sidecar to exit (POST "+sidecarQuitURL+"), so a Job completes; default true with --in-cluster")
 }
+
+// minReportBytes leaves room for the ConfigMap's metadata, the summary and
+// the note saying what was trimmed.
+const minReportBytes = 4096
 
 // prepare resolves the flags before the scan. It always returns p (its
 // quitSidecar must run whatever happens).
@@ -82,6 +88,9 @@ func (p *publishFlags) prepare(cmd *cobra.Command, root *rootOptions, sf *scanFl
 			return p, fmt.Errorf("--report-configmap %q: want NAMESPACE/NAME", p.reportConfigMap)
 		}
 		p.cmNamespace, p.cmName = ns, name
+	}
+	if fl.Changed("report-max-bytes") && (p.reportMaxBytes < minReportBytes || p.reportMaxBytes > publish.MaxObjectBytes) {
+		return p, fmt.Errorf("--report-max-bytes %d: want %d..%d", p.reportMaxBytes, minReportBytes, publish.MaxObjectBytes)
 	}
 	switch {
 	case p.shard != "" && p.shards != 0:
@@ -164,7 +173,7 @@ func (p *publishFlags) writeConfigMap(ctx context.Context, root *rootOptions, r 
 	if err != nil {
 		return err
 	}
-	sink := publish.ConfigMapSink{Client: kube, Namespace: p.cmNamespace, Name: p.cmName}
+	sink := publish.ConfigMapSink{Client: kube, Namespace: p.cmNamespace, Name: p.cmName, Budget: p.reportMaxBytes}
 	if p.shardPayload != nil {
 		res, err := sink.PublishShard(ctx, *p.shardPayload, now)
 		if err != nil {

@@ -396,3 +396,20 @@ func TestJobManifestsGolden(t *testing.T) {
 		t.Errorf("a bad schedule was accepted")
 	}
 }
+
+func TestReportMaxBytesFlag(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{{"4096", true}, {"1048576", true}, {"4095", false}, {"1048577", false}, {"-1", false}} {
+		_, errOut, err := run(t, "", "scan", "--static", "--report-max-bytes", tc.value, "--report-configmap", "ns/name")
+		msg := errOut
+		if err != nil {
+			msg += err.Error()
+		}
+		flagErr := strings.Contains(msg, "--report-max-bytes")
+		if flagErr == tc.ok {
+			t.Errorf("--report-max-bytes %s: accepted=%v, want %v (err %v: %s)", tc.value, !flagErr, tc.ok, err, errOut)
+		}
+	}
+}

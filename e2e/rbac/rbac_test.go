@@ -6,8 +6,6 @@ package rbac
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,15 +24,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -65,46 +60,17 @@ func readManifest(t *testing.T) []*unstructured.Unstructured {
 	f, err := os.Open(filepath.Join(root, "deploy", "rbac.yaml"))
 	must(t, err)
 	defer f.Close()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatalf("deploy/rbac.yaml: %v", err)
-		}
-		if len(obj.Object) > 0 {
-			out = append(out, obj)
-		}
+	objs, err := testenv.DecodeManifests(f)
+	if err != nil {
+		t.Fatalf("deploy/rbac.yaml: %v", err)
 	}
-	return out
+	return objs
 }
 
-// apply creates every object through the dynamic client, finding each
-// kind's resource by discovery as kubectl does.
+// apply server-side-applies every object.
 func apply(t *testing.T, env *testenv.Env, objs []*unstructured.Unstructured) {
 	t.Helper()
-	ctx := ctxFor(t)
-	groups, err := restmapper.GetAPIGroupResources(env.Client.Discovery())
-	must(t, err)
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
-	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		must(t, err)
-		var ri = env.Dynamic.Resource(m.Resource)
-		var err2 error
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			_, err2 = ri.Namespace(obj.GetNamespace()).Create(ctx, obj, metav1.CreateOptions{})
-		} else {
-			_, err2 = ri.Create(ctx, obj, metav1.CreateOptions{})
-		}
-		if err2 != nil && !apierrors.IsAlreadyExists(err2) {
-			t.Fatalf("apply %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err2)
-		}
-	}
+	must(t, env.Apply(ctxFor(t), objs))
 }
 
 func clients(t *testing.T, cfg *rest.Config) cluster.Clients {

@@ -29,6 +29,10 @@ type Options struct {
 	OutboundAddr string // ":15001"
 	InboundAddr  string // ":15006"
 	StatusAddr   string // ":15021"
+	// AgentAddr is pilot-agent's own port (":15020"): POST /quitquitquit
+	// from localhost stops the model, so a Job's pod can complete with a
+	// classic sidecar. "-" disables it.
+	AgentAddr string
 
 	// Refresh is how often the source is polled (default 1s); Model.Refresh
 	// asks for an immediate poll.
@@ -81,6 +85,8 @@ type Model struct {
 	view    atomic.Pointer[view]
 	refresh chan struct{}
 	ready   chan struct{}
+	quit    chan struct{} // closed by /quitquitquit
+	quitOne sync.Once
 
 	mu      sync.Mutex
 	status  Status
@@ -88,6 +94,7 @@ type Model struct {
 
 	addrMu                  sync.Mutex
 	outAddr, inAddr, stAddr net.Addr
+	agAddr                  net.Addr
 }
 
 // New checks opts and returns a model that is not yet listening.
@@ -111,6 +118,7 @@ func New(opts Options) (*Model, error) {
 	def(&opts.OutboundAddr, fmt.Sprintf(":%d", OutboundPort))
 	def(&opts.InboundAddr, fmt.Sprintf(":%d", InboundPort))
 	def(&opts.StatusAddr, fmt.Sprintf(":%d", StatusPort))
+	def(&opts.AgentAddr, fmt.Sprintf(":%d", AgentPort))
 	def(&opts.InboundBindAddr, "127.0.0.6")
 	if _, err := netip.ParseAddr(opts.InboundBindAddr); err != nil {
 		return nil, fmt.Errorf("sidecar: inbound bind address %q: %v", opts.InboundBindAddr, err)
@@ -121,7 +129,7 @@ func New(opts Options) (*Model, error) {
 	if opts.OriginalDst == nil {
 		opts.OriginalDst = originalDst
 	}
-	m := &Model{opts: opts, log: opts.Log, refresh: make(chan struct{}, 1), ready: make(chan struct{})}
+	m := &Model{opts: opts, log: opts.Log, refresh: make(chan struct{}, 1), ready: make(chan struct{}), quit: make(chan struct{})}
 	if m.log == nil {
 		m.log = log.New(os.Stderr, "sidecar-model: ", log.LstdFlags|log.Lmicroseconds)
 	}
@@ -138,6 +146,14 @@ func (m *Model) Addrs() (outbound, inbound, status net.Addr) {
 	m.addrMu.Lock()
 	defer m.addrMu.Unlock()
 	return m.outAddr, m.inAddr, m.stAddr
+}
+
+// AgentAddr is where the pilot-agent port listens (nil before Run is
+// ready or when disabled).
+func (m *Model) AgentAddr() net.Addr {
+	m.addrMu.Lock()
+	defer m.addrMu.Unlock()
+	return m.agAddr
 }
 
 // Status returns a snapshot of the config state.
@@ -184,6 +200,18 @@ func (m *Model) Run(ctx context.Context) error {
 		go srv.Serve(st)
 		defer srv.Close()
 	}
+	if m.opts.AgentAddr != "-" {
+		ag, err := lc.Listen(ctx, "tcp", m.opts.AgentAddr)
+		if err != nil {
+			return fmt.Errorf("sidecar: agent listener: %w", err)
+		}
+		srv := &http.Server{Handler: m.agentHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ag)
+		defer srv.Close()
+		m.addrMu.Lock()
+		m.agAddr = ag.Addr()
+		m.addrMu.Unlock()
+	}
 	m.addrMu.Lock()
 	m.outAddr, m.inAddr = out.Addr(), in.Addr()
 	if st != nil {
@@ -208,12 +236,36 @@ func (m *Model) Run(ctx context.Context) error {
 	return nil
 }
 
+// agentHandler is the part of pilot-agent's :15020 server a Job needs:
+// POST /quitquitquit from localhost makes the proxy exit (Run returns
+// nil), answering 200 first, as pilot-agent does.
+func (m *Model) agentHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/quitquitquit", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+			http.Error(w, "only requests from localhost are allowed", http.StatusForbidden)
+			return
+		}
+		io.WriteString(w, "OK")
+		m.log.Printf("quitquitquit from %s: exiting", r.RemoteAddr)
+		m.quitOne.Do(func() { close(m.quit) })
+	})
+	return mux
+}
+
 // wait blocks until the next refresh is due; false when ctx ended.
 func (m *Model) wait(ctx context.Context) bool {
 	t := time.NewTimer(m.opts.Refresh)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+		return false
+	case <-m.quit:
 		return false
 	case <-t.C:
 	case <-m.refresh:

@@ -33,7 +33,7 @@ func startLoopbackModel(t *testing.T, src ConfigSource, id Identity, dst netip.A
 	gens := make(chan Status, 8)
 	m, err := New(Options{
 		Source: src, Pod: id,
-		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", StatusAddr: "127.0.0.1:0",
+		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", StatusAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0",
 		Refresh:      time.Hour,
 		OriginalDst:  func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil },
 		Log:          log.New(io.Discard, "", 0),
@@ -186,5 +186,45 @@ func TestInboundOnLoopback(t *testing.T) {
 				t.Errorf("the app should see Envoy's inbound passthrough source 127.0.0.6: %q", r.Got)
 			}
 		})
+	}
+}
+
+// TestQuitQuitQuit: pilot-agent's POST /quitquitquit ends Run cleanly
+// (a Job's pod completes); other methods are refused.
+func TestQuitQuitQuit(t *testing.T) {
+	m, err := New(Options{
+		Source: NewStaticSource(cluster.Inventory{}), Pod: Identity{Namespace: "app", Name: "job"},
+		OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", StatusAddr: "-", AgentAddr: "127.0.0.1:0",
+		Refresh: time.Hour, Log: log.New(io.Discard, "", 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	select {
+	case <-m.Ready():
+	case err := <-done:
+		t.Fatalf("model stopped: %v", err)
+	}
+	url := "http://" + m.AgentAddr().String() + "/quitquitquit"
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /quitquitquit: %s, want 405", resp.Status)
+	}
+	resp, err = http.Post(url, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /quitquitquit: %s", resp.Status)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run after quitquitquit: %v, want nil (exit 0)", err)
 	}
 }

@@ -256,6 +256,7 @@ const (
 	OutboundPort = 15001
 	InboundPort  = 15006
 	StatusPort   = 15021
+	AgentPort    = 15020
 	ProxyUID     = 1337
 	ProxyGID     = 1337
 )
@@ -342,6 +343,14 @@ func (v *view) upstream(plan outboundPlan, dst netip.AddrPort, http bool) (upstr
 	alpn := "istio-peer-exchange"
 	if http {
 		alpn = "istio-http/1.1"
+	}
+	if ref != nil && apiServerService(ref.svc) {
+		// Envoy sends to the EndpointSlice's address (the API server is not
+		// a pod); the inventory keeps only pod backends, so the model
+		// relays to the ClusterIP and the node's kube-proxy picks the
+		// address. Plaintext: the API server has no sidecar (TLS is the
+		// client's own, end to end).
+		return upstream{Addr: dst, Why: "the API server's Service (endpoints are not pods): via the ClusterIP, plaintext"}, nil
 	}
 	if ref != nil {
 		pod, tp, err := v.endpoint(*ref, dst)
@@ -567,4 +576,10 @@ func looksHTTP(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// apiServerService is default/kubernetes, the one Service whose endpoints
+// are the control plane's addresses rather than pods.
+func apiServerService(s *cluster.Service) bool {
+	return s.Namespace == "default" && s.Name == "kubernetes" && len(s.Selector) == 0
 }

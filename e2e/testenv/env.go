@@ -168,7 +168,9 @@ func start(ctx context.Context, apiserverBin, etcdBin string, opts Options) (env
 	}
 	files := map[string][]byte{"ca.crt": env.pki.caPEM}
 	files["apiserver.crt"], files["apiserver.key"], err = env.pki.issue("kube-apiserver", nil,
-		[]string{"127.0.0.1", "::1", "localhost", "kubernetes", "kubernetes.default",
+		// 10.96.0.1: the kubernetes Service's ClusterIP (first address of
+		// --service-cluster-ip-range), which in-cluster clients dial.
+		[]string{"127.0.0.1", "::1", "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
 			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return env, fmt.Errorf("make serving certificate: %w", err)

@@ -36,7 +36,7 @@ func imageBase(image string) string {
 // containerEnvList is the container spec's env as K=V (fieldRefs resolved),
 // for $(VAR) expansion in command and args.
 func containerEnvList(pod *corev1.Pod, c *corev1.Container, podIP string) []string {
-	return containerEnv(pod, c, podIP, nil)
+	return containerEnv(pod, c, podIP, nil, nil)
 }
 
 // ServerfirstResolver runs any image whose repository ends in
@@ -99,8 +99,8 @@ func HostCommandResolver() ImageResolver {
 //   - redis: redis-server without persistence or protected mode
 //     (client-first control);
 //   - exim, smtp, postfix: Debian's exim4 in the foreground (server-first:
-//     "220 ... ESMTP Exim"); needs exim4-daemon-light, which
-//     hack/test-deps.sh does not install.
+//     "220 ... ESMTP Exim"); needs exim4-daemon-light (hack/test-deps.sh
+//     installs it).
 func DaemonResolver() ImageResolver {
 	return func(pod *corev1.Pod, c *corev1.Container, podIP, stateDir string) (Command, error) {
 		base := imageBase(c.Image)

@@ -41,10 +41,14 @@ const (
 	// (hub docker.io/istio, image proxyv2, tag 1.28.0).
 	DefaultProxyImage = "docker.io/istio/proxyv2:1.28.0"
 
-	annotationSidecarStatus   = "sidecar.istio.io/status"
-	annotationSidecarInject   = "sidecar.istio.io/inject"
-	annotationProxyConfig     = "proxy.istio.io/config"
-	annotationProxyImage      = "sidecar.istio.io/proxyImage"
+	annotationSidecarStatus = "sidecar.istio.io/status"
+	annotationSidecarInject = "sidecar.istio.io/inject"
+	annotationProxyConfig   = "proxy.istio.io/config"
+	annotationProxyImage    = "sidecar.istio.io/proxyImage"
+	// annotationNativeSidecar "true" makes istio-proxy a native sidecar
+	// (an init container with restartPolicy Always), whatever
+	// ENABLE_NATIVE_SIDECARS says; "false" forces a classic one.
+	annotationNativeSidecar   = "sidecar.istio.io/nativeSidecar"
 	annotationRev             = "istio.io/rev"
 	annotationDefaultCont     = "kubectl.kubernetes.io/default-container"
 	annotationDefaultLogsCont = "kubectl.kubernetes.io/default-logs-container"
@@ -442,13 +446,21 @@ func injectionPatch(pod *corev1.Pod, image, revision string) ([]patchOp, error) 
 			apps = append(apps, c.Name)
 		}
 	}
-	status, err := json.Marshal(SidecarInjectionStatus{
+	// The world's injector runs as Istio with ENABLE_NATIVE_SIDECARS=false
+	// (classic sidecars, where a Job must quit its proxy); the pod's
+	// annotation overrides it, as in Istio's injection template.
+	native := pod.Annotations[annotationNativeSidecar] == "true"
+	injected := SidecarInjectionStatus{
 		// No istio-init: see proxyContainer. The list says what was injected.
 		InitContainers: []string{},
 		Containers:     []string{cluster.ProxyContainerName},
 		Volumes:        []string{},
 		Revision:       revisionOrDefault(revision),
-	})
+	}
+	if native {
+		injected.InitContainers, injected.Containers = []string{cluster.ProxyContainerName}, []string{}
+	}
+	status, err := json.Marshal(injected)
 	if err != nil {
 		return nil, err
 	}
@@ -473,6 +485,26 @@ func injectionPatch(pod *corev1.Pod, image, revision string) ([]patchOp, error) 
 	ops = append(ops, mapPatch("/metadata/annotations", pod.Annotations, annotations)...)
 	ops = append(ops, mapPatch("/metadata/labels", pod.Labels, labels)...)
 	proxy := proxyContainer(pod, image, apps)
+	if native {
+		// First init container: Istio puts it before the pod's own ones
+		// so they run with the mesh (only istio-init, absent here, goes
+		// earlier).
+		always := corev1.ContainerRestartPolicyAlways
+		proxy.RestartPolicy = &always
+		// Istio's template: the app starts once the proxy is ready.
+		proxy.StartupProbe = &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(15021)}},
+			PeriodSeconds:    1,
+			TimeoutSeconds:   3,
+			FailureThreshold: 600,
+		}
+		if len(pod.Spec.InitContainers) == 0 {
+			ops = append(ops, patchOp{Op: "add", Path: "/spec/initContainers", Value: []corev1.Container{proxy}})
+		} else {
+			ops = append(ops, patchOp{Op: "add", Path: "/spec/initContainers/0", Value: proxy})
+		}
+		return ops, nil
+	}
 	if len(pod.Spec.Containers) == 0 {
 		ops = append(ops, patchOp{Op: "add", Path: "/spec/containers", Value: []corev1.Container{proxy}})
 	} else {

@@ -9,6 +9,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -332,6 +333,37 @@ func TestServeInject(t *testing.T) {
 			t.Errorf("second review of an injected pod: %+v", out.Response)
 		}
 	}
+
+	// sidecar.istio.io/nativeSidecar: "true": istio-proxy becomes the first
+	// init container with restartPolicy Always, before the pod's own.
+	for _, inits := range [][]corev1.Container{nil, {{Name: "migrate", Image: "debian:12"}}} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "job-0", Namespace: "shop", Annotations: map[string]string{"sidecar.istio.io/nativeSidecar": "true"}},
+			Spec:       corev1.PodSpec{InitContainers: inits, Containers: []corev1.Container{{Name: "scan", Image: "debian:12"}}},
+		}
+		_, out = post(review(pod))
+		if out.Response == nil || out.Response.Patch == nil {
+			t.Fatalf("native: %+v", out.Response)
+		}
+		got := applyPatch(t, pod, out.Response.Patch)
+		if len(got.Spec.InitContainers) != len(inits)+1 || got.Spec.InitContainers[0].Name != cluster.ProxyContainerName ||
+			got.Spec.InitContainers[0].RestartPolicy == nil || *got.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("native: init containers %+v", got.Spec.InitContainers)
+		}
+		if len(got.Spec.Containers) != 1 || got.Spec.Containers[0].Name != "scan" {
+			t.Errorf("native: containers %+v", got.Spec.Containers)
+		}
+		if !strings.Contains(got.Annotations[annotationSidecarStatus], `"initContainers":["istio-proxy"]`) {
+			t.Errorf("native: status annotation %s", got.Annotations[annotationSidecarStatus])
+		}
+		if !cluster.HasSidecar(got) {
+			t.Error("native: cluster.HasSidecar does not see it")
+		}
+		_, out = post(review(got))
+		if out.Response == nil || out.Response.Patch != nil {
+			t.Errorf("second review of a native-injected pod: %+v", out.Response)
+		}
+	}
 }
 
 func checkInjected(t *testing.T, pod *corev1.Pod, wantRev string) {
@@ -462,7 +494,9 @@ func applyPatch(t *testing.T, pod *corev1.Pod, patch []byte) *corev1.Pod {
 		_ = json.Unmarshal(op.Value, &value)
 		tokens := strings.Split(strings.TrimPrefix(op.Path, "/"), "/")
 		appendTo := tokens[len(tokens)-1] == "-"
-		if appendTo {
+		insertAt, err := strconv.Atoi(tokens[len(tokens)-1])
+		insert := err == nil
+		if appendTo || insert {
 			tokens = tokens[:len(tokens)-1]
 		}
 		parent := doc
@@ -474,12 +508,18 @@ func applyPatch(t *testing.T, pod *corev1.Pod, patch []byte) *corev1.Pod {
 			parent = next
 		}
 		last := unescape.Replace(tokens[len(tokens)-1])
-		if appendTo {
+		if appendTo || insert {
 			arr, ok := parent[last].([]any)
 			if !ok {
 				t.Fatalf("patch path %s: %s is not an array", op.Path, last)
 			}
-			parent[last] = append(arr, value)
+			if appendTo {
+				insertAt = len(arr)
+			}
+			if insertAt < 0 || insertAt > len(arr) {
+				t.Fatalf("patch path %s: index out of range", op.Path)
+			}
+			parent[last] = append(arr[:insertAt:insertAt], append([]any{value}, arr[insertAt:]...)...)
 			continue
 		}
 		parent[last] = value

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 )
@@ -41,6 +42,15 @@ type NodeOptions struct {
 	Resolver ImageResolver
 	// Logf receives the agent's own log lines; nil means log.Printf.
 	Logf func(format string, args ...any)
+	// APIServer is the API server's host:port as the node agent reaches
+	// it (testenv: 127.0.0.1:PORT). When set, pods reach it through the
+	// `kubernetes` Service (see apiserver.go) and get the
+	// KUBERNETES_SERVICE_* environment and service-account files, so
+	// in-cluster clients work. "" leaves pods without API access.
+	APIServer string
+	// ClusterCA is the PEM bundle pods get as ca.crt next to their token
+	// (the kube-root-ca.crt ConfigMap no controller publishes here).
+	ClusterCA []byte
 }
 
 // Node is a running node agent. Stop it when done.
@@ -65,6 +75,8 @@ type Node struct {
 	stopOnce    sync.Once
 	stopErr     error
 	startedTime time.Time
+	apiFwd      *apiForwarder
+	apiEnv      []string // guarded by mu
 }
 
 // StartNode registers a Node, builds the pod network, starts the kubelet
@@ -131,6 +143,28 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	}
 	if err := n.startKubeletServer(); err != nil {
 		return nil, err
+	}
+	if n.opts.APIServer != "" {
+		if err := n.startAPIForwarder(); err != nil {
+			return nil, err
+		}
+		// The API server creates the kubernetes Service shortly after it
+		// turns ready.
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			if err := n.loadAPIServiceEnv(ctx); err != nil {
+				if apierrors.IsNotFound(errors.Unwrap(err)) {
+					return false, nil
+				}
+				return false, err
+			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("API access for pods: %w", err)
+		}
+		if err := n.ensureAPISlice(ctx); err != nil {
+			return nil, fmt.Errorf("API access for pods: %w", err)
+		}
 	}
 	if err := n.register(ctx); err != nil {
 		return nil, err
@@ -259,6 +293,9 @@ func (n *Node) Stop() error {
 		n.mu.Unlock()
 		for _, w := range workers {
 			<-w.done
+		}
+		if n.apiFwd != nil {
+			n.apiFwd.close()
 		}
 		if n.server != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

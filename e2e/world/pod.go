@@ -55,6 +55,9 @@ type ctr struct {
 	exitedCh    chan struct{}
 	probeCancel context.CancelFunc
 	id          string
+	// startupDone: the startupProbe passed once (or there is none); the
+	// kubelet starts the container after a native sidecar only then.
+	startupDone bool
 }
 
 func (c *ctr) sidecar() bool {
@@ -84,6 +87,7 @@ type podWorker struct {
 	terminal   bool
 	failMsg    string
 	lastStatus *corev1.PodStatus
+	volumes    map[string]string // volume name -> prepared directory
 }
 
 func newPodWorker(n *Node, p *corev1.Pod) *podWorker {
@@ -243,7 +247,7 @@ func (w *podWorker) step() {
 				w.startContainer(c)
 			}
 			w.mu.Lock()
-			ok := c.running || c.started
+			ok := (c.running || c.started) && c.startupDone
 			w.mu.Unlock()
 			if !ok {
 				initDone = false
@@ -440,6 +444,21 @@ func (w *podWorker) startContainer(c *ctr) {
 		fail("CreateContainerError", err)
 		return
 	}
+	args := cmd.Args
+	uid, gid := effectiveIDs(pod, &spec, cmd)
+	mounts, err := w.containerMounts(pod, &spec)
+	if err != nil {
+		fail("CreateContainerConfigError", err)
+		return
+	}
+	if len(mounts) > 0 {
+		// The wrapper starts as root to mount, then drops to uid/gid.
+		if path, args, err = withMounts(mounts, path, args, uid, gid); err != nil {
+			fail("CreateContainerError", err)
+			return
+		}
+		uid, gid = nil, nil
+	}
 	w.mu.Lock()
 	run := len(c.logs)
 	w.mu.Unlock()
@@ -450,8 +469,8 @@ func (w *podWorker) startContainer(c *ctr) {
 		return
 	}
 	defer logFile.Close()
-	ec := exec.Command(path, cmd.Args...)
-	ec.Env = containerEnv(pod, &spec, ip, cmd.Env)
+	ec := exec.Command(path, args...)
+	ec.Env = containerEnv(pod, &spec, ip, w.node.apiServiceEnv(), cmd.Env)
 	ec.Dir = cmd.Dir
 	if ec.Dir == "" {
 		ec.Dir = spec.WorkingDir
@@ -461,7 +480,7 @@ func (w *podWorker) startContainer(c *ctr) {
 	}
 	ec.Stdout, ec.Stderr = logFile, logFile
 	ec.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if uid, gid := effectiveIDs(pod, &spec, cmd); uid != nil || gid != nil {
+	if uid != nil || gid != nil {
 		cred := &syscall.Credential{Groups: []uint32{}}
 		if uid != nil {
 			cred.Uid = *uid
@@ -496,6 +515,13 @@ func (w *podWorker) startContainer(c *ctr) {
 	w.mu.Unlock()
 	if spec.ReadinessProbe != nil && c.kind != kindEphemeral {
 		go w.probeLoop(ctx, c, spec)
+	}
+	if spec.StartupProbe != nil && c.kind != kindEphemeral {
+		go w.startupLoop(ctx, c, spec)
+	} else {
+		w.mu.Lock()
+		c.startupDone = true
+		w.mu.Unlock()
 	}
 	go func() {
 		err := ec.Wait()
@@ -564,6 +590,32 @@ func (w *podWorker) probeLoop(ctx context.Context, c *ctr, spec corev1.Container
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		}
+	}
+}
+
+// startupLoop runs a startup probe until it passes once; the container
+// counts as started for the containers after it from then on (failure
+// thresholds are not applied: a sidecar that never starts blocks the pod,
+// as the kubelet's restarts would).
+func (w *podWorker) startupLoop(ctx context.Context, c *ctr, spec corev1.Container) {
+	p := spec.StartupProbe
+	timeout := time.Duration(p.TimeoutSeconds) * time.Second
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	for {
+		if w.probeOnce(p, &spec, timeout) {
+			w.mu.Lock()
+			c.startupDone = true
+			w.mu.Unlock()
+			kickChan(w.wake)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -646,9 +698,10 @@ func resolvePort(p intstr.IntOrString, c *corev1.Container) (int32, bool) {
 
 // containerEnv is a container's environment: a base PATH and HOME, the pod
 // identity Istio's injector sets (POD_NAME, POD_NAMESPACE, INSTANCE_IP), the
-// container spec's env (plain values and downward-API fieldRefs), then the
+// node's service variables (KUBERNETES_SERVICE_HOST ...), the container
+// spec's env (plain values and downward-API fieldRefs), then the
 // resolver's Command.Env, which wins.
-func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP string, extra []string) []string {
+func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP string, base, extra []string) []string {
 	vals := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -663,6 +716,10 @@ func containerEnv(pod *corev1.Pod, c *corev1.Container, podIP string, extra []st
 	set("POD_NAME", pod.Name)
 	set("POD_NAMESPACE", pod.Namespace)
 	set("INSTANCE_IP", podIP)
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
 			set(e.Name, expandVars(e.Value, vals))

@@ -10,6 +10,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -160,11 +161,17 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 		w.Inventory.Run(runCtx, opts.InventoryEvery)
 	}()
 
+	apiServer, clusterCA, err := apiAccess(cfg)
+	if err != nil {
+		return nil, err
+	}
 	w.Node, err = StartNode(ctx, NodeOptions{
-		Client:   w.Kube,
-		Name:     opts.NodeName,
-		StateDir: filepath.Join(w.StateDir, "node"),
-		PodCIDR:  opts.PodCIDR,
+		Client:    w.Kube,
+		APIServer: apiServer,
+		ClusterCA: clusterCA,
+		Name:      opts.NodeName,
+		StateDir:  filepath.Join(w.StateDir, "node"),
+		PodCIDR:   opts.PodCIDR,
 		Resolver: Chain(
 			SidecarResolver(opts.Binaries.SidecarModel, w.InventoryPath),
 			ServerfirstResolver(opts.Binaries.Serverfirst),
@@ -384,4 +391,25 @@ func (w *World) DialFrom(ctx context.Context, namespace, name, addr string) (net
 		d.Deadline = dl
 	}
 	return dialIn(filepath.Base(path), addr, d)
+}
+
+// apiAccess is what pods need to reach the API server of cfg: its
+// host:port (dialled by the node agent's forwarder) and the CA bundle
+// that signed its serving certificate.
+func apiAccess(cfg *rest.Config) (hostPort string, ca []byte, err error) {
+	u, err := url.Parse(cfg.Host)
+	if err != nil || u.Host == "" {
+		return "", nil, fmt.Errorf("world: API server URL %q: want https://HOST:PORT", cfg.Host)
+	}
+	hostPort = u.Host
+	if u.Port() == "" {
+		hostPort = net.JoinHostPort(u.Hostname(), "443")
+	}
+	ca = cfg.TLSClientConfig.CAData
+	if len(ca) == 0 && cfg.TLSClientConfig.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.TLSClientConfig.CAFile); err != nil {
+			return "", nil, fmt.Errorf("world: API server CA: %w", err)
+		}
+	}
+	return hostPort, ca, nil
 }

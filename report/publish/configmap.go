@@ -281,7 +281,7 @@ func fitReport(cm *corev1.ConfigMap, r report.Report, markdown []byte, now time.
 	st := fitState{
 		full: r, fullJSON: full, markdown: markdown, now: now,
 		prevPlain: prevPlain, hasPrevPlain: hasPrevPlain, prevGz: prevGz, hasPrevGz: hasPrevGz,
-		keepPrevious: true, mdLimit: -1,
+		keepPrevious: true, mdLimit: -1, budget: budget,
 	}
 	try := func() (*corev1.ConfigMap, int, error) {
 		out := base.DeepCopy()
@@ -380,6 +380,7 @@ type fitState struct {
 	mdLimit                               int // bytes of report.md kept; -1 = all
 	compress                              bool
 	keepPrevious, hasPrevPlain, hasPrevGz bool
+	budget                                int
 }
 
 func (st *fitState) trimmed() int {
@@ -392,7 +393,7 @@ func (st *fitState) trimmed() int {
 func (st *fitState) notes() []string {
 	var n []string
 	if st.compress {
-		n = append(n, fmt.Sprintf("report.json is stored gzipped in binaryData key %s (%d bytes of JSON did not fit the 1 MiB ConfigMap limit); read it with: kubectl get configmap NAME -o jsonpath='{.binaryData.report\\.json\\.gz}' | base64 -d | gunzip", KeyReportJSONGz, len(st.fullJSON)))
+		n = append(n, fmt.Sprintf("report.json is stored gzipped in binaryData key %s (%d bytes of JSON did not fit %s); read it with: kubectl get configmap NAME -o jsonpath='{.binaryData.report\\.json\\.gz}' | base64 -d | gunzip", KeyReportJSONGz, len(st.fullJSON), limitText(st.budget)))
 	}
 	if !st.keepPrevious {
 		n = append(n, "previous.json was dropped to make room: no history this time")
@@ -401,13 +402,22 @@ func (st *fitState) notes() []string {
 		n = append(n, fmt.Sprintf("report.md was cut from %d to %d bytes to make room", len(st.markdown), st.mdLimit))
 	}
 	if t := st.trimmed(); t > 0 {
-		n = append(n, trimNote(t, len(st.sorted)))
+		n = append(n, trimNote(t, len(st.sorted), st.budget))
 	}
 	return n
 }
 
-func trimNote(trimmed, total int) string {
-	return fmt.Sprintf("%d of %d findings were trimmed to fit the 1 MiB ConfigMap limit (kept %d: affected first, worst first); summary still counts all %d", trimmed, total, total-trimmed, total)
+func trimNote(trimmed, total, budget int) string {
+	return fmt.Sprintf("%d of %d findings were trimmed to fit %s (kept %d: affected first, worst first); summary still counts all %d", trimmed, total, limitText(budget), total-trimmed, total)
+}
+
+// limitText names the size limit a note refers to: the API server's, or
+// the smaller one the caller chose.
+func limitText(budget int) string {
+	if budget <= 0 || budget >= DefaultBudget {
+		return "the 1 MiB ConfigMap limit"
+	}
+	return fmt.Sprintf("the report size limit of %d bytes", budget)
 }
 
 // apply writes the candidate's keys into cm.
@@ -416,7 +426,7 @@ func (st *fitState) apply(cm *corev1.ConfigMap) error {
 	if st.sorted != nil {
 		r := st.full
 		r.Findings = st.sorted[:st.keep]
-		r.Warnings = append(append([]string{}, st.full.Warnings...), trimNote(len(st.sorted)-st.keep, len(st.sorted)))
+		r.Warnings = append(append([]string{}, st.full.Warnings...), trimNote(len(st.sorted)-st.keep, len(st.sorted), st.budget))
 		var err error
 		if js, err = encodeReport(r); err != nil {
 			return err

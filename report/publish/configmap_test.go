@@ -452,3 +452,24 @@ func TestPublishForbidden(t *testing.T) {
 		t.Fatalf("update: err = %v", err)
 	}
 }
+
+// TestFitReportSmallerBudget: a caller's smaller limit is honoured and the
+// notes name it (not the API server's 1 MiB).
+func TestFitReportSmallerBudget(t *testing.T) {
+	const budget = 20000
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "ns"}}
+	res, err := fitReport(cm, bigReport(200000, true), []byte("# report\n"), time.Now(), budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ObjectBytes(cm); n > budget {
+		t.Errorf("stored %d bytes, over the %d budget", n, budget)
+	}
+	if res.Trimmed == 0 || !res.Compressed {
+		t.Errorf("want compressed and trimmed, got %+v", res)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	if !strings.Contains(notes, "the report size limit of 20000 bytes") || strings.Contains(notes, "1 MiB") {
+		t.Errorf("notes should name the 20000-byte limit:\n%s", notes)
+	}
+}

@@ -450,7 +450,7 @@ func fitShard(cm *corev1.ConfigMap, sh Shard, budget int) (PublishResult, error)
 		at := func(k int) (*corev1.ConfigMap, int, error) {
 			t := sh
 			t.Report.Findings = sorted[:k]
-			t.Report.Warnings = append(append([]string{}, sh.Report.Warnings...), fmt.Sprintf("shard %d: %s", sh.Index, trimNote(len(sorted)-k, len(sorted))))
+			t.Report.Warnings = append(append([]string{}, sh.Report.Warnings...), fmt.Sprintf("shard %d: %s", sh.Index, trimNote(len(sorted)-k, len(sorted), budget)))
 			keep := map[string]bool{}
 			for _, f := range t.Report.Findings {
 				keep[f.Key().String()] = true
@@ -485,7 +485,7 @@ func fitShard(cm *corev1.ConfigMap, sh Shard, budget int) (PublishResult, error)
 				return res, err
 			}
 		}
-		res.Notes = append(res.Notes, fmt.Sprintf("shard %d: %s", sh.Index, trimNote(res.Trimmed, len(sorted))))
+		res.Notes = append(res.Notes, fmt.Sprintf("shard %d: %s", sh.Index, trimNote(res.Trimmed, len(sorted), budget)))
 	}
 	if size > budget {
 		return res, fmt.Errorf("shard %d does not fit in ConfigMap %s/%s even with every finding trimmed (%d bytes > %d)", sh.Index, cm.Namespace, cm.Name, size, budget)

@@ -39,6 +39,7 @@ func run(args []string) int {
 		gid         = fs.Int("gid", sidecar.ProxyGID, "gid to run as after capture")
 		refresh     = fs.Duration("refresh", 2*time.Second, "how often to reload the config; SIGHUP reloads at once")
 		statusAddr  = fs.String("status-addr", fmt.Sprintf(":%d", sidecar.StatusPort), `status server (/healthz/ready, /model/status); "-" disables it`)
+		agentAddr   = fs.String("agent-addr", fmt.Sprintf(":%d", sidecar.AgentPort), `pilot-agent's port (POST /quitquitquit from localhost exits 0); "-" disables it`)
 		dnsAuto     = fs.Bool("dns-auto-allocate", envTrue("ISTIO_META_DNS_CAPTURE") && envTrue("ISTIO_META_DNS_AUTO_ALLOCATE"),
 			"match address-less ServiceEntries by their hosts' resolved IPs (default: ISTIO_META_DNS_CAPTURE and ISTIO_META_DNS_AUTO_ALLOCATE are true)")
 	)
@@ -90,6 +91,7 @@ func run(args []string) int {
 			Source:          src,
 			Pod:             sidecar.Identity{Namespace: *podNS, Name: *podName, IP: *podIP},
 			StatusAddr:      *statusAddr,
+			AgentAddr:       *agentAddr,
 			Refresh:         *refresh,
 			DNSAutoAllocate: *dnsAuto,
 			Log:             logger,
