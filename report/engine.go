@@ -356,7 +356,7 @@ func (j *judge) activeVerdict(f *Finding) {
 			outside = append(outside, o.Result)
 		}
 	}
-	sort.SliceStable(f.Evidence, func(a, b int) bool { return vantageRank(f.Evidence[a].Vantage) < vantageRank(f.Evidence[b].Vantage) })
+	sort.SliceStable(f.Evidence, func(a, b int) bool { return vantageRank(f.Evidence[a]) < vantageRank(f.Evidence[b]) })
 	d, dNote := summarize(direct)
 	if dNote != "" {
 		f.Notes = append(f.Notes, "direct path: "+dNote)
@@ -534,21 +534,31 @@ func lowerFirst(s string) string {
 
 func evidenceOf(o Observation) Evidence {
 	r := o.Result
-	return Evidence{
+	e := Evidence{
 		Vantage: o.Vantage, Address: r.Address, Outcome: string(r.Outcome), ConnectMs: r.ConnectMs,
 		FirstByteMs: r.FirstByteMs, Banner: probe.Describe(r.Bytes()), Protocol: r.Protocol, Error: r.Error,
 	}
+	if o.Vantage == VantageSelf {
+		inMesh := o.InMesh
+		e.InMesh = &inMesh
+	}
+	return e
+}
+
+// throughMesh: the evidence went through a client sidecar.
+func (e Evidence) throughMesh() bool {
+	return e.Vantage == VantageMeshClient || e.Vantage == VantageSelf && e.InMesh != nil && *e.InMesh
 }
 
 // vantageRank orders evidence as a reader checks it: the direct proof
 // first, then the mesh path, then the outside path.
-func vantageRank(v Vantage) int {
-	switch v {
-	case VantageDirect:
+func vantageRank(e Evidence) int {
+	switch {
+	case e.Vantage == VantageDirect:
 		return 0
-	case VantageMeshClient:
+	case e.throughMesh():
 		return 1
-	case VantageOutsideClient:
+	case e.Vantage == VantageOutsideClient:
 		return 2
 	}
 	return 3

@@ -418,6 +418,19 @@ func TestBuildRules(t *testing.T) {
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			check: func(t *testing.T, f Finding) {
+				// The evidence says the self probe went through a sidecar,
+				// and ranks it as the mesh path, after the direct proof.
+				if len(f.Evidence) != 2 || f.Evidence[1].Vantage != VantageSelf || f.Evidence[1].InMesh == nil || !*f.Evidence[1].InMesh {
+					t.Errorf("evidence %+v", f.Evidence)
+				}
+				if f.Evidence[0].InMesh != nil {
+					t.Errorf("direct evidence carries inMesh: %+v", f.Evidence[0])
+				}
+				if got := proofCell(f); !strings.Contains(got, "self(mesh) silent") {
+					t.Errorf("proof cell %q", got)
+				}
+			},
 		},
 		{
 			name: "mesh silent, no direct probe: AT-RISK, never DEADLOCK",

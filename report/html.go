@@ -218,17 +218,17 @@ var seriesLabel = map[string]string{
 	seriesSelf:    "self (where the tool ran)",
 }
 
-func seriesOf(v Vantage) string {
-	switch v {
-	case VantageDirect:
+func seriesOf(e Evidence) string {
+	switch {
+	case e.Vantage == VantageDirect:
 		return seriesDirect
-	case VantageMeshClient:
+	case e.throughMesh():
 		return seriesMesh
-	case VantageOutsideClient:
+	case e.Vantage == VantageOutsideClient:
 		return seriesOutside
 	}
-	// Evidence does not record whether "self" sat behind a sidecar, so
-	// it keeps a series of its own.
+	// "self" without a sidecar (a laptop, a non-injected Job): its own
+	// series, since whether it is "direct" depends on the server.
 	return seriesSelf
 }
 
@@ -329,7 +329,7 @@ func buildChart(r Report) htmlChart {
 		var es []Evidence
 		for _, s := range seriesOrder {
 			for _, e := range f.Evidence {
-				if seriesOf(e.Vantage) == s {
+				if seriesOf(e) == s {
 					es = append(es, e)
 				}
 			}
@@ -378,7 +378,7 @@ func buildChart(r Report) htmlChart {
 	seen := map[string]bool{}
 	for _, rw := range rows {
 		for _, e := range rw.es {
-			seen[seriesOf(e.Vantage)] = true
+			seen[seriesOf(e)] = true
 		}
 	}
 	for _, s := range seriesOrder {
@@ -395,7 +395,7 @@ func buildChart(r Report) htmlChart {
 		}
 		g.Label = shorten(g.Full, labelRunes)
 		for _, e := range rw.es {
-			b := chartBar{Series: seriesOf(e.Vantage), Kind: "none", Y: y, TextY: round1(y + barHeight - 3)}
+			b := chartBar{Series: seriesOf(e), Kind: "none", Y: y, TextY: round1(y + barHeight - 3)}
 			who := string(e.Vantage)
 			switch {
 			case e.Outcome == "banner" && e.FirstByteMs != nil:

@@ -184,6 +184,9 @@ func proofCell(f Finding) string {
 	var parts []string
 	for _, e := range f.Evidence {
 		v := string(e.Vantage)
+		if e.Vantage == VantageSelf && e.throughMesh() {
+			v = "self(mesh)"
+		}
 		switch e.Outcome {
 		case "banner":
 			parts = append(parts, v+" "+ms(e.FirstByteMs))

@@ -119,6 +119,9 @@ type Evidence struct {
 	Banner      string   `json:"banner,omitempty"`
 	Protocol    string   `json:"protocol,omitempty"`
 	Error       string   `json:"error,omitempty"`
+	// InMesh says whether a "self" probe went through a sidecar (only set
+	// for VantageSelf; the other vantages imply it).
+	InMesh *bool `json:"inMesh,omitempty"`
 }
 
 // Fix is one way out, as a manifest or a command.
