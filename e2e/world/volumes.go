@@ -249,31 +249,38 @@ func (w *podWorker) token(ctx context.Context, pod *corev1.Pod, audience string,
 
 func (w *podWorker) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
 	cm, err := w.node.client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) && optional != nil && *optional {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("configmap %q: %w", name, err)
-	}
 	data := map[string][]byte{}
-	for k, v := range cm.Data {
-		data[k] = []byte(v)
+	if err == nil {
+		for k, v := range cm.Data {
+			data[k] = []byte(v)
+		}
+		for k, v := range cm.BinaryData {
+			data[k] = v
+		}
 	}
-	for k, v := range cm.BinaryData {
-		data[k] = v
-	}
-	return keyFiles("configmap "+name, data, items, prefix, files)
+	return objectFiles("configmap "+name, data, err, items, optional, prefix, files)
 }
 
 func (w *podWorker) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
 	s, err := w.node.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	var data map[string][]byte
+	if err == nil {
+		data = s.Data
+	}
+	return objectFiles("secret "+name, data, err, items, optional, prefix, files)
+}
+
+// objectFiles turns a ConfigMap's or Secret's data (or the error reading
+// it) into volume files: a missing optional object gives none, a missing
+// required one blocks the container as it does under the kubelet.
+func objectFiles(what string, data map[string][]byte, err error, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
 	if apierrors.IsNotFound(err) && optional != nil && *optional {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("secret %q: %w", name, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return keyFiles("secret "+name, s.Data, items, prefix, files)
+	return keyFiles(what, data, items, prefix, files)
 }
 
 // keyFiles maps keys to file paths: every key, or only the listed items.

@@ -67,12 +67,23 @@ func TestPodAPIAccess(t *testing.T) {
 	script := `set -eu
 SA=/var/run/secrets/kubernetes.io/serviceaccount
 echo "namespace=$(cat $SA/namespace) uid=$(id -u)"
+echo "mode=$(cat /etc/serverfirst-world-test/mode) projected=$(cat /etc/serverfirst-world-test-projected/conf/mode) pod=$(cat /etc/serverfirst-world-test-projected/pod)"
+test ! -e /etc/serverfirst-world-test-projected/secret
 curl -sS --fail --cacert $SA/ca.crt -H "Authorization: Bearer $(cat $SA/token)" \
   -H 'Content-Type: application/json' -X POST \
   -d '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}' \
   "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews" \
   > ` + mountPath + `/review.json
 `
+	if _, err := cs.CoreV1().ConfigMaps("apiaccess").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "settings"}, Data: map[string]string{"mode": "strict"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"/etc/serverfirst-world-test", "/etc/serverfirst-world-test-projected"} {
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			t.Cleanup(func() { os.Remove(dir) })
+		}
+	}
 	uid := int64(65532)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: "apiaccess"},
@@ -80,9 +91,25 @@ curl -sS --fail --cacert $SA/ca.crt -H "Authorization: Bearer $(cat $SA/token)" 
 			RestartPolicy:      corev1.RestartPolicyNever,
 			ServiceAccountName: "scanner",
 			SecurityContext:    &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
-			Volumes:            []corev1.Volume{{Name: "out", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			Volumes: []corev1.Volume{
+				{Name: "out", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "settings", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
+				{Name: "mixed", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"},
+						Items: []corev1.KeyToPath{{Key: "mode", Path: "conf/mode"}}}},
+					{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Optional: ptrTo(true),
+						Items: []corev1.KeyToPath{{Key: "k", Path: "secret"}}}},
+					{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
+						{Path: "pod", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}},
+				}}}},
+			},
 			Containers: []corev1.Container{{Name: "main", Image: "debian:12", Command: []string{"sh", "-c", script},
-				VolumeMounts: []corev1.VolumeMount{{Name: "out", MountPath: mountPath}}}},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "out", MountPath: mountPath},
+					{Name: "settings", MountPath: "/etc/serverfirst-world-test", ReadOnly: true},
+					{Name: "mixed", MountPath: "/etc/serverfirst-world-test-projected", ReadOnly: true},
+				}}},
 		},
 	}
 	noToken := &corev1.Pod{
@@ -114,6 +141,9 @@ curl -sS --fail --cacert $SA/ca.crt -H "Authorization: Bearer $(cat $SA/token)" 
 		case "client":
 			if !strings.Contains(logs, "namespace=apiaccess uid=65532") {
 				t.Errorf("client logs: want the namespace file and uid 65532, got %q", logs)
+			}
+			if !strings.Contains(logs, "mode=strict projected=strict pod=client") {
+				t.Errorf("client logs: want the configMap and projected files, got %q", logs)
 			}
 		case "no-token":
 			if !strings.Contains(logs, "no token; host=10.96.0.1") {
