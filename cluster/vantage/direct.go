@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
@@ -36,8 +40,13 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 	}
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, req.URL())
 	if ws, err := portforward.NewSPDYOverWebsocketDialer(req.URL(), cfg); err == nil {
+		// As kubectl does: WebSocket first, SPDY when the upgrade is
+		// refused (an API server before 1.31, a proxy, or RBAC that grants
+		// "create" but not "get" on pods/portforward). client-go's
+		// WebSocket transport reports a refusal with k8s.io/streaming's
+		// error type, not apimachinery's.
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 		})
 	}
 	var ports []string
@@ -85,4 +94,64 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 	cancel()
 	_ = remote
 	return out, nil
+}
+
+// KeepTargets narrows direct probes to the targets keep accepts (a
+// shard's share, say): a port left with no target is not forwarded, a pod
+// left with no port is not visited. The input is not changed.
+func KeepTargets(direct []DirectProbe, keep func(report.TargetKey) bool) []DirectProbe {
+	var out []DirectProbe
+	for _, d := range direct {
+		ports := map[int32][]report.TargetKey{}
+		for port, keys := range d.Ports {
+			var kept []report.TargetKey
+			for _, k := range keys {
+				if keep(k) {
+					kept = append(kept, k)
+				}
+			}
+			if len(kept) > 0 {
+				ports[port] = kept
+			}
+		}
+		if len(ports) > 0 {
+			out = append(out, DirectProbe{Namespace: d.Namespace, Pod: d.Pod, Ports: ports})
+		}
+	}
+	return out
+}
+
+// PortForwardDenied asks the API server (SelfSubjectAccessReview) whether
+// the caller may create pods/portforward, which every direct probe needs:
+// first in all namespaces at once, then in each of namespaces. It returns
+// the namespaces where the caller may not, sorted; an error when a review
+// itself failed (the caller cannot tell, and should just try).
+func PortForwardDenied(ctx context.Context, kube kubernetes.Interface, namespaces []string) ([]string, error) {
+	allowed := func(ns string) (bool, error) {
+		r, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: "create", Resource: "pods", Subresource: "portforward",
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return false, fmt.Errorf("checking pods/portforward rights: %w", err)
+		}
+		return r.Status.Allowed, nil
+	}
+	if ok, err := allowed(""); err != nil || ok {
+		return nil, err
+	}
+	namespaces = slices.Clone(namespaces)
+	slices.Sort(namespaces)
+	var denied []string
+	for _, ns := range slices.Compact(namespaces) {
+		ok, err := allowed(ns)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			denied = append(denied, ns)
+		}
+	}
+	return denied, nil
 }

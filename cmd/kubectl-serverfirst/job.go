@@ -34,9 +34,17 @@ starts after its proxy and stops it when done, so the Job completes.
 mesh), reporting to NAME-outside. --shards N splits the targets between the N
 pods of an Indexed Job; the last one to finish merges the report.
 
+By default the scan hears a server only through the mesh (its own
+sidecar), so a silent server-first port is AT-RISK, not DEADLOCK: the proof
+needs the server's banner without a sidecar in the way too. --direct adds
+it: a ClusterRole serverfirst-portforward (create on pods/portforward, a
+powerful right: any port of any pod) bound to the scan's ServiceAccount,
+and scan --direct, which port-forwards into each server's pod.
+
 Nothing is applied: pipe it to kubectl apply -f -.`,
 		Example: `  kubectl serverfirst job manifests | kubectl apply -f -
   kubectl serverfirst job manifests --schedule "0 * * * *" --shards 3 --outside | kubectl apply -f -
+  kubectl serverfirst job manifests --direct | kubectl apply -f -    # proof, not only risk
   kubectl -n serverfirst get configmap serverfirst-report -o jsonpath='{.data.report\.md}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -52,6 +60,7 @@ Nothing is applied: pipe it to kubectl apply -f -.`,
 	fl.IntVar(&o.Shards, "shards", 1, "Split the targets between this many pods (an Indexed Job)")
 	fl.StringVar(&o.Image, "probe-image", defaultProbeImage(), "Image that runs kubectl-serverfirst")
 	fl.BoolVar(&o.Outside, "outside", false, "Add a second CronJob without a sidecar (outside-client evidence)")
+	fl.BoolVar(&o.Direct, "direct", false, "Grant port-forward into pods (ClusterRole "+publish.PortForwardRoleName+") and scan with --direct, so a deadlock is proven (DEADLOCK), not only suspected (AT-RISK)")
 	fl.StringVar(&o.ReportName, "report-configmap", publish.DefaultReportName, "Name of the report ConfigMap in the job's namespace")
 	fl.StringVar(&o.IstioNamespace, "istio-namespace", "istio-system", "Namespace of the mesh ConfigMap (for the mesh-config Role)")
 	fl.StringVar(&o.MetricsFile, "metrics-file", publish.DefaultMetricsFile, "Where the scan writes Prometheus metrics in its pod (an emptyDir); empty for none")

@@ -34,6 +34,7 @@ type scanFlags struct {
 	probeImage     string
 	noOutside      bool
 	noDirect       bool
+	direct         bool
 	fromPods       []string
 
 	// planFilter narrows the self-probe plan (scan --shard); observed
@@ -57,6 +58,7 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), "With --vantage pods or --from-pod: the image that runs `kubectl-serverfirst agent`")
 	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods: skip the probe pod without a sidecar (no external-to-mesh evidence)")
 	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
+	fl.BoolVar(&f.direct, "direct", false, "With --vantage self (so with --in-cluster): also port-forward through the API server into a pod behind each probed Service port and listen on its loopback, past its sidecar: the direct half of a DEADLOCK proof (does the server speak first at all?); without it, silence through the mesh is only AT-RISK. Needs create on pods/portforward, a powerful right (job manifests --direct grants it); checked first, one warning without it. --vantage pods does this anyway")
 	fl.StringArrayVar(&f.fromPods, "from-pod", nil, "Also probe from inside this existing client pod (NAMESPACE/POD) with an ephemeral container: the exact path that hangs. Repeatable")
 }
 
@@ -76,6 +78,9 @@ const scanExample = `  # What hangs in my namespace? (static: no connection to a
 
   # Prove it: dial every target from here (run inside a pod with a sidecar for the mesh path)
   kubectl serverfirst scan -n shop --vantage self --self-in-mesh true
+
+  # In a pod with a sidecar: the mesh path from here, the direct path by port-forward
+  kubectl serverfirst scan -A --vantage self --direct
 
   # An external MySQL that mesh clients reach without a ServiceEntry:
   kubectl serverfirst scan -n shop --external 203.0.113.7:10000
@@ -103,7 +108,10 @@ Static evidence: Istio's protocol for the port (port name, appProtocol,
 well-known port, or sniffed), whether the server has a sidecar, its effective
 mTLS mode, and hints from the port number, port name, Service name and images.
 Active evidence (--vantage self, or automatically inside a pod): a passive
-probe that connects and waits for the first bytes, sending nothing.
+probe that connects and waits for the first bytes, sending nothing. From a
+pod with a sidecar that is the mesh half of a DEADLOCK; --direct adds the
+direct half, a port-forward into each server's pod (needs create on
+pods/portforward). --vantage pods gathers both with probe pods.
 
 The table lists affected ports worst first and ends with what to run next;
 -o json/yaml list every port in the documented schema (see README).
@@ -258,6 +266,9 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 	default:
 		return report.Report{}, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
 	}
+	if err := checkDirect(f, vantage); err != nil {
+		return report.Report{}, err
+	}
 	fromPods, err := parseFromPods(f.fromPods)
 	if err != nil {
 		return report.Report{}, err
@@ -287,7 +298,15 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 			plan = f.planFilter(plan)
 		}
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
+		// --direct: the port-forwards run alongside the dials from here.
+		wait := func() ([]report.Observation, []string) { return nil, nil }
+		if f.direct {
+			wait = startSelfDirect(ctx, cfg, clients.Kube, inv, externals, plan, f, root.inCluster, progress)
+		}
 		in.Observations = report.RunPlan(ctx, plan, o)
+		direct, warnings := wait()
+		in.Observations = append(in.Observations, direct...)
+		inv.Warnings = append(inv.Warnings, warnings...)
 	}
 	if vantage == "pods" || len(fromPods) > 0 {
 		obs, warnings := runLiveVantages(ctx, cfg, clients, inv, externals, f, vantage == "pods", fromPods, progress)
@@ -298,6 +317,23 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		*f.observed = in.Observations
 	}
 	return report.Build(in), nil
+}
+
+// checkDirect: --direct adds port-forwards to --vantage self; --vantage
+// pods makes them anyway (accepted, redundant); a static scan has no
+// probe for them to complete.
+func checkDirect(f *scanFlags, vantage string) error {
+	switch {
+	case !f.direct:
+		return nil
+	case f.noDirect:
+		return errors.New("--direct and --no-direct: give one")
+	case f.static:
+		return errors.New("--direct and --static: a static scan probes nothing, drop one")
+	case vantage == "none":
+		return errors.New("--direct and --vantage none: a static scan probes nothing, drop one")
+	}
+	return nil
 }
 
 func selfInMesh(flag string, inv *cluster.Inventory) (bool, error) {

@@ -384,6 +384,7 @@ func TestJobManifestsGolden(t *testing.T) {
 	for name, args := range map[string][]string{
 		"default":          nil,
 		"shards3-outside":  {"--shards", "3", "--outside"},
+		"direct":           {"--direct"},
 		"custom-namespace": {"-n", "scans", "--schedule", "0 * * * *", "--probe-image", "registry.example/sf:1.2", "--report-configmap", "sf", "--metrics-file", "", "--pushgateway", "http://pushgateway.monitoring:9091"},
 	} {
 		out, errOut, err := run(t, "", append([]string{"job", "manifests"}, args...)...)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -86,4 +87,88 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 		}
 	}
 	return obs, warnings
+}
+
+// runDirectPlan runs the port-forwards of a plan (a variable for tests:
+// the test API server has no kubelet to forward to).
+var runDirectPlan = vantage.Run
+
+// maxListed bounds the namespaces one warning names.
+const maxListed = 8
+
+// planSelfDirect is the direct half of --vantage self --direct: a
+// port-forward to a backend of each Service port the self plan dials (so a
+// shard forwards to its own share only), in the namespaces where the
+// caller may create pods/portforward. Where it may not, one warning says
+// so instead of one failed port-forward per pod.
+func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget, self []report.ProbeTask, inCluster bool) ([]vantage.DirectProbe, []string) {
+	planned := map[report.TargetKey]bool{}
+	for _, t := range self {
+		planned[t.Key] = true
+	}
+	direct := vantage.KeepTargets(vantage.PlanProbes(inv, externals, false).Direct, func(k report.TargetKey) bool { return planned[k] })
+	if len(direct) == 0 {
+		return nil, nil
+	}
+	var namespaces []string
+	for _, d := range direct {
+		namespaces = append(namespaces, d.Namespace)
+	}
+	denied, err := vantage.PortForwardDenied(ctx, kube, namespaces)
+	if err != nil || len(denied) == 0 {
+		// A failed review tells nothing: try, and let each port-forward
+		// say why it failed.
+		return direct, nil
+	}
+	who := "the current user"
+	if inCluster {
+		who = "this ServiceAccount"
+	}
+	const hint = " (job manifests --direct grants it)"
+	isDenied := map[string]bool{}
+	for _, ns := range denied {
+		isDenied[ns] = true
+	}
+	var allowed []vantage.DirectProbe
+	for _, d := range direct {
+		if !isDenied[d.Namespace] {
+			allowed = append(allowed, d)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, []string{"--direct: " + who + " cannot create pods/portforward; no direct proof, so deadlocks show as AT-RISK" + hint}
+	}
+	list := strings.Join(denied[:min(len(denied), maxListed)], ", ")
+	if len(denied) > maxListed {
+		list += fmt.Sprintf(" and %d more", len(denied)-maxListed)
+	}
+	return allowed, []string{fmt.Sprintf("--direct: %s cannot create pods/portforward in namespace(s) %s; no direct proof there, so deadlocks there show as AT-RISK%s", who, list, hint)}
+}
+
+// startSelfDirect starts the direct half of --vantage self --direct:
+// wait returns its observations and warnings (a missing right among them).
+func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget,
+	self []report.ProbeTask, f *scanFlags, inCluster bool, progress io.Writer) (wait func() ([]report.Observation, []string)) {
+	pods, warnings := planSelfDirect(ctx, kube, inv, externals, self, inCluster)
+	if len(pods) == 0 {
+		return func() ([]report.Observation, []string) { return nil, warnings }
+	}
+	fmt.Fprintf(progress, "port-forwarding to %d pod(s) for the direct path...\n", len(pods))
+	po := probe.DefaultOptions()
+	po.BannerTimeout, po.ConnectTimeout, po.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+	var obs []report.Observation
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var w []string
+		obs, w = runDirectPlan(ctx, cfg, kube, vantage.Plan{Direct: pods}, vantage.RunOptions{
+			Probe:    po,
+			Progress: func(s string) { fmt.Fprintln(progress, s) },
+		})
+		warnings = append(warnings, w...)
+	}()
+	return func() ([]report.Observation, []string) {
+		<-done
+		return obs, warnings
+	}
 }

@@ -28,6 +28,7 @@ const (
 	ServiceAccountName  = "serverfirst"
 	ReaderRoleName      = "serverfirst-reader"
 	MeshConfigRoleName  = "serverfirst-meshconfig-reader"
+	PortForwardRoleName = "serverfirst-portforward"
 	WriterRoleName      = "serverfirst-report-writer"
 	ScanCronJobName     = "serverfirst-scan"
 	OutsideCronJobName  = "serverfirst-scan-outside"
@@ -60,6 +61,21 @@ func MeshConfigRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list"}}}
 }
 
+// PortForwardRules are the rules of ClusterRole serverfirst-portforward,
+// which `job manifests --direct` adds for `scan --direct`. The direct probe
+// (cluster/vantage.RunDirect) calls only the pods/portforward subresource:
+// client-go tries a WebSocket (GET, authorized as "get", and since
+// Kubernetes 1.35 also checked for "create") and falls back to SPDY (POST,
+// "create"). With "create" alone it works after a refused WebSocket
+// attempt per pod; "get" spares that and gives no more power. The pods
+// rules repeat serverfirst-reader's so the role stands alone.
+func PortForwardRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"get", "create"}},
+	}
+}
+
 // JobOptions shape the scheduled scan.
 type JobOptions struct {
 	Namespace string
@@ -76,6 +92,9 @@ type JobOptions struct {
 	IstioNamespace string
 	MetricsFile    string
 	Pushgateway    string
+	// Direct adds the port-forward ClusterRole and runs the scans with
+	// --direct: the direct half of a DEADLOCK proof.
+	Direct bool
 	// ActiveDeadline bounds one Job; 0 means 20 minutes.
 	ActiveDeadline time.Duration
 }
@@ -170,6 +189,21 @@ pod-security.kubernetes.io/enforce: restricted when the mesh uses Istio CNI.`,
 		ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(ReaderRoleName), Labels: labels(nil)},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ReaderRoleName},
 		Subjects:   []rbacv1.Subject{sa}})
+	if o.Direct {
+		add(`--direct: port-forward into the pods behind Services and listen on their
+loopback, past the sidecar: does the server speak first at all? That is the
+direct half of a DEADLOCK; without it a server that is silent through the
+mesh is only AT-RISK. A powerful right: it reaches any port of any pod,
+around NetworkPolicy and mTLS. A RoleBinding per namespace instead of the
+ClusterRoleBinding narrows it (the scan warns where it is missing).`, &rbacv1.ClusterRole{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
+			ObjectMeta: metav1.ObjectMeta{Name: PortForwardRoleName, Labels: labels(nil)}, Rules: PortForwardRules()})
+		add("", &rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(PortForwardRoleName), Labels: labels(nil)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: PortForwardRoleName},
+			Subjects:   []rbacv1.Subject{sa}})
+	}
 	add(fmt.Sprintf(`The mesh config (ConfigMap istio or istio-<rev>) in %s. Without it the
 scan assumes Istio's defaults and says so.`, o.IstioNamespace), &rbacv1.Role{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
@@ -206,8 +240,11 @@ PERMISSIVE inbound ports that wait for client bytes).`, o.cronJob(OutsideCronJob
 }
 
 func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob {
-	args := []string{"scan", "--all-namespaces", "--in-cluster", "--vantage", "self",
-		"--report-configmap", o.Namespace + "/" + reportName}
+	args := []string{"scan", "--all-namespaces", "--in-cluster", "--vantage", "self"}
+	if o.Direct {
+		args = append(args, "--direct")
+	}
+	args = append(args, "--report-configmap", o.Namespace+"/"+reportName)
 	if o.IstioNamespace != "istio-system" {
 		args = append(args, "--istio-namespace", o.IstioNamespace)
 	}

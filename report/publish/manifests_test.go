@@ -26,7 +26,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
+	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // splitYAML decodes a multi-document stream into unstructured objects.
@@ -171,6 +174,39 @@ func TestJobManifestsShape(t *testing.T) {
 			t.Errorf("cron %s: args %q policy %s", c.Name, args, c.Spec.ConcurrencyPolicy)
 		}
 	}
+	for _, c := range crons {
+		if args := strings.Join(c.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args, " "); strings.Contains(args, "--direct") {
+			t.Errorf("cron %s without Direct: args %q", c.Name, args)
+		}
+	}
+
+	// Direct: the port-forward role and binding after the reader's, and
+	// --direct in every scan (in-mesh, outside, sharded).
+	_, docs = renderOpts(t, JobOptions{Image: "img:1", Shards: 3, Outside: true, Direct: true, Namespace: "scans"})
+	var names []string
+	var direct int
+	for _, d := range docs {
+		names = append(names, d.GetKind()+"/"+d.GetName())
+		if d.GetKind() == "CronJob" {
+			js, _ := d.MarshalJSON()
+			var c batchv1.CronJob
+			if err := yaml.Unmarshal(js, &c); err != nil {
+				t.Fatal(err)
+			}
+			args := strings.Join(c.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args, " ")
+			if !strings.Contains(args, "--vantage self --direct ") || !strings.Contains(args, "--shards 3") {
+				t.Errorf("cron %s with Direct: args %q", c.Name, args)
+			}
+			direct++
+		}
+		if strings.HasPrefix(d.GetName(), PortForwardRoleName) && d.GetLabels()[LabelName] != LabelValue {
+			t.Errorf("%s %s: labels %v", d.GetKind(), d.GetName(), d.GetLabels())
+		}
+	}
+	if want := "ClusterRole/" + ReaderRoleName + " ClusterRoleBinding/serverfirst-reader-scans ClusterRole/" + PortForwardRoleName + " ClusterRoleBinding/serverfirst-portforward-scans"; !strings.Contains(strings.Join(names, " "), want) || direct != 2 {
+		t.Errorf("Direct: objects %v (want %s and 2 CronJobs)", names, want)
+	}
+
 	for _, bad := range []JobOptions{{}, {Image: "x", Schedule: "nope"}, {Image: "x", ReportName: "a/b"}, {Image: "x", Shards: 1000}} {
 		if _, err := JobManifests(bad); err == nil {
 			t.Errorf("%+v accepted", bad)
@@ -188,6 +224,7 @@ func TestJobManifestsAdmitted(t *testing.T) {
 	for n, o := range []JobOptions{
 		{Image: "ghcr.io/serverfirst/kubectl-serverfirst:v1", MetricsFile: DefaultMetricsFile},
 		{Image: "ghcr.io/serverfirst/kubectl-serverfirst:v1", Shards: 3, Outside: true, Namespace: "scans", IstioNamespace: "istio-system", Pushgateway: "http://pushgateway.monitoring:9091"},
+		{Image: "ghcr.io/serverfirst/kubectl-serverfirst:v1", Shards: 2, Outside: true, Direct: true, Namespace: "scans-direct", MetricsFile: DefaultMetricsFile},
 	} {
 		_, docs := renderOpts(t, o)
 		if _, err := env.CreateNamespace(ctx, "istio-system", nil); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -363,6 +400,37 @@ func TestJobManifestsRBACSuffices(t *testing.T) {
 	}
 	if _, err := sa.CoreV1().ConfigMaps("istio-system").List(ctx, metav1.ListOptions{}); err != nil {
 		t.Errorf("list the mesh config: %v", err)
+	}
+	// Without --direct: no port-forward anywhere.
+	pf := vantage.DirectProbe{Namespace: "sf-rbac", Pod: "nowhere", Ports: map[int32][]report.TargetKey{80: nil}}
+	if denied, err := vantage.PortForwardDenied(ctx, sa, []string{"sf-rbac", "kube-system"}); err != nil || len(denied) != 2 {
+		t.Errorf("without --direct: port-forward denied in %v (%v), want both namespaces", denied, err)
+	}
+	if _, err := vantage.RunDirect(ctx, cfg, sa, pf, probe.Options{}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("without --direct: port-forward: %v, want forbidden", err)
+	}
+	// --direct adds the port-forward role, and it is enough for client-go's
+	// port-forward (WebSocket, then SPDY) as the scan makes it: the API
+	// server gets as far as looking for the pod.
+	o.Direct = true
+	_, withDirect := renderOpts(t, o)
+	added := 0
+	for _, d := range withDirect {
+		if strings.HasPrefix(d.GetName(), PortForwardRoleName) {
+			if err := applyDoc(ctx, env, d, false); err != nil {
+				t.Fatalf("%s %s: %v", d.GetKind(), d.GetName(), err)
+			}
+			added++
+		}
+	}
+	if added != 2 {
+		t.Fatalf("--direct added %d objects, want a ClusterRole and its binding", added)
+	}
+	if denied, err := vantage.PortForwardDenied(ctx, sa, []string{"sf-rbac"}); err != nil || len(denied) != 0 {
+		t.Errorf("with --direct: port-forward denied in %v (%v)", denied, err)
+	}
+	if _, err := vantage.RunDirect(ctx, cfg, sa, pf, probe.Options{}); err == nil || !strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("with --direct: port-forward to a missing pod: %v, want not found", err)
 	}
 	for what, err := range map[string]error{
 		"list secrets":               func() error { _, err := sa.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }(),
