@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -328,6 +329,101 @@ func TestScheduledJob(t *testing.T) {
 	if after.cm.ResourceVersion != before.cm.ResourceVersion {
 		t.Error("a run without write rights changed the ConfigMap")
 	}
+
+	// Run 5: `job manifests --direct` (re-applied: the report writer's
+	// binding comes back, port-forward rights are added, the CronJob gains
+	// --direct). The Job now has both halves of the proof.
+	manifests, errOut, code = cli(ctx, t, fx.bin, fx.kc, "job", "manifests", "--outside", "--direct")
+	if code != 0 {
+		t.Fatalf("job manifests --direct: exit %d: %s", code, errOut)
+	}
+	if objs, err = testenv.DecodeManifests(strings.NewReader(manifests)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.env.Apply(ctx, objs); err != nil {
+		t.Fatalf("applying job manifests --direct: %v", err)
+	}
+	run5 := fx.runJob(ctx, t, "serverfirst-scan", "scan-direct", nil)
+	if run5.pod.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("scan-direct failed:\n%s", run5.logs)
+	}
+	direct := fx.readReport(ctx, t, "serverfirst-report")
+	t.Logf("run 5 (--direct) report: summary %v", direct.report.Summary)
+	for _, want := range []struct {
+		ns, name string
+		port     int32
+		scenario report.Scenario
+	}{
+		{world.DemoShop, "orders-db", 3307, report.MeshToMesh},
+		{world.DemoLegacy, "ssh", 2222, report.MeshToExternal},
+	} {
+		f := find(t, direct.report, "Service", want.ns, want.name, want.port)
+		if f.Verdict != report.Deadlock || pathVerdict(f, want.scenario) != report.Deadlock || !hasDirectBanner(f) || !meshSilent(f) {
+			t.Errorf("%s/%s:%d with --direct: want DEADLOCK %s (direct banner, silent mesh), got %s\n%s",
+				want.ns, want.name, want.port, want.scenario, f.Verdict, describe(f))
+		}
+	}
+	if ok := find(t, direct.report, "Service", world.DemoShop, "orders-db-tcp", 3306); ok.Verdict != report.OK {
+		t.Errorf("orders-db-tcp:3306 with --direct: want OK, got %s\n%s", ok.Verdict, describe(ok))
+	}
+
+	// Run 6: the same as an Indexed Job of 2 shards; the last shard to
+	// finish merges, and the merged report says what one scan said.
+	manifests, errOut, code = cli(ctx, t, fx.bin, fx.kc, "job", "manifests", "--direct", "--shards", "2")
+	if code != 0 {
+		t.Fatalf("job manifests --shards 2: exit %d: %s", code, errOut)
+	}
+	if objs, err = testenv.DecodeManifests(strings.NewReader(manifests)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.env.Apply(ctx, objs); err != nil {
+		t.Fatalf("applying job manifests --shards 2: %v", err)
+	}
+	fx.runJob(ctx, t, "serverfirst-scan", "scan-sharded", nil)
+	job := fx.waitJobDone(ctx, t, "scan-sharded")
+	if job.Status.Succeeded != 2 || job.Status.CompletedIndexes != "0,1" {
+		t.Fatalf("sharded Job: succeeded %d, completed indexes %q", job.Status.Succeeded, job.Status.CompletedIndexes)
+	}
+	merged := fx.readReport(ctx, t, "serverfirst-report")
+	if got, want := verdictsByKey(merged.report), verdictsByKey(direct.report); !maps.Equal(got, want) {
+		t.Errorf("2 shards merged differ from one scan:\n got %v\nwant %v", got, want)
+	}
+	fx.assertNoProbePods(t, ctx)
+}
+
+// waitJobDone waits for the Job's Complete or Failed condition.
+func (fx *fixture) waitJobDone(ctx context.Context, t *testing.T, name string) *batchv1.Job {
+	t.Helper()
+	var job *batchv1.Job
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		j, err := fx.env.Client.BatchV1().Jobs(jobNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		job = j
+		for _, c := range j.Status.Conditions {
+			if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		status := "never seen"
+		if job != nil {
+			status = fmt.Sprintf("%+v", job.Status)
+		}
+		t.Fatalf("job %s did not finish: %v (status %s)", name, err, status)
+	}
+	return job
+}
+
+func verdictsByKey(r report.Report) map[string]report.Verdict {
+	out := map[string]report.Verdict{}
+	for _, f := range r.Findings {
+		out[f.Key().String()] = f.Verdict
+	}
+	return out
 }
 
 func hasSidecar(p *corev1.Pod) bool {
