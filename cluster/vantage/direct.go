@@ -50,10 +50,8 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		})
 	}
 	var ports []string
-	var remote []int32
 	for p := range d.Ports {
 		ports = append(ports, "0:"+strconv.Itoa(int(p)))
-		remote = append(remote, p)
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -92,7 +90,6 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		}
 	}
 	cancel()
-	_ = remote
 	return out, nil
 }
 

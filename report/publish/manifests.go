@@ -181,28 +181,25 @@ pod-security.kubernetes.io/enforce: restricted when the mesh uses Istio CNI.`,
 			})}})
 	add("The identity of the scan.", &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: ServiceAccountName, Namespace: o.Namespace, Labels: labels(nil)}})
-	add("Read-only access to what the scan reads (same rules as deploy/rbac.yaml).", &rbacv1.ClusterRole{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
-		ObjectMeta: metav1.ObjectMeta{Name: ReaderRoleName, Labels: labels(nil)}, Rules: ReaderRules()})
-	add("", &rbacv1.ClusterRoleBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(ReaderRoleName), Labels: labels(nil)},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ReaderRoleName},
-		Subjects:   []rbacv1.Subject{sa}})
+	// A ClusterRole and its binding to the scan's ServiceAccount.
+	addClusterRole := func(comment, name string, rules []rbacv1.PolicyRule) {
+		add(comment, &rbacv1.ClusterRole{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels(nil)}, Rules: rules})
+		add("", &rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(name), Labels: labels(nil)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
+			Subjects:   []rbacv1.Subject{sa}})
+	}
+	addClusterRole("Read-only access to what the scan reads (same rules as deploy/rbac.yaml).", ReaderRoleName, ReaderRules())
 	if o.Direct {
-		add(`--direct: port-forward into the pods behind Services and listen on their
+		addClusterRole(`--direct: port-forward into the pods behind Services and listen on their
 loopback, past the sidecar: does the server speak first at all? That is the
 direct half of a DEADLOCK; without it a server that is silent through the
 mesh is only AT-RISK. A powerful right: it reaches any port of any pod,
 around NetworkPolicy and mTLS. A RoleBinding per namespace instead of the
-ClusterRoleBinding narrows it (the scan warns where it is missing).`, &rbacv1.ClusterRole{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
-			ObjectMeta: metav1.ObjectMeta{Name: PortForwardRoleName, Labels: labels(nil)}, Rules: PortForwardRules()})
-		add("", &rbacv1.ClusterRoleBinding{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
-			ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(PortForwardRoleName), Labels: labels(nil)},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: PortForwardRoleName},
-			Subjects:   []rbacv1.Subject{sa}})
+ClusterRoleBinding narrows it (the scan warns where it is missing).`, PortForwardRoleName, PortForwardRules())
 	}
 	add(fmt.Sprintf(`The mesh config (ConfigMap istio or istio-<rev>) in %s. Without it the
 scan assumes Istio's defaults and says so.`, o.IstioNamespace), &rbacv1.Role{
