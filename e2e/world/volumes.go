@@ -115,11 +115,11 @@ func (w *podWorker) volume(ctx context.Context, pod *corev1.Pod, v *corev1.Volum
 			return "", err
 		}
 	case v.ConfigMap != nil:
-		err = w.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, "", files)
+		err = w.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, files)
 	case v.Secret != nil:
-		err = w.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, "", files)
+		err = w.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, files)
 	case v.DownwardAPI != nil:
-		err = downwardFiles(pod, v.DownwardAPI.Items, "", files)
+		err = downwardFiles(pod, v.DownwardAPI.Items, files)
 	case v.Projected != nil:
 	sources:
 		for _, s := range v.Projected.Sources {
@@ -130,11 +130,11 @@ func (w *podWorker) volume(ctx context.Context, pod *corev1.Pod, v *corev1.Volum
 					files[s.ServiceAccountToken.Path] = []byte(tok)
 				}
 			case s.ConfigMap != nil:
-				err = w.configMapFiles(ctx, pod.Namespace, s.ConfigMap.Name, s.ConfigMap.Items, s.ConfigMap.Optional, "", files)
+				err = w.configMapFiles(ctx, pod.Namespace, s.ConfigMap.Name, s.ConfigMap.Items, s.ConfigMap.Optional, files)
 			case s.Secret != nil:
-				err = w.secretFiles(ctx, pod.Namespace, s.Secret.Name, s.Secret.Items, s.Secret.Optional, "", files)
+				err = w.secretFiles(ctx, pod.Namespace, s.Secret.Name, s.Secret.Items, s.Secret.Optional, files)
 			case s.DownwardAPI != nil:
-				err = downwardFiles(pod, s.DownwardAPI.Items, "", files)
+				err = downwardFiles(pod, s.DownwardAPI.Items, files)
 			default:
 				err = errUnsupportedVolume
 			}
@@ -247,7 +247,7 @@ func (w *podWorker) token(ctx context.Context, pod *corev1.Pod, audience string,
 	return out.Status.Token, nil
 }
 
-func (w *podWorker) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
+func (w *podWorker) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, files map[string][]byte) error {
 	cm, err := w.node.client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 	data := map[string][]byte{}
 	if err == nil {
@@ -258,36 +258,36 @@ func (w *podWorker) configMapFiles(ctx context.Context, ns, name string, items [
 			data[k] = v
 		}
 	}
-	return objectFiles("configmap "+name, data, err, items, optional, prefix, files)
+	return objectFiles("configmap "+name, data, err, items, optional, files)
 }
 
-func (w *podWorker) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
+func (w *podWorker) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, files map[string][]byte) error {
 	s, err := w.node.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	var data map[string][]byte
 	if err == nil {
 		data = s.Data
 	}
-	return objectFiles("secret "+name, data, err, items, optional, prefix, files)
+	return objectFiles("secret "+name, data, err, items, optional, files)
 }
 
 // objectFiles turns a ConfigMap's or Secret's data (or the error reading
 // it) into volume files: a missing optional object gives none, a missing
 // required one blocks the container as it does under the kubelet.
-func objectFiles(what string, data map[string][]byte, err error, items []corev1.KeyToPath, optional *bool, prefix string, files map[string][]byte) error {
+func objectFiles(what string, data map[string][]byte, err error, items []corev1.KeyToPath, optional *bool, files map[string][]byte) error {
 	if apierrors.IsNotFound(err) && optional != nil && *optional {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	return keyFiles(what, data, items, prefix, files)
+	return keyFiles(what, data, items, files)
 }
 
 // keyFiles maps keys to file paths: every key, or only the listed items.
-func keyFiles(what string, data map[string][]byte, items []corev1.KeyToPath, prefix string, files map[string][]byte) error {
+func keyFiles(what string, data map[string][]byte, items []corev1.KeyToPath, files map[string][]byte) error {
 	if len(items) == 0 {
 		for k, v := range data {
-			files[filepath.Join(prefix, k)] = v
+			files[k] = v
 		}
 		return nil
 	}
@@ -296,12 +296,12 @@ func keyFiles(what string, data map[string][]byte, items []corev1.KeyToPath, pre
 		if !ok {
 			return fmt.Errorf("%s has no key %q", what, it.Key)
 		}
-		files[filepath.Join(prefix, it.Path)] = v
+		files[it.Path] = v
 	}
 	return nil
 }
 
-func downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, prefix string, files map[string][]byte) error {
+func downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, files map[string][]byte) error {
 	for _, it := range items {
 		if it.FieldRef == nil {
 			return fmt.Errorf("downward API file %q: only fieldRef: %w", it.Path, errUnsupportedVolume)
@@ -323,7 +323,7 @@ func downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, prefix
 			}
 			val = b.String()
 		}
-		files[filepath.Join(prefix, it.Path)] = []byte(val)
+		files[it.Path] = []byte(val)
 	}
 	return nil
 }
