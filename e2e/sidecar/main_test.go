@@ -1,18 +1,24 @@
 package sidecar
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
 )
 
 // The network-namespace tests run the model and the uid-1337 client as
@@ -25,6 +31,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childModel())
 	case "dial":
 		os.Exit(childDial())
+	case "orphan":
+		os.Exit(childOrphan())
 	}
 	os.Exit(m.Run())
 }
@@ -161,4 +169,85 @@ func waitFor(e expect) time.Duration {
 		return hangWait
 	}
 	return answerWait
+}
+
+// childOrphan runs the model on loopback without capture or a uid change
+// and prints its pid once ready: TestModelEndsWithItsParent kills the
+// parent under it.
+func childOrphan() int {
+	err := RunProcess(context.Background(), ProcessOptions{
+		UID: os.Geteuid(), GID: os.Getegid(),
+		Model: Options{
+			Source: NewStaticSource(cluster.Inventory{}), Pod: Identity{Namespace: "app", Name: "orphan"},
+			OutboundAddr: "127.0.0.1:0", InboundAddr: "127.0.0.1:0", StatusAddr: "-", AgentAddr: "-",
+			Refresh: time.Hour, Log: log.New(io.Discard, "", 0),
+			OnReady: func(*Model) { fmt.Printf("READY %d\n", os.Getpid()) },
+		},
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "orphan:", err)
+		return 1
+	}
+	return 0
+}
+
+// TestModelEndsWithItsParent: a model whose parent (the node agent) dies
+// without a chance to clean up ends too, instead of serving on for ever.
+func TestModelEndsWithItsParent(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sh starts the model, reports its pid, then becomes `sleep`: the
+	// model's parent, which the test SIGKILLs.
+	parent := exec.Command("sh", "-c", `"$0" -test.run=^$ & echo "child $!"; exec sleep 600`, exe)
+	parent.Env = append(os.Environ(), "SFM_CHILD=orphan")
+	out, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Process.Kill()
+	sc := bufio.NewScanner(out)
+	var child int
+	ready := false
+	for !ready && sc.Scan() {
+		line := sc.Text()
+		if pid, ok := strings.CutPrefix(line, "child "); ok {
+			child, _ = strconv.Atoi(pid)
+		}
+		ready = strings.HasPrefix(line, "READY ")
+	}
+	if child == 0 || !ready {
+		t.Fatalf("the model did not start (child pid %d)", child)
+	}
+	if err := parent.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	parent.Wait()
+	// The orphan is re-parented to init (or a subreaper), which reaps it
+	// once it exits; until then signal 0 reaches it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for alive(child) {
+		select {
+		case <-ctx.Done():
+			syscall.Kill(child, syscall.SIGKILL)
+			t.Fatalf("the model (pid %d) outlived its parent", child)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// alive: pid exists and is not a zombie waiting for its new parent to reap it.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE ...: comm may hold spaces, so look after the last ')'.
+	rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // ProcessOptions describe what the sidecar-model binary does in a pod.
@@ -30,8 +31,31 @@ func RunProcess(ctx context.Context, p ProcessOptions) error {
 			return err
 		}
 	}
+	parent := os.Getppid()
 	if err := DropPrivileges(p.UID, p.GID); err != nil {
 		return fmt.Errorf("sidecar: %w", err)
+	}
+	// Dropping privileges clears the parent-death signal the node agent
+	// set, so a SIGKILLed agent would leave the model running: watch the
+	// parent instead, and end with it (as a container ends with its pod).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if parent > 1 {
+		go func() {
+			t := time.NewTicker(500 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if os.Getppid() != parent {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
 	}
 	m, err := New(p.Model)
 	if err != nil {
