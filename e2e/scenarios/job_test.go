@@ -367,6 +367,22 @@ func TestScheduledJob(t *testing.T) {
 		t.Errorf("orders-db-tcp:3306 with --direct: want OK, got %s\n%s", ok.Verdict, describe(ok))
 	}
 
+	// The outside CronJob with --direct: clients without a sidecar hang on
+	// the PERMISSIVE server's TLS inspector even on a TCP-declared port
+	// (external-to-mesh), while the sidecar-less sshd answers them.
+	out5 := fx.runJob(ctx, t, "serverfirst-scan-outside", "scan-outside-direct", nil)
+	if out5.pod.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("scan-outside-direct failed:\n%s", out5.logs)
+	}
+	outDirect := fx.readReport(ctx, t, "serverfirst-report-outside")
+	t.Logf("outside --direct report: summary %v", outDirect.report.Summary)
+	if f := find(t, outDirect.report, "Service", world.DemoShop, "orders-db-tcp", 3306); pathVerdict(f, report.ExternalToMesh) != report.Deadlock {
+		t.Errorf("orders-db-tcp:3306 from outside the mesh: want DEADLOCK external-to-mesh, got %s\n%s", pathVerdict(f, report.ExternalToMesh), describe(f))
+	}
+	if f := find(t, outDirect.report, "Service", world.DemoLegacy, "ssh", 2222); f.Verdict == report.Deadlock {
+		t.Errorf("legacy/ssh:2222 from outside the mesh (no sidecar on either side): got DEADLOCK\n%s", describe(f))
+	}
+
 	// Run 6: the same as an Indexed Job of 2 shards; the last shard to
 	// finish merges, and the merged report says what one scan said.
 	manifests, errOut, code = cli(ctx, t, fx.bin, fx.kc, "job", "manifests", "--direct", "--shards", "2")
