@@ -2,9 +2,12 @@ package report
 
 import (
 	"fmt"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -40,20 +43,7 @@ func Build(in Input) Report {
 		inv = &cluster.Inventory{}
 	}
 	j := newJudge(inv, in.Observations)
-	var findings []Finding
-	for _, svc := range inv.Services {
-		for _, p := range svc.Ports {
-			findings = append(findings, j.servicePort(svc, p))
-		}
-	}
-	for _, se := range inv.ServiceEntries {
-		for _, p := range se.Ports {
-			findings = append(findings, j.serviceEntryPort(se, p))
-		}
-	}
-	for _, t := range in.External {
-		findings = append(findings, j.external(t))
-	}
+	findings := j.judgeAll(in.External)
 	SortFindings(findings)
 	r := Report{
 		Findings: findings,
@@ -76,6 +66,71 @@ func Build(in Input) Report {
 		r.Summary[f.Verdict]++
 	}
 	return r
+}
+
+// judgeAll judges every Service port, ServiceEntry port and external
+// target, in that order (the order SortFindings keeps for equal keys).
+// The judge only reads, so the Services and ServiceEntries are judged in
+// blocks on every CPU, each finding into its own slot: on a big cluster
+// the fix manifests make this the costliest step after reading the
+// inventory.
+func (j *judge) judgeAll(external []ExternalTarget) []Finding {
+	inv := j.inv
+	n := len(inv.Services) + len(inv.ServiceEntries)
+	// first[i] is the slot of object i's first port: Services, then
+	// ServiceEntries.
+	first := make([]int, n+1)
+	for i, svc := range inv.Services {
+		first[i+1] = first[i] + len(svc.Ports)
+	}
+	for i, se := range inv.ServiceEntries {
+		k := len(inv.Services) + i
+		first[k+1] = first[k] + len(se.Ports)
+	}
+	findings := make([]Finding, first[n], first[n]+len(external))
+	judgeObjects := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out := findings[first[i]:first[i+1]]
+			if i < len(inv.Services) {
+				svc := inv.Services[i]
+				for k, p := range svc.Ports {
+					out[k] = j.servicePort(svc, p)
+				}
+				continue
+			}
+			se := inv.ServiceEntries[i-len(inv.Services)]
+			for k, p := range se.Ports {
+				out[k] = j.serviceEntryPort(se, p)
+			}
+		}
+	}
+	const block = 64 // objects per turn: a millisecond or two of work
+	workers := min(runtime.GOMAXPROCS(0), (n+block-1)/block)
+	if workers <= 1 {
+		judgeObjects(0, n)
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for {
+					lo := int(next.Add(block)) - block
+					if lo >= n {
+						return
+					}
+					judgeObjects(lo, min(lo+block, n))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for _, t := range external {
+		findings = append(findings, j.external(t))
+	}
+	if len(findings) == 0 {
+		return nil // as before: no targets, no findings slice
+	}
+	return findings
 }
 
 // SortFindings orders worst first, then by namespace, name, port.

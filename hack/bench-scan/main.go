@@ -4,8 +4,10 @@
 // names), 20,000 Pods (half with an istio-proxy), 5,000 EndpointSlices,
 // 1,000 ServiceEntries and some PeerAuthentications. It times cluster.Load
 // over all namespaces several times, counting API requests through a
-// rest.Config WrapTransport, and, when the built binary exists, the whole
-// `kubectl-serverfirst scan --static -A -o json` end to end.
+// rest.Config WrapTransport, then report.Build and the -o json rendering
+// in this process (-cpuprofile covers all three), and, when the built
+// binary exists, the whole `kubectl-serverfirst scan --static -A -o json`
+// end to end (-bin old,new alternates two builds).
 //
 // The goal (from the issue): Load within 3 s wall, with at most
 // objects/500 + (number of resource types) API requests. The program prints
@@ -52,6 +54,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // resourceTypes is how many kinds Load lists for -A: namespaces, services,
@@ -76,12 +79,12 @@ func main() {
 	flag.IntVar(&sz.serviceEntries, "serviceentries", 1000, "ServiceEntries")
 	flag.IntVar(&sz.workers, "workers", 32, "parallel creators while seeding")
 	runs := flag.Int("runs", 5, "timed Loads (and binary runs)")
-	bin := flag.String("bin", "bin/kubectl-serverfirst", `the built binary to time end to end ("" or missing skips it)`)
+	bin := flag.String("bin", "bin/kubectl-serverfirst", `the built binary to time end to end ("" or missing skips it); several, comma-separated, take turns run by run (A/B) and their outputs are compared`)
 	goalWall := flag.Duration("goal", 3*time.Second, "wall-time goal for one Load")
 	strict := flag.Bool("strict", false, "exit 2 when a goal is missed")
 	flag.StringVar(&opt.kubeconfig, "kubeconfig", "", "measure an existing cluster (e.g. one left by -hold) instead of starting and seeding one")
 	flag.BoolVar(&opt.hold, "hold", false, "keep the seeded API server running after the measurements, until interrupted (prints its kubeconfig)")
-	flag.StringVar(&opt.cpuProfile, "cpuprofile", "", "write a CPU profile of the timed Loads")
+	flag.StringVar(&opt.cpuProfile, "cpuprofile", "", "write a CPU profile of the timed runs (Load, report.Build, -o json)")
 	flag.StringVar(&opt.memProfile, "memprofile", "", "write an allocation profile after the timed Loads")
 	flag.Parse()
 
@@ -149,7 +152,7 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	// load average is printed with the figures: the API server shares the
 	// CPUs with this process and with whatever else runs.
 	loadBefore := loadAverage()
-	walls, reqs, inv, allocMB, cpu, err := timeLoads(ctx, adminCfg, runs, opt.cpuProfile)
+	walls, reqs, inv, allocMB, cpu, phases, err := timeLoads(ctx, adminCfg, runs, opt.cpuProfile)
 	if err != nil {
 		return false, err
 	}
@@ -179,44 +182,88 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	}
 	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medW <= goalWall))
 	fmt.Printf("  goal requests <= %d: %s\n", reqGoal, ok(slices.Max(reqs) <= reqGoal))
+	minB, medB := minMedian(phases.build)
+	minJ, medJ := minMedian(phases.json)
+	fmt.Printf("after each Load, in this process: report.Build min %v, median %v; -o json min %v, median %v (%.1f MB)\n",
+		minB.Round(time.Millisecond), medB.Round(time.Millisecond), minJ.Round(time.Millisecond), medJ.Round(time.Millisecond), float64(phases.jsonBytes)/(1<<20))
 
 	if bin == "" {
 		return missed, nil
 	}
-	if _, err := os.Stat(bin); err != nil {
-		fmt.Printf("\n%s not built (make build): end-to-end run skipped\n", bin)
-		return missed, nil
+	bins := strings.Split(bin, ",")
+	for _, b := range bins {
+		if _, err := os.Stat(b); err != nil {
+			fmt.Printf("\n%s not built (make build): end-to-end run skipped\n", b)
+			return missed, nil
+		}
 	}
-	var e2e, e2eCPU []time.Duration
-	var outSize int
+	// Several binaries (an A/B comparison) take turns, run by run, so
+	// that a change in the host's load falls on all of them alike; each
+	// has one untimed warm-up, and each one's JSON is compared with the
+	// first one's.
+	e2e := make([][]time.Duration, len(bins))
+	e2eCPU := make([][]time.Duration, len(bins))
+	outputs := make([][]byte, len(bins))
+	fmt.Printf("\nload average before the end-to-end runs: %s\n", loadAverage())
 	for i := -1; i < runs; i++ {
-		cmd := exec.CommandContext(ctx, bin, "scan", "--static", "-A", "-o", "json", "--kubeconfig", kubeconfig)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		start := time.Now()
-		err := cmd.Run()
-		wall := time.Since(start)
-		var ee *exec.ExitError
-		if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 3) {
-			return missed, fmt.Errorf("%s scan: %v\n%s", bin, err, strings.TrimSpace(stderr.String()))
-		}
-		if i >= 0 {
-			e2e = append(e2e, wall)
-			e2eCPU = append(e2eCPU, cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
-			outSize = stdout.Len()
+		for k, b := range bins {
+			cmd := exec.CommandContext(ctx, b, "scan", "--static", "-A", "-o", "json", "--kubeconfig", kubeconfig)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			err := cmd.Run()
+			wall := time.Since(start)
+			var ee *exec.ExitError
+			if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 3) {
+				return missed, fmt.Errorf("%s scan: %v\n%s", b, err, strings.TrimSpace(stderr.String()))
+			}
+			if i >= 0 {
+				e2e[k] = append(e2e[k], wall)
+				e2eCPU[k] = append(e2eCPU[k], cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
+			}
+			outputs[k] = stdout.Bytes()
 		}
 	}
-	minE, medE := minMedian(e2e)
-	fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); %.1f MB of JSON\n",
-		bin, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU).Round(time.Millisecond), float64(outSize)/(1<<20))
-	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
+	for k, b := range bins {
+		minE, medE := minMedian(e2e[k])
+		fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); %.1f MB of JSON\n",
+			b, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU[k]).Round(time.Millisecond), float64(len(outputs[k]))/(1<<20))
+		fmt.Printf("  runs: %v\n", roundAll(e2e[k]))
+		if k > 0 {
+			same := "identical to"
+			if !bytes.Equal(outputs[k], outputs[0]) {
+				same = "DIFFERENT from"
+				missed = true
+			}
+			fmt.Printf("  output %s %s's\n", same, bins[0])
+		}
+		fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
+	}
 	fmt.Printf("load average now: %s\n", loadAverage())
 	return missed, nil
 }
 
+func roundAll(d []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(d))
+	for i := range d {
+		out[i] = d[i].Round(time.Millisecond)
+	}
+	return out
+}
+
+// phaseTimes are the rest of the static scan after Load, timed in this
+// process: the verdicts and the JSON the binary writes for -o json.
+type phaseTimes struct {
+	build, json []time.Duration
+	jsonBytes   int
+}
+
 // timeLoads runs Load runs+1 times (the first is a warm-up) and returns the
-// timed runs' wall times, request counts and allocations.
-func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile string) (walls []time.Duration, reqs []int64, inv *cluster.Inventory, allocMB []float64, cpu []time.Duration, err error) {
+// timed runs' wall times, request counts and allocations. After each Load
+// it times report.Build and the -o json rendering (outside the Load
+// figures), so that the CPU profile covers the whole static scan but
+// process start.
+func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile string) (walls []time.Duration, reqs []int64, inv *cluster.Inventory, allocMB []float64, cpu []time.Duration, phases phaseTimes, err error) {
 	var requests atomic.Int64
 	cfg := rest.CopyConfig(admin)
 	cfg.QPS, cfg.Burst = 50, 100 // what the scan command sets
@@ -230,22 +277,22 @@ func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile str
 	// CRDs are JSON.
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, phases, err
 	}
 	ic, err := istioclient.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, phases, err
 	}
 	clients := cluster.Clients{Kube: kube, Istio: ic}
 	for i := -1; i < runs; i++ {
 		if i == 0 && cpuProfile != "" {
 			f, err := os.Create(cpuProfile)
 			if err != nil {
-				return nil, nil, nil, nil, nil, err
+				return nil, nil, nil, nil, nil, phases, err
 			}
 			defer f.Close()
 			if err := pprof.StartCPUProfile(f); err != nil {
-				return nil, nil, nil, nil, nil, err
+				return nil, nil, nil, nil, nil, phases, err
 			}
 			defer pprof.StopCPUProfile()
 		}
@@ -260,9 +307,18 @@ func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile str
 		wall := time.Since(start)
 		cpuUsed := processCPU() - cpuBefore
 		if err != nil {
-			return nil, nil, nil, nil, nil, fmt.Errorf("Load: %w", err)
+			return nil, nil, nil, nil, nil, phases, fmt.Errorf("Load: %w", err)
 		}
 		runtime.ReadMemStats(&after)
+		start = time.Now()
+		r := report.Build(report.Input{Inventory: inv, Static: true})
+		buildWall := time.Since(start)
+		var out countingWriter
+		start = time.Now()
+		if err := report.Render(&out, "json", r, report.RenderOptions{}); err != nil {
+			return nil, nil, nil, nil, nil, phases, fmt.Errorf("rendering: %w", err)
+		}
+		jsonWall := time.Since(start)
 		if i < 0 {
 			continue // warm-up: connection set-up, first-request caches
 		}
@@ -270,8 +326,20 @@ func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile str
 		reqs = append(reqs, requests.Load())
 		allocMB = append(allocMB, float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
 		cpu = append(cpu, cpuUsed)
+		phases.build = append(phases.build, buildWall)
+		phases.json = append(phases.json, jsonWall)
+		phases.jsonBytes = int(out)
 	}
-	return walls, reqs, inv, allocMB, cpu, nil
+	return walls, reqs, inv, allocMB, cpu, phases, nil
+}
+
+// countingWriter discards what it is given and counts the bytes, as a
+// pipe to a fast reader would.
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	*c += countingWriter(len(p))
+	return len(p), nil
 }
 
 // loadAverage is the first three fields of /proc/loadavg, or "unknown".
