@@ -45,7 +45,7 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 	case "json":
 		return writeJSON(w, r)
 	case "yaml":
-		js, err := json.Marshal(r)
+		js, err := json.Marshal(withEmptyArrays(r))
 		if err != nil {
 			return err
 		}
@@ -72,14 +72,11 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 	return fmt.Errorf("unknown output format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
 
-// writeJSON writes indented JSON; slices are never null. The bytes are
-// exactly those of a json.Encoder with SetIndent("", "  ") (the tests
-// compare them), but the findings, nearly all of the output, are written
-// by appendFinding in blocks on every CPU and streamed as they are ready:
-// one Encode of the whole report builds the compact document and then
-// its indented copy, two buffers that grow (and are copied) a quarter at
-// a time to tens of MB on a big cluster, and scans its own output again.
-func writeJSON(w io.Writer, r Report) error {
+// withEmptyArrays is r with every nil array the JSON shows made empty
+// (the contract: arrays are never null). The findings are copied, so the
+// caller's report is left as it was.
+func withEmptyArrays(r Report) Report {
+	r.Findings = append([]Finding(nil), r.Findings...)
 	if r.Findings == nil {
 		r.Findings = []Finding{}
 	}
@@ -97,6 +94,18 @@ func writeJSON(w io.Writer, r Report) error {
 			r.Findings[i].Fixes = []Fix{}
 		}
 	}
+	return r
+}
+
+// writeJSON writes indented JSON; slices are never null. The bytes are
+// exactly those of a json.Encoder with SetIndent("", "  ") (the tests
+// compare them), but the findings, nearly all of the output, are written
+// by appendFinding in blocks on every CPU and streamed as they are ready:
+// one Encode of the whole report builds the compact document and then
+// its indented copy, two buffers that grow (and are copied) a quarter at
+// a time to tens of MB on a big cluster, and scans its own output again.
+func writeJSON(w io.Writer, r Report) error {
+	r = withEmptyArrays(r)
 	findings := r.Findings
 	// The rest of the report, with no findings, is small: the standard
 	// encoder writes it, and the findings go where its "[]" is.

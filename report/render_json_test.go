@@ -17,24 +17,7 @@ import (
 // over the whole report, after the same nil-to-empty normalization.
 func referenceJSON(t testing.TB, r Report) []byte {
 	t.Helper()
-	r.Findings = append([]Finding(nil), r.Findings...)
-	if r.Findings == nil {
-		r.Findings = []Finding{}
-	}
-	if r.Warnings == nil {
-		r.Warnings = []string{}
-	}
-	for i := range r.Findings {
-		if r.Findings[i].Hints == nil {
-			r.Findings[i].Hints = []string{}
-		}
-		if r.Findings[i].Evidence == nil {
-			r.Findings[i].Evidence = []Evidence{}
-		}
-		if r.Findings[i].Fixes == nil {
-			r.Findings[i].Fixes = []Fix{}
-		}
-	}
+	r = withEmptyArrays(r)
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
