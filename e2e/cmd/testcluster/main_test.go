@@ -76,36 +76,8 @@ func TestRunUntilSIGINT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	cmd := command(ctx, "--kubeconfig", kubeconfig)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	// Whatever happens below, never leave the command running.
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-
-	// The kubeconfig appearing is the readiness signal users rely on.
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(kubeconfig); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err // for the deferred cleanup
-			t.Fatalf("testcluster exited before writing the kubeconfig: %v\n%s", err, stderr.String())
-		case <-ctx.Done():
-			t.Fatalf("no kubeconfig: %v\n%s", ctx.Err(), stderr.String())
-		case <-tick.C:
-		}
-	}
+	tc := startUntilReady(ctx, t, kubeconfig)
+	stderr := tc.stderr
 	var stateDir string
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if d, found := strings.CutPrefix(line, "testcluster: state in "); found {
@@ -134,18 +106,7 @@ func TestRunUntilSIGINT(t *testing.T) {
 		t.Errorf("processes under %s while running: %v, want etcd and kube-apiserver", stateDir, pids)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("testcluster after SIGINT: %v, want exit 0\n%s", err, stderr.String())
-		}
-	case <-ctx.Done():
-		t.Fatalf("testcluster still running after SIGINT: %v\n%s", ctx.Err(), stderr.String())
-	}
+	tc.interrupt(ctx, t)
 	if !strings.Contains(stderr.String(), "testcluster: stopping") {
 		t.Errorf("no orderly stop in output:\n%s", stderr.String())
 	}
@@ -160,6 +121,62 @@ func TestRunUntilSIGINT(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(kubeconfig), ".testcluster-kubeconfig-*")); len(left) != 0 {
 		t.Errorf("temp kubeconfig files left: %v", left)
+	}
+}
+
+// started is a running testcluster.
+type started struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan error // Wait's result; whoever takes it puts it back
+}
+
+// startUntilReady starts testcluster --kubeconfig kubeconfig args... and
+// returns once the kubeconfig appears: the readiness signal users rely
+// on. Whatever the test does next, the command is killed when it ends.
+func startUntilReady(ctx context.Context, t *testing.T, kubeconfig string, args ...string) *started {
+	t.Helper()
+	tc := &started{cmd: command(ctx, append([]string{"--kubeconfig", kubeconfig}, args...)...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	tc.cmd.Stderr = tc.stderr
+	if err := tc.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { tc.exited <- tc.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = tc.cmd.Process.Kill()
+		<-tc.exited
+	})
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(kubeconfig); err == nil {
+			return tc
+		}
+		select {
+		case err := <-tc.exited:
+			tc.exited <- err // for the cleanup
+			t.Fatalf("testcluster exited before writing the kubeconfig: %v\n%s", err, tc.stderr.String())
+		case <-ctx.Done():
+			t.Fatalf("no kubeconfig: %v\n%s", ctx.Err(), tc.stderr.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// interrupt sends SIGINT, as Ctrl-C would, and requires exit 0.
+func (tc *started) interrupt(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if err := tc.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-tc.exited:
+		tc.exited <- err
+		if err != nil {
+			t.Fatalf("testcluster after SIGINT: %v, want exit 0\n%s", err, tc.stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("testcluster still running after SIGINT: %v\n%s", ctx.Err(), tc.stderr.String())
 	}
 }
 
@@ -202,33 +219,8 @@ func TestWorldSeedDemo(t *testing.T) {
 	defer cancel()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	began := time.Now()
-	cmd := command(ctx, "--kubeconfig", kubeconfig, "--world", "--seed", "demo")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(kubeconfig); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("testcluster exited before writing the kubeconfig: %v\n%s", err, stderr.String())
-		case <-ctx.Done():
-			t.Fatalf("no kubeconfig: %v\n%s", ctx.Err(), stderr.String())
-		case <-tick.C:
-		}
-	}
+	tc := startUntilReady(ctx, t, kubeconfig, "--world", "--seed", "demo")
+	stderr := tc.stderr
 	t.Logf("kubeconfig published %v after start (binaries, API server, world, demo running)", time.Since(began).Round(time.Millisecond))
 	var worldDir string
 	for _, line := range strings.Split(stderr.String(), "\n") {
@@ -270,19 +262,8 @@ func TestWorldSeedDemo(t *testing.T) {
 		t.Errorf("shop/orders-db: %v %v", svc, err)
 	}
 
-	pid := cmd.Process.Pid
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("testcluster after SIGINT: %v, want exit 0\n%s", err, stderr.String())
-		}
-	case <-ctx.Done():
-		t.Fatalf("testcluster still running after SIGINT: %v\n%s", ctx.Err(), stderr.String())
-	}
+	pid := tc.cmd.Process.Pid
+	tc.interrupt(ctx, t)
 	if _, err := os.Stat(worldDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("world state %s after exit: %v, want removed", worldDir, err)
 	}
