@@ -291,8 +291,7 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		if err != nil {
 			return report.Report{}, err
 		}
-		o := probe.DefaultOptions()
-		o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+		o := f.probeOptions()
 		plan := report.PlanSelfProbes(inv, externals, inMesh)
 		if f.planFilter != nil {
 			plan = f.planFilter(plan)
@@ -317,6 +316,14 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		*f.observed = in.Observations
 	}
 	return report.Build(in), nil
+}
+
+// probeOptions are the prober's defaults with the scan's timeouts and
+// concurrency, for every vantage the scan dials from.
+func (f *scanFlags) probeOptions() probe.Options {
+	o := probe.DefaultOptions()
+	o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+	return o
 }
 
 // checkDirect: --direct adds port-forwards to --vantage self; --vantage

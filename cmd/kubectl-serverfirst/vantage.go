@@ -12,7 +12,6 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -43,8 +42,7 @@ func parseFromPods(list []string) ([]podRef, error) {
 // What fails becomes a warning; the report rests on what arrived.
 func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clients, inv *cluster.Inventory, externals []report.ExternalTarget,
 	f *scanFlags, pods bool, fromPods []podRef, progress io.Writer) ([]report.Observation, []string) {
-	po := probe.DefaultOptions()
-	po.BannerTimeout, po.ConnectTimeout, po.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+	po := f.probeOptions()
 	opts := vantage.RunOptions{
 		Pod:   vantage.PodOptions{Image: f.probeImage, ScanID: vantage.NewScanID(), BannerTimeout: f.timeout, ConnectTimeout: f.connectTimeout},
 		Probe: po,
@@ -154,8 +152,7 @@ func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Inte
 		return func() ([]report.Observation, []string) { return nil, warnings }
 	}
 	fmt.Fprintf(progress, "port-forwarding to %d pod(s) for the direct path...\n", len(pods))
-	po := probe.DefaultOptions()
-	po.BannerTimeout, po.ConnectTimeout, po.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+	po := f.probeOptions()
 	var obs []report.Observation
 	done := make(chan struct{})
 	go func() {
