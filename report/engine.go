@@ -397,11 +397,12 @@ func (j *judge) activeVerdict(f *Finding) {
 	}
 	var direct, meshPath, outside []probe.Result
 	for _, o := range obs {
-		f.Evidence = append(f.Evidence, evidenceOf(o))
+		e := evidenceOf(o)
+		f.Evidence = append(f.Evidence, e)
 		switch {
 		case o.Vantage == VantageDirect:
 			direct = append(direct, o.Result)
-		case o.Vantage == VantageMeshClient || o.Vantage == VantageSelf && o.InMesh:
+		case e.throughMesh():
 			meshPath = append(meshPath, o.Result)
 		case !f.ServerInMesh:
 			// A client without a sidecar reaching a server without one
