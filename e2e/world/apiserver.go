@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 )
 
@@ -143,20 +144,40 @@ func relay(a, b net.Conn) {
 	<-done
 }
 
+// startAPIAccess gives pods the API server: the forwarder, the
+// `kubernetes` Service's EndpointSlice pointing at it and the environment
+// every container gets. It runs before any pod does, so apiEnv needs no
+// lock.
+func (n *Node) startAPIAccess(ctx context.Context) error {
+	if err := n.startAPIForwarder(); err != nil {
+		return err
+	}
+	// The API server creates the kubernetes Service shortly after it
+	// turns ready.
+	var svc *corev1.Service
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		svc, err = n.client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("the kubernetes Service: %w", err)
+	}
+	if len(svc.Spec.Ports) == 0 || svc.Spec.ClusterIP == "" {
+		return errors.New("the kubernetes Service has no ClusterIP or port")
+	}
+	n.apiEnv = apiServiceEnv(svc)
+	return n.ensureAPISlice(ctx, svc)
+}
+
 // ensureAPISlice points the `kubernetes` Service at the forwarder: an
 // EndpointSlice with the bridge address, as the API server's reconciler
 // would publish its own address. Pods then reach the API server through
 // the ClusterIP (kube-proxy stand-in) exactly as in a cluster.
-func (n *Node) ensureAPISlice(ctx context.Context) error {
-	svc, err := n.client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("the kubernetes Service: %w", err)
-	}
-	portName := "https"
-	for _, p := range svc.Spec.Ports {
-		portName = p.Name
-		break
-	}
+func (n *Node) ensureAPISlice(ctx context.Context, svc *corev1.Service) error {
 	want := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      "kubernetes-world",
@@ -172,7 +193,7 @@ func (n *Node) ensureAPISlice(ctx context.Context) error {
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 		}},
 		Ports: []discoveryv1.EndpointPort{{
-			Name: ptr.To(portName), Port: ptr.To(int32(APIForwardPort)), Protocol: ptr.To(corev1.ProtocolTCP),
+			Name: ptr.To(svc.Spec.Ports[0].Name), Port: ptr.To(int32(APIForwardPort)), Protocol: ptr.To(corev1.ProtocolTCP),
 		}},
 	}
 	slices := n.client.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault)
@@ -191,25 +212,11 @@ func (n *Node) ensureAPISlice(ctx context.Context) error {
 
 // apiServiceEnv is what the kubelet puts in every container for the
 // `kubernetes` Service (client libraries' in-cluster config reads
-// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT); nil when the node
-// does not forward to the API server.
-func (n *Node) apiServiceEnv() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.apiEnv
-}
-
-func (n *Node) loadAPIServiceEnv(ctx context.Context) error {
-	svc, err := n.client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("the kubernetes Service: %w", err)
-	}
-	if len(svc.Spec.Ports) == 0 || svc.Spec.ClusterIP == "" {
-		return errors.New("the kubernetes Service has no ClusterIP or port")
-	}
+// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT).
+func apiServiceEnv(svc *corev1.Service) []string {
 	ip, port := svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port))
 	hostPort := net.JoinHostPort(ip, port)
-	env := []string{
+	return []string{
 		"KUBERNETES_SERVICE_HOST=" + ip,
 		"KUBERNETES_SERVICE_PORT=" + port,
 		"KUBERNETES_SERVICE_PORT_HTTPS=" + port,
@@ -219,8 +226,4 @@ func (n *Node) loadAPIServiceEnv(ctx context.Context) error {
 		"KUBERNETES_PORT_" + port + "_TCP_PORT=" + port,
 		"KUBERNETES_PORT_" + port + "_TCP_ADDR=" + ip,
 	}
-	n.mu.Lock()
-	n.apiEnv = env
-	n.mu.Unlock()
-	return nil
 }

@@ -78,12 +78,12 @@ func StartJobController(ctx context.Context, client kubernetes.Interface, logf f
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	batch, core := client.BatchV1(), client.CoreV1()
 	c.wg.Add(3)
-	go c.watchKick(func(ctx context.Context) (watch.Interface, error) {
+	go watchKick(c.ctx, &c.wg, func(ctx context.Context) (watch.Interface, error) {
 		return batch.Jobs("").Watch(ctx, metav1.ListOptions{})
-	})
-	go c.watchKick(func(ctx context.Context) (watch.Interface, error) {
+	}, c.kick)
+	go watchKick(c.ctx, &c.wg, func(ctx context.Context) (watch.Interface, error) {
 		return core.Pods("").Watch(ctx, metav1.ListOptions{LabelSelector: batchv1.ControllerUidLabel})
-	})
+	}, c.kick)
 	go c.loop()
 	return c
 }
@@ -95,25 +95,6 @@ func (c *JobController) Stop() {
 		c.cancel()
 		c.wg.Wait()
 	})
-}
-
-// watchKick wakes the reconcile loop on every event, and when the watch
-// ends (then re-watches after a second).
-func (c *JobController) watchKick(start func(context.Context) (watch.Interface, error)) {
-	defer c.wg.Done()
-	for c.ctx.Err() == nil {
-		if w, err := start(c.ctx); err == nil {
-			for range w.ResultChan() {
-				kickChan(c.kick)
-			}
-			w.Stop()
-		}
-		kickChan(c.kick)
-		select {
-		case <-c.ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // loop reconciles on every kick and at least once a second (deadlines,

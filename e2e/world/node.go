@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 )
@@ -76,7 +75,7 @@ type Node struct {
 	stopErr     error
 	startedTime time.Time
 	apiFwd      *apiForwarder
-	apiEnv      []string // guarded by mu
+	apiEnv      []string // KUBERNETES_SERVICE_* for every container; set before pods run
 }
 
 // StartNode registers a Node, builds the pod network, starts the kubelet
@@ -145,24 +144,7 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.opts.APIServer != "" {
-		if err := n.startAPIForwarder(); err != nil {
-			return nil, err
-		}
-		// The API server creates the kubernetes Service shortly after it
-		// turns ready.
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			if err := n.loadAPIServiceEnv(ctx); err != nil {
-				if apierrors.IsNotFound(errors.Unwrap(err)) {
-					return false, nil
-				}
-				return false, err
-			}
-			return true, nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("API access for pods: %w", err)
-		}
-		if err := n.ensureAPISlice(ctx); err != nil {
+		if err := n.startAPIAccess(ctx); err != nil {
 			return nil, fmt.Errorf("API access for pods: %w", err)
 		}
 	}
@@ -175,13 +157,13 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	// loops; every pass lists afresh (a test cluster holds a few objects).
 	core, disc := n.client.CoreV1(), n.client.DiscoveryV1()
 	n.wg.Add(3)
-	go n.watchKick("pods", func(ctx context.Context) (watch.Interface, error) {
+	go watchKick(n.ctx, &n.wg, func(ctx context.Context) (watch.Interface, error) {
 		return core.Pods("").Watch(ctx, metav1.ListOptions{})
 	}, n.kick, n.proxyKick)
-	go n.watchKick("services", func(ctx context.Context) (watch.Interface, error) {
+	go watchKick(n.ctx, &n.wg, func(ctx context.Context) (watch.Interface, error) {
 		return core.Services("").Watch(ctx, metav1.ListOptions{})
 	}, n.proxyKick)
-	go n.watchKick("endpointslices", func(ctx context.Context) (watch.Interface, error) {
+	go watchKick(n.ctx, &n.wg, func(ctx context.Context) (watch.Interface, error) {
 		return disc.EndpointSlices("").Watch(ctx, metav1.ListOptions{})
 	}, n.proxyKick)
 	n.wg.Add(2)
@@ -198,12 +180,12 @@ func kickChan(c chan struct{}) {
 }
 
 // watchKick wakes the given loops on every event of a watch, re-watching
-// (and waking them) whenever the watch ends, until the node stops.
-func (n *Node) watchKick(what string, start func(context.Context) (watch.Interface, error), kicks ...chan struct{}) {
-	defer n.wg.Done()
-	for n.ctx.Err() == nil {
-		w, err := start(n.ctx)
-		if err == nil {
+// (and waking them) whenever the watch ends, until ctx ends; then it
+// marks wg done. The node agent and the job controller share it.
+func watchKick(ctx context.Context, wg *sync.WaitGroup, start func(context.Context) (watch.Interface, error), kicks ...chan struct{}) {
+	defer wg.Done()
+	for ctx.Err() == nil {
+		if w, err := start(ctx); err == nil {
 			for range w.ResultChan() {
 				for _, k := range kicks {
 					kickChan(k)
@@ -215,7 +197,7 @@ func (n *Node) watchKick(what string, start func(context.Context) (watch.Interfa
 			kickChan(k)
 		}
 		select {
-		case <-n.ctx.Done():
+		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}

@@ -92,14 +92,15 @@ type podWorker struct {
 
 func newPodWorker(n *Node, p *corev1.Pod) *podWorker {
 	w := &podWorker{
-		node:  n,
-		uid:   p.UID,
-		key:   p.Namespace + "/" + p.Name,
-		dir:   filepath.Join(n.opts.StateDir, "pods", p.Namespace+"_"+p.Name+"_"+string(p.UID)),
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
-		pod:   p,
-		phase: corev1.PodPending,
+		node:    n,
+		uid:     p.UID,
+		key:     p.Namespace + "/" + p.Name,
+		dir:     filepath.Join(n.opts.StateDir, "pods", p.Namespace+"_"+p.Name+"_"+string(p.UID)),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		pod:     p,
+		phase:   corev1.PodPending,
+		volumes: map[string]string{},
 	}
 	for _, c := range p.Spec.InitContainers {
 		w.inits = append(w.inits, &ctr{kind: kindInit, spec: c})
@@ -470,7 +471,7 @@ func (w *podWorker) startContainer(c *ctr) {
 	}
 	defer logFile.Close()
 	ec := exec.Command(path, args...)
-	ec.Env = containerEnv(pod, &spec, ip, w.node.apiServiceEnv(), cmd.Env)
+	ec.Env = containerEnv(pod, &spec, ip, w.node.apiEnv, cmd.Env)
 	ec.Dir = cmd.Dir
 	if ec.Dir == "" {
 		ec.Dir = spec.WorkingDir

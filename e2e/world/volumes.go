@@ -96,13 +96,10 @@ func (w *podWorker) containerMounts(pod *corev1.Pod, c *corev1.Container) ([]bin
 
 // volume returns the prepared directory of v, preparing it on first use.
 func (w *podWorker) volume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (string, error) {
-	w.mu.Lock()
-	dir, ok := w.volumes[v.Name]
-	w.mu.Unlock()
-	if ok {
+	if dir, ok := w.preparedVolume(v.Name); ok {
 		return dir, nil
 	}
-	dir = filepath.Join(w.dir, "volumes", v.Name)
+	dir := filepath.Join(w.dir, "volumes", v.Name)
 	files := map[string][]byte{}
 	var err error
 	switch {
@@ -153,13 +150,22 @@ func (w *podWorker) volume(ctx context.Context, pod *corev1.Pod, v *corev1.Volum
 			return "", err
 		}
 	}
-	w.mu.Lock()
-	if w.volumes == nil {
-		w.volumes = map[string]string{}
-	}
-	w.volumes[v.Name] = dir
-	w.mu.Unlock()
+	w.rememberVolume(v.Name, dir)
 	return dir, nil
+}
+
+// preparedVolume is the directory of a volume prepared earlier for this pod.
+func (w *podWorker) preparedVolume(name string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dir, ok := w.volumes[name]
+	return dir, ok
+}
+
+func (w *podWorker) rememberVolume(name, dir string) {
+	w.mu.Lock()
+	w.volumes[name] = dir
+	w.mu.Unlock()
 }
 
 // automountDir is the service-account volume the admission plugin would
@@ -174,10 +180,7 @@ func (w *podWorker) automountDir(ctx context.Context, pod *corev1.Pod) (string, 
 	if w.node.opts.APIServer == "" || pod.Spec.ServiceAccountName == "" {
 		return "", nil
 	}
-	w.mu.Lock()
-	dir, ok := w.volumes[automountVolume]
-	w.mu.Unlock()
-	if ok {
+	if dir, ok := w.preparedVolume(automountVolume); ok {
 		return dir, nil
 	}
 	saName := serviceAccountName(pod)
@@ -205,7 +208,7 @@ func (w *podWorker) automountDir(ctx context.Context, pod *corev1.Pod) (string, 
 	if err != nil {
 		return "", err
 	}
-	dir = filepath.Join(w.dir, "volumes", automountVolume)
+	dir := filepath.Join(w.dir, "volumes", automountVolume)
 	if err := writeVolumeFiles(dir, map[string][]byte{
 		"token":     []byte(tok),
 		"ca.crt":    w.node.opts.ClusterCA,
@@ -213,12 +216,7 @@ func (w *podWorker) automountDir(ctx context.Context, pod *corev1.Pod) (string, 
 	}); err != nil {
 		return "", err
 	}
-	w.mu.Lock()
-	if w.volumes == nil {
-		w.volumes = map[string]string{}
-	}
-	w.volumes[automountVolume] = dir
-	w.mu.Unlock()
+	w.rememberVolume(automountVolume, dir)
 	return dir, nil
 }
 
@@ -415,7 +413,6 @@ func (n *Node) PodVolumeDir(namespace, name, volume string) string {
 	if w == nil {
 		return ""
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.volumes[volume]
+	dir, _ := w.preparedVolume(volume)
+	return dir
 }
