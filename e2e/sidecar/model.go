@@ -191,32 +191,27 @@ func (m *Model) Run(ctx context.Context) error {
 		return fmt.Errorf("sidecar: inbound listener: %w", err)
 	}
 	defer in.Close()
-	var st net.Listener
-	if m.opts.StatusAddr != "-" {
-		if st, err = lc.Listen(ctx, "tcp", m.opts.StatusAddr); err != nil {
-			return fmt.Errorf("sidecar: status listener: %w", err)
+	// The HTTP ports: pilot-agent's status (15021) and its own (15020).
+	var httpAddrs [2]net.Addr
+	for i, h := range []struct {
+		what, addr string
+		handler    http.Handler
+	}{{"status", m.opts.StatusAddr, m.statusHandler()}, {"agent", m.opts.AgentAddr, m.agentHandler()}} {
+		if h.addr == "-" {
+			continue
 		}
-		srv := &http.Server{Handler: m.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(st)
-		defer srv.Close()
-	}
-	if m.opts.AgentAddr != "-" {
-		ag, err := lc.Listen(ctx, "tcp", m.opts.AgentAddr)
+		l, err := lc.Listen(ctx, "tcp", h.addr)
 		if err != nil {
-			return fmt.Errorf("sidecar: agent listener: %w", err)
+			return fmt.Errorf("sidecar: %s listener: %w", h.what, err)
 		}
-		srv := &http.Server{Handler: m.agentHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ag)
+		srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(l)
 		defer srv.Close()
-		m.addrMu.Lock()
-		m.agAddr = ag.Addr()
-		m.addrMu.Unlock()
+		httpAddrs[i] = l.Addr()
 	}
 	m.addrMu.Lock()
 	m.outAddr, m.inAddr = out.Addr(), in.Addr()
-	if st != nil {
-		m.stAddr = st.Addr()
-	}
+	m.stAddr, m.agAddr = httpAddrs[0], httpAddrs[1]
 	m.addrMu.Unlock()
 
 	go m.serve(out, m.handleOutbound)
