@@ -324,7 +324,8 @@ func TestScheduledJob(t *testing.T) {
 	if !strings.Contains(run4.logs, "forbidden") || !strings.Contains(run4.logs, "serverfirst/serverfirst-report") {
 		t.Errorf("the failure does not name the ConfigMap and the missing right:\n%s", tail(run4.logs))
 	}
-	t.Logf("run 4 (no write rights) says: %s", tail(run4.logs)[strings.LastIndex(tail(run4.logs), "\n")+1:])
+	last := strings.TrimSpace(run4.logs)
+	t.Logf("run 4 (no write rights) says: %s", last[strings.LastIndexByte(last, '\n')+1:])
 	after := fx.readReport(ctx, t, "serverfirst-report")
 	if after.cm.ResourceVersion != before.cm.ResourceVersion {
 		t.Error("a run without write rights changed the ConfigMap")
