@@ -185,7 +185,10 @@ func Probe(ctx context.Context, t Target, o Options) Result {
 // thousands to the caller's context.
 func probe(ctx context.Context, c *canceler, t Target, o Options) Result {
 	r := Result{Target: t.String()}
-	if c.isCanceled() {
+	// ctx first: context.AfterFunc runs the cancel on a goroutine of its
+	// own, so for a context already canceled when the probe starts, c may
+	// not know yet; ctx.Err() is set before CancelFunc returns.
+	if ctx.Err() != nil || c.isCanceled() {
 		return canceled(r, ctx)
 	}
 

@@ -23,12 +23,13 @@ import (
 // testServer is a loopback listener that runs handle for every connection
 // and counts the bytes clients sent, so tests can prove the prober is passive.
 type testServer struct {
-	ln       net.Listener
-	target   Target
-	handlers sync.WaitGroup
-	mu       sync.Mutex
-	received int
-	accepted chan struct{}
+	ln         net.Listener
+	target     Target
+	acceptDone chan struct{}
+	handlers   sync.WaitGroup
+	mu         sync.Mutex
+	received   int
+	accepted   chan struct{}
 }
 
 func startServer(t *testing.T, network, address string, handle func(c net.Conn)) *testServer {
@@ -48,9 +49,9 @@ func serve(t *testing.T, ln net.Listener, handle func(c net.Conn)) *testServer {
 		target:   Target{Host: addr.IP.String(), Port: addr.Port},
 		accepted: make(chan struct{}, 1024),
 	}
-	acceptDone := make(chan struct{})
+	s.acceptDone = make(chan struct{})
 	go func() {
-		defer close(acceptDone)
+		defer close(s.acceptDone)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -65,12 +66,16 @@ func serve(t *testing.T, ln net.Listener, handle func(c net.Conn)) *testServer {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-acceptDone
-		s.handlers.Wait()
-	})
+	t.Cleanup(s.stop)
 	return s
+}
+
+// stop closes the listener and returns once its accept loop and every
+// handler have returned.
+func (s *testServer) stop() {
+	s.ln.Close()
+	<-s.acceptDone
+	s.handlers.Wait()
 }
 
 func (s *testServer) bytesReceived() int {
@@ -421,6 +426,9 @@ func TestProbeAllInputOrderManyTargets(t *testing.T) {
 }
 
 func TestProbeAllLeaksNothing(t *testing.T) {
+	// Taken before any server starts: once they are stopped, no goroutine
+	// started since may still wait for anything.
+	before := goroutines()
 	servers := []*testServer{
 		startServer(t, "tcp", "127.0.0.1:0", sendThenWait("SSH-2.0-x\r\n")),
 		startServer(t, "tcp", "127.0.0.1:0", untilClientCloses),
@@ -437,22 +445,58 @@ func TestProbeAllLeaksNothing(t *testing.T) {
 	// Warm up once so lazily created runtime resources (netpoller, ...)
 	// exist before counting.
 	ProbeAll(context.Background(), targets[:1], opts(time.Millisecond))
-	fdsBefore, goroutinesBefore := openFDs(t), runtime.NumGoroutine()
+	fdsBefore := openFDs(t)
 
 	ProbeAll(context.Background(), targets, opts(50*time.Millisecond))
 	for _, s := range servers {
-		s.ln.Close()
-		s.handlers.Wait()
+		s.stop()
 	}
-	// Closing the listeners and ending their accept loops removes what the
-	// servers themselves held; account for it.
+	// Stopping the servers closed their listeners and ended their accept
+	// loops; account for them.
 	fdsAfter := openFDs(t) + len(servers)
 	if fdsAfter != fdsBefore {
 		t.Errorf("open fds: %d before, %d after (listeners counted back in)", fdsBefore, fdsAfter)
 	}
-	if g := runtime.NumGoroutine() + len(servers); g > goroutinesBefore {
-		t.Errorf("goroutines: %d before, %d after (accept loops counted back in)", goroutinesBefore, g)
+	for id, g := range goroutines() {
+		if _, old := before[id]; !old && g.waiting() {
+			t.Errorf("goroutine left waiting:\n%s", g)
+		}
 	}
+}
+
+// goroutine is one entry of a full runtime.Stack dump: a header such as
+// "goroutine 7 [chan receive, 2 minutes]:" and its frames.
+type goroutine string
+
+// goroutines returns a dump of all goroutines by id.
+func goroutines() map[string]goroutine {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	all := map[string]goroutine{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if id, _, ok := strings.Cut(strings.TrimPrefix(g, "goroutine "), " "); ok {
+			all[id] = goroutine(g)
+		}
+	}
+	return all
+}
+
+// waiting tells a goroutine that waits for something (a channel, a lock,
+// the network, ...), as a leaked one does forever, from one that can run.
+// Right after a WaitGroup's Wait, the goroutines that called Done (ProbeAll's
+// workers, the test servers' handlers) may still exist, runnable, on their
+// way out: they wait for nothing but the CPU.
+func (g goroutine) waiting() bool {
+	header, _, _ := strings.Cut(string(g), "\n")
+	_, status, _ := strings.Cut(header, " [")
+	return !strings.HasPrefix(status, "running") && !strings.HasPrefix(status, "runnable")
 }
 
 func openFDs(t *testing.T) int {
