@@ -133,7 +133,7 @@ func TestWriteJSONMatchesEncoder(t *testing.T) {
 
 	// Numbers around encoding/json's switch to exponents.
 	var floats []Evidence
-	for _, v := range []float64{0, -0.0, 1, 0.1, 1.5e-7, 1e-6, 9.99999e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-9, math.SmallestNonzeroFloat64, math.MaxFloat64} {
+	for _, v := range []float64{0, math.Copysign(0, -1), 1, 0.1, 1.5e-7, 1e-6, 9.99999e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-9, math.SmallestNonzeroFloat64, math.MaxFloat64} {
 		floats = append(floats, Evidence{ConnectMs: v, FirstByteMs: &v})
 	}
 	t.Run("floats", func(t *testing.T) { assertSameJSON(t, Report{Findings: []Finding{{Evidence: floats}}}) })

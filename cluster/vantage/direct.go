@@ -46,6 +46,7 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		// WebSocket transport reports a refusal with k8s.io/streaming's
 		// error type, not apimachinery's.
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+			//lint:ignore SA1019 the SPDY dialer still reports refusals with apimachinery's own error type
 			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 		})
 	}

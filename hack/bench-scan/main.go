@@ -166,7 +166,7 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 			len(inv.Pods), len(inv.Services), len(inv.ServiceEntries))
 	}
 	if len(inv.Warnings) > 0 {
-		return false, fmt.Errorf("Load warned: %q", inv.Warnings)
+		return false, fmt.Errorf("cluster.Load warned: %q", inv.Warnings)
 	}
 	fmt.Printf("\nload average before the timed runs: %s\n", loadBefore)
 	reqGoal := int64(objects/500 + resourceTypes)
@@ -307,7 +307,7 @@ func timeLoads(ctx context.Context, admin *rest.Config, runs int, cpuProfile str
 		wall := time.Since(start)
 		cpuUsed := processCPU() - cpuBefore
 		if err != nil {
-			return nil, nil, nil, nil, nil, phases, fmt.Errorf("Load: %w", err)
+			return nil, nil, nil, nil, nil, phases, fmt.Errorf("cluster.Load: %w", err)
 		}
 		runtime.ReadMemStats(&after)
 		start = time.Now()
