@@ -64,7 +64,9 @@ outboundTrafficPolicy:
 		{"outboundTrafficPolicy mode as enum number", "outboundTrafficPolicy: {mode: 0}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "REGISTRY_ONLY" }), ""},
 		{"outboundTrafficPolicy ALLOW_ANY as enum number", "outboundTrafficPolicy: {mode: 1}", def, ""},
 		{"allow any dynamic dns (Istio 1.31)", "outboundTrafficPolicy: {mode: ALLOW_ANY_DYNAMIC_DNS}\nprotocolDetectionTimeout: 5s",
-			with(func(m *MeshConfig) { m.OutboundTrafficPolicy, m.ProtocolDetectionTimeout = "ALLOW_ANY_DYNAMIC_DNS", 5*time.Second }), ""},
+			with(func(m *MeshConfig) {
+				m.OutboundTrafficPolicy, m.ProtocolDetectionTimeout = "ALLOW_ANY_DYNAMIC_DNS", 5*time.Second
+			}), ""},
 		{"allow any dynamic dns as enum number", "outboundTrafficPolicy: {mode: 3}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "ALLOW_ANY_DYNAMIC_DNS" }), ""},
 		{"defaultConfig null", "defaultConfig: null", def, ""},
 		{"not YAML", "protocolDetectionTimeout: [", MeshConfig{}, "parsing mesh config"},
