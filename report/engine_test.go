@@ -173,6 +173,7 @@ func TestBuildRules(t *testing.T) {
 	plainDB := pod(ns, "db-0", "db", false, "docker.io/library/mysql:8.4")
 	meshNoHint := pod(ns, "app-0", "app", true, "ghcr.io/acme/app:1.0")
 	meshMail := pod(ns, "mail-0", "mail", true, "ghcr.io/acme/relay:1")
+	plainDB2 := pod("legacy", "client-0", "client", false) // a client without a sidecar
 
 	withTimeout := func(inv *cluster.Inventory, d time.Duration) *cluster.Inventory {
 		inv.Mesh.ProtocolDetectionTimeout = d
@@ -298,6 +299,56 @@ func TestBuildRules(t *testing.T) {
 					t.Errorf("protocol %s/%s", f.Protocol, f.ProtocolSource)
 				}
 			},
+		},
+		{
+			// The seed's third scenario without probes: a declared port,
+			// PERMISSIVE, and clients without a sidecar in the cluster.
+			name: "declared-TCP mysql under PERMISSIVE, pods without a sidecar exist: AT-RISK external-to-mesh",
+			code: "SF0203",
+			in: Input{Inventory: func() *cluster.Inventory {
+				a, b, c := pod("batch", "report-0", "report", false), pod("batch", "report-1", "report", false), pod("legacy", "cron-0", "cron", false)
+				done := pod("legacy", "job-0", "job", false)
+				done.Phase = "Succeeded"
+				amb := pod("ambient", "client-0", "client", false)
+				inv := meshInv([]cluster.Pod{meshDB, a, b, c, done, amb}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))
+				inv.Namespaces = []cluster.Namespace{{Name: "ambient", Ambient: true}}
+				return inv
+			}()},
+			key: dbKey, verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "3 pod(s) without a sidecar in 2 namespace(s): batch, legacy") {
+					t.Errorf("reason %q does not say how many and where", f.Reason)
+				}
+				assertPathCodes(t, f, "SF0203", "SF0109")
+				if f.Paths[1].Scenario != MeshToMesh || f.Paths[1].Verdict != OK {
+					t.Errorf("mesh path %+v", f.Paths[1])
+				}
+			},
+		},
+		{
+			name: "declared-TCP mysql under PERMISSIVE with protocolDetectionTimeout: AT-RISK external-to-mesh, delayed",
+			code: "SF0204",
+			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", ""))), 2*time.Second)},
+			key:  dbKey, verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication},
+		},
+		{
+			name: "declared-TCP mysql under PERMISSIVE, every pod in the mesh: OK, one path",
+			code: "SF0109",
+			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))},
+			key:  dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
+			check: func(t *testing.T, f Finding) { assertPathCodes(t, f, "SF0109") },
+		},
+		{
+			name: "declared-TCP mysql under STRICT with pods without a sidecar: OK, no sniffing path",
+			code: "SF0109",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))
+				inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: ns, Name: "strict", Mode: cluster.MTLSStrict}}
+				return inv
+			}()},
+			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "appProtocol tcp: OK",
@@ -1162,7 +1213,7 @@ func representativeInput() Input {
 		svc(shop, "orders-db", "orders-db", []cluster.Pod{db}, tport("db", 3307, "3306", "")),
 		svc(shop, "legacy-db", "legacy-db", []cluster.Pod{legacy}, tport("mysql-legacy", 3308, "3306", "mysql.com/x"), tport("metrics", 9104, "", "")),
 		svc(shop, "pg", "pg", []cluster.Pod{pg}, tport("pg", 5432, "", "")),
-		svc(shop, "gone", "gone", []cluster.Pod{gone}, tport("smtp", 2526, "", "")),
+		svc(shop, "gone", "gone", []cluster.Pod{gone}, tport("app", 2526, "", "")),
 		svc(mail, "relay", "relay", []cluster.Pod{relay}, tport("tcp-smtp", 25, "2525", ""), tport("submission", 587, "", "")),
 		svc(mail, "imap", "imap", []cluster.Pod{imap}, tport("imap", 143, "", "")),
 		svc(web, "frontend", "frontend", []cluster.Pod{front}, tport("http-web", 10000, "8080", "")),
