@@ -148,6 +148,24 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 		}
 	})
 
+	// The seed's third scenario without probes (issue 13): a declared-TCP
+	// MySQL behind a PERMISSIVE sidecar, and a pod without a sidecar in
+	// the cluster (legacy/ftp-0).
+	t.Run("static external-to-mesh path", func(t *testing.T) {
+		f := findingOf(t, kc, "Service/orders-db-tcp/3308")
+		if f.Verdict != report.AtRisk || f.Code != "SF0203" || f.Scenario != report.ExternalToMesh ||
+			!strings.Contains(f.Reason, "1 pod(s) without a sidecar in 1 namespace(s): legacy") {
+			t.Errorf("orders-db-tcp:3308 is %s %s %s (%s), want AT-RISK SF0203 external-to-mesh naming legacy", f.Verdict, f.Code, f.Scenario, f.Reason)
+		}
+		var codes []report.Code
+		for _, p := range f.Paths {
+			codes = append(codes, p.Code)
+		}
+		if len(codes) != 2 || codes[0] != "SF0203" || codes[1] != "SF0109" {
+			t.Errorf("paths %v, want the external-to-mesh risk and the OK mesh path", codes)
+		}
+	})
+
 	t.Run("static JSON contract", func(t *testing.T) {
 		out, _, err := run(t, "", "scan", "--static", "-n", "shop", "--kubeconfig", kc, "-o", "json")
 		if err != nil {
