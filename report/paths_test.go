@@ -1,6 +1,7 @@
 package report
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -21,6 +22,7 @@ func TestStrictSilentOutsideIsRejected(t *testing.T) {
 	if f.Verdict != MTLSRejected || f.Scenario != ExternalToMesh {
 		t.Fatalf("verdict %s scenario %s, want MTLS-REJECTED external-to-mesh", f.Verdict, f.Scenario)
 	}
+	assertCode(t, f, ruleStrictSilent.Code)
 }
 
 // Both paths hang: both are reported, and the plan carries one fix per path.
@@ -37,6 +39,7 @@ func TestEveryAffectedPathGetsItsFix(t *testing.T) {
 	if len(f.Paths) != 2 || f.Paths[0].Verdict != Deadlock || f.Paths[1].Verdict != Deadlock {
 		t.Fatalf("paths = %+v", f.Paths)
 	}
+	assertPathCodes(t, f, ruleDeadlock.Code, ruleDeadlock.Code)
 	plan := Plan(r)
 	kinds := map[string]bool{}
 	for _, o := range plan.Objects {
@@ -49,5 +52,32 @@ func TestEveryAffectedPathGetsItsFix(t *testing.T) {
 		if fix.Scenario == "" {
 			t.Errorf("fix %q has no scenario", fix.Title)
 		}
+	}
+}
+
+// ALLOW_ANY_DYNAMIC_DNS's catch-all inspector is not judged per port yet:
+// the report says so once, and only where a mesh exists.
+func TestDynamicDNSWarning(t *testing.T) {
+	p := pod("shop", "db-0", "db", true, "mariadb:11")
+	inv := meshInv([]cluster.Pod{p}, svc("shop", "db", "db", []cluster.Pod{p}, tport("tcp-db", 3306, "", "")))
+	count := func(r Report) int {
+		n := 0
+		for _, w := range r.Warnings {
+			if strings.HasPrefix(w, "outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: ") && strings.Contains(w, "15s") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(Build(Input{Inventory: inv})); n != 0 {
+		t.Errorf("ALLOW_ANY: %d warnings", n)
+	}
+	inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
+	if n := count(Build(Input{Inventory: inv})); n != 1 {
+		t.Errorf("ALLOW_ANY_DYNAMIC_DNS: %d warnings, want 1", n)
+	}
+	none := &cluster.Inventory{Mesh: inv.Mesh}
+	if n := count(Build(Input{Inventory: none})); n != 0 {
+		t.Errorf("no mesh: %d warnings", n)
 	}
 }

@@ -177,7 +177,9 @@ type Finding struct {
 	// listener shares this outbound port.
 	CollidesWith []string `json:"collidesWith,omitempty"`
 	Verdict      Verdict  `json:"verdict"`
-	Scenario     Scenario `json:"scenario,omitempty"`
+	// Code is the registered rule that gave the verdict (explain CODE).
+	Code     Code     `json:"code"`
+	Scenario Scenario `json:"scenario,omitempty"`
 	// Paths are the verdicts of each client path probed (mesh client,
 	// outside client), worst first; Verdict and Scenario are the first's.
 	Paths    []PathVerdict `json:"paths,omitempty"`
@@ -211,11 +213,21 @@ type MeshSummary struct {
 	Source                     string `json:"source"`
 	RootNamespace              string `json:"rootNamespace"`
 	ProtocolDetectionTimeoutMs int64  `json:"protocolDetectionTimeoutMs"`
+	// OutboundTrafficPolicy is the mesh's mode (ALLOW_ANY, REGISTRY_ONLY,
+	// ALLOW_ANY_DYNAMIC_DNS).
+	OutboundTrafficPolicy string `json:"outboundTrafficPolicy,omitempty"`
+	// BannerWaitMs is how long probes waited for a banner, and BannerWait
+	// why that long (the user's --timeout, or the mesh's own timeouts);
+	// absent in a static report.
+	BannerWaitMs int64  `json:"bannerWaitMs,omitempty"`
+	BannerWait   string `json:"bannerWait,omitempty"`
 }
 
 // PathVerdict is the verdict for one client path of a target.
 type PathVerdict struct {
 	Scenario Scenario `json:"scenario"`
 	Verdict  Verdict  `json:"verdict"`
-	Reason   string   `json:"reason"`
+	// Code is the registered rule that gave the path's verdict.
+	Code   Code   `json:"code"`
+	Reason string `json:"reason"`
 }
