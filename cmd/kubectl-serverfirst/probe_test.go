@@ -280,7 +280,9 @@ func TestProbeCommandBadInput(t *testing.T) {
 		{"bad output", []string{"probe", "-o", "xml", "127.0.0.1:1"}, `unknown output format "xml"`},
 		{"bad timeout", []string{"probe", "--timeout", "0s", "127.0.0.1:1"}, "--timeout must be positive"},
 		{"bad connect timeout", []string{"probe", "--connect-timeout", "-1s", "127.0.0.1:1"}, "--connect-timeout must be positive"},
-		{"bad concurrency", []string{"probe", "--concurrency", "0", "127.0.0.1:1"}, "--concurrency must be at least 1"},
+		{"bad concurrency", []string{"probe", "--concurrency", "-1", "127.0.0.1:1"}, "--concurrency must be 0 (automatic) or more"},
+		{"bad per-ip", []string{"probe", "--per-ip", "0", "127.0.0.1:1"}, "--per-ip must be at least 1"},
+		{"bad per-ip-port", []string{"probe", "--per-ip-port", "0", "127.0.0.1:1"}, "--per-ip-port must be at least 1"},
 		{"bad escape", []string{"probe", "--send", `\q`, "127.0.0.1:1"}, `unknown escape \q`},
 	}
 	for _, tc := range tests {
