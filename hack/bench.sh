@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (make bench):
-#  1. the prober: 10,000 loopback targets, half of them greeting at once and
-#     half silent, banner timeout 1s, through the built bin/kubectl-serverfirst
-#     and through nmap's banner script, side by side. Extra arguments go to
-#     the bench program (see: go run ./hack/bench -h), e.g.
+#  1. the prober: 10,000 loopback targets on 2,500 addresses of 127.0.0.0/8,
+#     half of them greeting at once and half silent, banner timeout 1s,
+#     through the built bin/kubectl-serverfirst with its default options and
+#     through nmap's banner script, side by side. Extra arguments go to the
+#     bench program (see: go run ./hack/bench -h), e.g.
 #     hack/bench.sh -targets 2000 -nmap ''. BENCH_PROBE=0 skips it.
 #  2. the static scan: a real kube-apiserver + etcd seeded with 200
 #     namespaces, 5,000 Services, 20,000 Pods, 5,000 EndpointSlices and 1,000
@@ -17,7 +18,7 @@ mkdir -p .cache/bench
 
 if [ "${BENCH_PROBE:-1}" != 0 ]; then
 	go build -o .cache/bench/bench ./hack/bench
-	.cache/bench/bench -bin bin/kubectl-serverfirst -targets 10000 -timeout 1s "$@"
+	.cache/bench/bench -bin bin/kubectl-serverfirst -targets 10000 -ips 2500 -timeout 1s "$@"
 fi
 
 if [ "${BENCH_SCAN:-1}" != 0 ]; then
