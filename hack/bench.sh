@@ -9,8 +9,12 @@
 #  2. the static scan: a real kube-apiserver + etcd seeded with 200
 #     namespaces, 5,000 Services, 20,000 Pods, 5,000 EndpointSlices and 1,000
 #     ServiceEntries; times cluster.Load and `scan --static -A -o json` and
-#     counts API requests (see: go run ./hack/bench-scan -h). BENCH_SCAN_ARGS
-#     go to it, e.g. BENCH_SCAN_ARGS='-pods 2000 -runs 3'. BENCH_SCAN=0 skips it.
+#     counts API requests (see: go run ./hack/bench-scan -h), at that size
+#     and three times it (-scale 1,3: about 31,000 and 94,000 objects, each on
+#     a freshly seeded server), then prints how time and memory grow.
+#     BENCH_SCAN_ARGS replace those flags, e.g. BENCH_SCAN_ARGS='-pods 2000
+#     -runs 3'. BENCH_SCAN=0 skips it. Both need SERVERFIRST_TESTBIN or
+#     .cache/testbin (make test-deps) for kube-apiserver and etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x bin/kubectl-serverfirst ] || make build
@@ -25,5 +29,5 @@ if [ "${BENCH_SCAN:-1}" != 0 ]; then
 	echo
 	go build -o .cache/bench/bench-scan ./hack/bench-scan
 	# shellcheck disable=SC2086 # BENCH_SCAN_ARGS is a list of flags
-	.cache/bench/bench-scan -bin bin/kubectl-serverfirst ${BENCH_SCAN_ARGS:-}
+	.cache/bench/bench-scan -bin bin/kubectl-serverfirst ${BENCH_SCAN_ARGS:--scale 1,3 -runs 3}
 fi

@@ -49,11 +49,10 @@ func main() {
 	nmapArgs := flag.String("nmap-args", "-T4", "extra nmap arguments, space-separated (--max-parallelism and --min-hostgroup are set to fit the targets)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (targets, outputs)")
 	serveKind := flag.String("serve", "", "internal: run as a server process (greet or silent)")
-	ipList := flag.String("serve-ips", "", "internal: comma-separated addresses for -serve")
 	flag.Parse()
 	c.nmap, c.nmapArgs = *nmapPath, strings.Fields(*nmapArgs)
 	if *serveKind != "" {
-		if err := serveProcess(*serveKind, strings.Split(*ipList, ","), c.n, c.basePort); err != nil {
+		if err := serveProcess(*serveKind, addresses(c.ips), c.n, c.basePort); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
 			os.Exit(1)
 		}
@@ -81,7 +80,8 @@ type config struct {
 	keep                                bool
 }
 
-// addresses gives n loopback addresses: 127.0.0.1 alone, or 127.1.0.1 up.
+// addresses gives n loopback addresses: 127.0.0.1 alone, or 127.1.0.1 up
+// (n below 65,535).
 func addresses(n int) []string {
 	if n == 1 {
 		return []string{"127.0.0.1"}
@@ -264,7 +264,7 @@ func startServerProcess(kind string, ips []string, n, basePort int) ([]int, func
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(self, "-serve", kind, "-serve-ips", strings.Join(ips, ","), "-targets", strconv.Itoa(n),
+	cmd := exec.Command(self, "-serve", kind, "-ips", strconv.Itoa(len(ips)), "-targets", strconv.Itoa(n),
 		"-base-port", strconv.Itoa(basePort))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
