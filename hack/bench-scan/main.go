@@ -50,6 +50,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -689,6 +690,20 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 
 func ptr[T any](v T) *T { return &v }
 
+// retryOverload retries a create that an overloaded API server timed out
+// or throttled (seeding 94,000 objects on a busy machine does that). The
+// timed-out request may have been stored all the same, so on a retry
+// AlreadyExists is success.
+func retryOverload(create func() error) error {
+	err := create()
+	for try := 0; try < 5 && (apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err)); try++ {
+		if err = create(); apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+	}
+	return err
+}
+
 // parallel runs f(0..n-1) on workers goroutines; the first error stops it.
 func parallel(ctx context.Context, workers, n int, f func(i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -708,7 +723,7 @@ func parallel(ctx context.Context, workers, n int, f func(i int) error) error {
 				if i >= n {
 					return
 				}
-				if err := f(i); err != nil {
+				if err := retryOverload(func() error { return f(i) }); err != nil {
 					once.Do(func() { firstErr = err; cancel() })
 					return
 				}
