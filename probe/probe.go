@@ -25,9 +25,19 @@ type Options struct {
 	// (and Payload written) for the server's bytes. Silence for this long
 	// is the outcome "silent".
 	BannerTimeout time.Duration
-	// Concurrency bounds how many targets ProbeAll has in flight; each one
-	// holds one socket, so keep it under the open-files limit.
+	// Concurrency bounds how many targets ProbeAll has in flight. Each one
+	// holds one socket, and a silent target holds it for the whole
+	// BannerTimeout while costing no CPU, so the default is as many as the
+	// open-files limit allows (see DefaultConcurrency).
 	Concurrency int
+	// PerIP and PerIPPort are the politeness limits of ProbeAll: at most
+	// this many probes in flight at once to one destination IP, and to one
+	// IP:port. The defaults (4 and 1) make a probe look like one ordinary
+	// client to each server: a MySQL server counts one handshake at a time
+	// towards max_connect_errors, an SMTP server's per-client limits see a
+	// single connection. A host name counts as given (names are not
+	// resolved before dispatch).
+	PerIP, PerIPPort int
 	// Payload is written right after connecting. It is the only way the
 	// prober ever sends bytes; empty means a purely passive probe.
 	Payload []byte
@@ -36,22 +46,61 @@ type Options struct {
 	// QuietGap ends the read once bytes have arrived and no more come for
 	// this long. See readBanner for the whole rule.
 	QuietGap time.Duration
+	// Progress, when set, is called by ProbeAll after each target with the
+	// number finished so far, from the probing goroutines: it must be
+	// cheap and safe for concurrent use.
+	Progress func(finished int)
 }
 
-// DefaultOptions: 3 s to connect, 3 s for a banner, 64 targets at once,
-// 512 bytes, 100 ms quiet gap, nothing sent.
+// DefaultOptions: 3 s to connect, 3 s for a banner, DefaultConcurrency()
+// targets at once but at most 4 per IP and 1 per IP:port, 512 bytes,
+// 100 ms quiet gap, nothing sent.
 func DefaultOptions() Options {
+	o := fixedDefaults()
+	o.Concurrency = DefaultConcurrency()
+	return o
+}
+
+// fixedDefaults are the defaults that do not depend on the process.
+func fixedDefaults() Options {
 	return Options{
 		ConnectTimeout: 3 * time.Second,
 		BannerTimeout:  3 * time.Second,
-		Concurrency:    64,
+		PerIP:          4,
+		PerIPPort:      1,
 		MaxBannerBytes: 512,
 		QuietGap:       100 * time.Millisecond,
 	}
 }
 
+// Bounds of DefaultConcurrency.
+const (
+	// FileReserve is what DefaultConcurrency leaves of the open-files
+	// limit for everything else a process holds: stdio, the poller, DNS,
+	// the files it reads and writes, its API connections.
+	FileReserve = 64
+	// maxDefaultConcurrency bounds the default where the limit is huge
+	// (a hard limit of 2^20 is common): each probe in flight costs a
+	// goroutine and a read buffer, some 10 KB, and 32,768 silent targets
+	// at once already take one banner timeout in all.
+	maxDefaultConcurrency = 1 << 15
+	// unknownLimitConcurrency is the default where the limit is unknown.
+	unknownLimitConcurrency = 256
+)
+
+// DefaultConcurrency is how many probes ProbeAll runs at once by default:
+// the open-files limit (call RaiseOpenFileLimit first) less FileReserve,
+// at most 32,768.
+func DefaultConcurrency() int {
+	limit, ok := OpenFileLimit()
+	if !ok {
+		return unknownLimitConcurrency
+	}
+	return min(max(1, limit-FileReserve), maxDefaultConcurrency)
+}
+
 func (o Options) withDefaults() Options {
-	d := DefaultOptions()
+	d := fixedDefaults()
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = d.ConnectTimeout
 	}
@@ -59,7 +108,13 @@ func (o Options) withDefaults() Options {
 		o.BannerTimeout = d.BannerTimeout
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = d.Concurrency
+		o.Concurrency = DefaultConcurrency()
+	}
+	if o.PerIP <= 0 {
+		o.PerIP = d.PerIP
+	}
+	if o.PerIPPort <= 0 {
+		o.PerIPPort = d.PerIPPort
 	}
 	if o.MaxBannerBytes <= 0 {
 		o.MaxBannerBytes = d.MaxBannerBytes
@@ -428,11 +483,14 @@ func shortError(err error) string {
 	return err.Error()
 }
 
-// ProbeAll probes every target with at most o.Concurrency in flight and
-// returns results in the order of targets. When ctx is canceled, probes in
-// flight stop (those that already hold bytes keep them), targets not yet
-// started are reported as OutcomeError with Error "canceled", and ProbeAll
-// returns only after every socket it opened is closed.
+// ProbeAll probes every target, with at most o.Concurrency in flight and
+// within the politeness limits o.PerIP and o.PerIPPort, and returns results
+// in the order of targets. Targets start in input order, except that one
+// whose destination is at its limit waits and later ones go ahead. When ctx
+// is canceled, probes in flight stop (those that already hold bytes keep
+// them), targets not yet started are reported as OutcomeError with Error
+// "canceled", and ProbeAll returns only after every socket it opened is
+// closed.
 func ProbeAll(ctx context.Context, targets []Target, o Options) []Result {
 	o = o.withDefaults()
 	results := make([]Result, len(targets))
@@ -447,16 +505,17 @@ func ProbeAll(ctx context.Context, targets []Target, o Options) []Result {
 		}
 		close(done)
 	})
-	var next atomic.Int64
+	d := newDispatcher(targets, o.PerIP, o.PerIPPort)
+	var finished atomic.Int64
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(targets) {
-					return
-				}
+			for i := d.take(); i >= 0; i = d.take() {
 				results[i] = probe(ctx, &cancelers[w], targets[i], o)
+				d.finish(i)
+				if o.Progress != nil {
+					o.Progress(int(finished.Add(1)))
+				}
 			}
 		})
 	}

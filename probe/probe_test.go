@@ -372,6 +372,7 @@ func TestProbeAllOrderAndCancel(t *testing.T) {
 	// silent targets that would wait an hour; the rest never start.
 	o := opts(time.Hour)
 	o.Concurrency = 2
+	o.PerIPPort = 2 // both workers on the one silent server
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []Result)
@@ -562,12 +563,21 @@ func TestBannerEncoding(t *testing.T) {
 
 func TestDefaultOptions(t *testing.T) {
 	d := DefaultOptions()
-	if d.BannerTimeout != 3*time.Second || d.ConnectTimeout != 3*time.Second || d.Concurrency != 64 ||
+	if d.BannerTimeout != 3*time.Second || d.ConnectTimeout != 3*time.Second || d.PerIP != 4 || d.PerIPPort != 1 ||
 		d.MaxBannerBytes != 512 || len(d.Payload) != 0 {
 		t.Errorf("DefaultOptions() = %+v", d)
 	}
-	if got := (Options{}).withDefaults(); got.BannerTimeout != d.BannerTimeout || got.QuietGap != d.QuietGap {
+	if got := (Options{}).withDefaults(); got.BannerTimeout != d.BannerTimeout || got.QuietGap != d.QuietGap ||
+		got.Concurrency != d.Concurrency || got.PerIP != d.PerIP || got.PerIPPort != d.PerIPPort {
 		t.Errorf("zero Options do not fall back to defaults: %+v", got)
+	}
+	// The pool is what the open-files limit leaves, not a fixed number.
+	limit, ok := OpenFileLimit()
+	if !ok {
+		t.Skip("open-files limit unknown here")
+	}
+	if want := min(max(1, limit-FileReserve), maxDefaultConcurrency); d.Concurrency != want {
+		t.Errorf("default concurrency = %d with an open-files limit of %d, want %d", d.Concurrency, limit, want)
 	}
 }
 

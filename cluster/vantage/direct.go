@@ -10,6 +10,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	//lint:ignore SA1019 the SPDY dialer still reports refusals with this package's error type
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -46,7 +47,6 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		// WebSocket transport reports a refusal with k8s.io/streaming's
 		// error type, not apimachinery's.
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			//lint:ignore SA1019 the SPDY dialer still reports refusals with apimachinery's own error type
 			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 		})
 	}

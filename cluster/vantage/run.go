@@ -24,8 +24,49 @@ type Plan struct {
 // PlanProbes spreads the targets over probe pods (a mesh client and an
 // outside client in each namespace that has targets; external targets go
 // with the first namespace) and the direct paths (a port-forward to the
-// first running backend of each Service port).
+// first running backend of each Service port). It is PlanProbesByClass
+// with no facts about client configuration: every namespace is a class of
+// its own.
 func PlanProbes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool) Plan {
+	return PlanProbesByClass(inv, externals, outside, nil)
+}
+
+// OwnClientConfig reports whether the sidecars of a namespace's clients get
+// configuration of their own for the targets: a Sidecar resource or a
+// DestinationRule in that namespace. nil means unknown, which keeps every
+// namespace apart.
+type OwnClientConfig func(namespace string) bool
+
+// ClientClass names the client configuration that a probe pod created in
+// namespace ns stands for. Namespaces with the same class get the same
+// sidecar configuration for every target (same injection revision, no
+// configuration of their own), so one mesh-client pod and one outside-client
+// pod serve them all; a namespace with configuration of its own, or when
+// own is nil, is a class by itself.
+func ClientClass(ns cluster.Namespace, own OwnClientConfig) string {
+	// Ambient namespaces are flagged, not judged: keep them apart.
+	if own == nil || own(ns.Name) || ns.Ambient {
+		return "namespace " + ns.Name
+	}
+	switch {
+	case ns.Revision != "":
+		return "revision " + ns.Revision
+	case ns.Labels["istio-injection"] == "disabled":
+		// No injector webhook selects this namespace, whatever the pod's
+		// label says (Istio's namespace and object selectors).
+		return "injection disabled"
+	}
+	// The pod asks for a sidecar by label: without a namespace revision the
+	// default injector serves it, whether or not the namespace has
+	// injection on.
+	return "default revision"
+}
+
+// PlanProbesByClass is PlanProbes with one pair of probe pods per client
+// class (ClientClass) instead of per namespace: a class's pods run in its
+// first namespace (in name order) and probe the targets of all its
+// namespaces.
+func PlanProbesByClass(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, own OwnClientConfig) Plan {
 	tasks := report.PlanSelfProbes(inv, externals, false)
 	byNS := map[string][]AgentTarget{}
 	var namespaces []string
@@ -43,11 +84,31 @@ func PlanProbes(inv *cluster.Inventory, externals []report.ExternalTarget, outsi
 		}
 		byNS[namespaces[0]] = append(byNS[namespaces[0]], ext...)
 	}
+	nsByName := map[string]cluster.Namespace{}
+	for _, ns := range inv.Namespaces {
+		nsByName[ns.Name] = ns
+	}
+	// Classes in the order of their first namespace.
+	var classes []string
+	home := map[string]string{}           // class -> namespace its pods run in
+	targets := map[string][]AgentTarget{} // class -> targets
+	for _, name := range namespaces {
+		ns, ok := nsByName[name]
+		if !ok {
+			ns = cluster.Namespace{Name: name}
+		}
+		c := ClientClass(ns, own)
+		if _, seen := home[c]; !seen {
+			classes = append(classes, c)
+			home[c] = name
+		}
+		targets[c] = append(targets[c], byNS[name]...)
+	}
 	var plan Plan
-	for _, ns := range namespaces {
-		plan.Pods = append(plan.Pods, PodProbe{Namespace: ns, InMesh: true, Targets: byNS[ns]})
+	for _, c := range classes {
+		plan.Pods = append(plan.Pods, PodProbe{Namespace: home[c], InMesh: true, Targets: targets[c]})
 		if outside {
-			plan.Pods = append(plan.Pods, PodProbe{Namespace: ns, InMesh: false, Targets: byNS[ns]})
+			plan.Pods = append(plan.Pods, PodProbe{Namespace: home[c], InMesh: false, Targets: targets[c]})
 		}
 	}
 

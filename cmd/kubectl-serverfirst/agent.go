@@ -17,7 +17,7 @@ import (
 
 type agentFlags struct {
 	timeout, connectTimeout time.Duration
-	concurrency             int
+	limits                  probeLimits
 	waitForProxy            bool
 	quitProxy               bool
 }
@@ -44,11 +44,15 @@ This is what the short-lived probe pods and --from-pod ephemeral containers run;
 			if err != nil {
 				return err
 			}
+			if err := f.limits.validate(); err != nil {
+				return err
+			}
 			if f.waitForProxy {
 				waitProxyReady(cmd.Context(), streams)
 			}
 			o := probe.DefaultOptions()
-			o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+			o.BannerTimeout, o.ConnectTimeout = f.timeout, f.connectTimeout
+			f.limits.apply(&o, len(targets), streams.ErrOut)
 			pt := make([]probe.Target, len(targets))
 			for i, t := range targets {
 				pt[i], _ = probe.ParseTarget(t.Address)
@@ -64,7 +68,7 @@ This is what the short-lived probe pods and --from-pod ephemeral containers run;
 	fl := cmd.Flags()
 	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "How long to wait for the first byte")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "How long to wait for the TCP handshake")
-	fl.IntVar(&f.concurrency, "concurrency", 32, "How many targets at once")
+	f.limits.add(fl, "")
 	fl.BoolVar(&f.waitForProxy, "wait-for-proxy", false, "Wait (up to 60s) until the sidecar reports ready on 127.0.0.1:15021/healthz/ready")
 	fl.BoolVar(&f.quitProxy, "quit-proxy", false, "When done, ask the sidecar to exit (POST 127.0.0.1:15020/quitquitquit) so a probe pod can complete; never use it inside someone else's pod")
 	return cmd

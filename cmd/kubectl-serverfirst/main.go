@@ -15,6 +15,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	// Cloud auth providers (exec, oidc, ...) so the plugin works with any kubeconfig.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
+
+	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
 func main() {
@@ -22,6 +24,10 @@ func main() {
 	// what they created (probe pods) before the process exits.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// Probes of silent targets hold a socket each for the whole banner
+	// timeout: the prober's default pool is sized from this limit.
+	probe.RaiseOpenFileLimit()
 
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	root := NewRootCommand(streams)

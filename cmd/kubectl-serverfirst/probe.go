@@ -25,7 +25,7 @@ type probeFlags struct {
 	files          []string
 	timeout        time.Duration
 	connectTimeout time.Duration
-	concurrency    int
+	limits         probeLimits
 	send           string
 	output         string
 }
@@ -33,7 +33,7 @@ type probeFlags struct {
 const probeExample = `  # Does the server speak first? A MySQL, an SMTP and a Redis server:
   kubectl serverfirst probe 10.0.0.12:3306 mail.example.com:25 [::1]:6379
 
-  # Many targets from a file (one HOST:PORT per line, # comments), 500 at once:
+  # Many targets from a file (one HOST:PORT per line, # comments), 500 at once at most:
   kubectl serverfirst probe -f targets.txt --concurrency 500
 
   # Targets on stdin, JSON out for scripts:
@@ -76,6 +76,14 @@ The probe is passive: it connects, reads at most 512 bytes (stopping after the
 first line or burst), and closes normally. Nothing is sent unless you pass
 --send. Targets are HOST:PORT, [IPv6]:PORT or NAME:PORT, no scheme.
 
+Many targets: a silent target costs a socket for the whole --timeout and no
+CPU, so by default as many targets as the open-files limit allows are probed
+at once (the soft limit is raised to the hard one first), and the time taken
+is close to one --timeout. Politeness is kept per destination instead: at most
+--per-ip probes at once to one IP and --per-ip-port to one IP:port (a host
+name counts as given), one connection per target, each closed normally. On a
+terminal, a run longer than a second shows a live count on stderr.
+
 Output: -o table (default), json or yaml. The JSON is
   {"results":[{"target":..., "outcome":..., "connectMs":..., "firstByteMs":...,
    "banner":..., "protocol":..., "address":..., "dnsMs":..., "error":...}]}
@@ -97,8 +105,7 @@ interrupted (Ctrl-C), after printing what finished.`,
 		"How long to wait for the server's first byte after connecting")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", defaults.ConnectTimeout,
 		"How long to wait for the TCP handshake (and, separately, for DNS)")
-	fl.IntVar(&f.concurrency, "concurrency", defaults.Concurrency,
-		"How many targets to probe at once (each holds one socket)")
+	f.limits.add(fl, "")
 	fl.StringVar(&f.send, "send", "",
 		`Bytes to send right after connecting, with escapes \r \n \t \0 \\ \xNN. The only way the probe sends anything`)
 	fl.StringVarP(&f.output, "output", "o", "table", "Output format: table, json or yaml")
@@ -117,8 +124,8 @@ func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFl
 	if f.connectTimeout <= 0 {
 		return fmt.Errorf("--connect-timeout must be positive, got %s", f.connectTimeout)
 	}
-	if f.concurrency < 1 {
-		return fmt.Errorf("--concurrency must be at least 1, got %d", f.concurrency)
+	if err := f.limits.validate(); err != nil {
+		return err
 	}
 	payload, err := unescapePayload(f.send)
 	if err != nil {
@@ -136,11 +143,14 @@ func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFl
 	o := probe.DefaultOptions()
 	o.BannerTimeout = f.timeout
 	o.ConnectTimeout = f.connectTimeout
-	o.Concurrency = capConcurrency(f.concurrency, len(targets), streams.ErrOut)
+	f.limits.apply(&o, len(targets), streams.ErrOut)
 	o.Payload = payload
 
 	ctx := cmd.Context()
+	progress, stopProgress := liveProgress(streams.ErrOut, len(targets))
+	o.Progress = progress
 	results := probe.ProbeAll(ctx, targets, o)
+	stopProgress()
 	if err := renderProbeResults(streams.Out, f.output, results); err != nil {
 		return err
 	}
@@ -154,21 +164,6 @@ func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFl
 		return &exitError{code: 130, err: fmt.Errorf("interrupted: %d of %d targets not probed", unfinished, len(results))}
 	}
 	return nil
-}
-
-// capConcurrency keeps the sockets in flight under the open-files limit, so
-// a large --concurrency degrades to queueing instead of EMFILE errors that
-// would look like failed targets.
-func capConcurrency(want, targets int, warn io.Writer) int {
-	const reserve = 64 // stdio, the netpoller, DNS, files being read
-	limit, ok := probe.OpenFileLimit()
-	if !ok || want <= limit-reserve || targets <= limit-reserve {
-		return want
-	}
-	capped := max(1, limit-reserve)
-	fmt.Fprintf(warn, "warning: --concurrency %d exceeds the open-files limit (%d); using %d (raise it with ulimit -n)\n",
-		want, limit, capped)
-	return capped
 }
 
 // collectTargets reads arguments first, then each file in order, keeping

@@ -280,7 +280,9 @@ func TestProbeCommandBadInput(t *testing.T) {
 		{"bad output", []string{"probe", "-o", "xml", "127.0.0.1:1"}, `unknown output format "xml"`},
 		{"bad timeout", []string{"probe", "--timeout", "0s", "127.0.0.1:1"}, "--timeout must be positive"},
 		{"bad connect timeout", []string{"probe", "--connect-timeout", "-1s", "127.0.0.1:1"}, "--connect-timeout must be positive"},
-		{"bad concurrency", []string{"probe", "--concurrency", "0", "127.0.0.1:1"}, "--concurrency must be at least 1"},
+		{"bad concurrency", []string{"probe", "--concurrency", "-1", "127.0.0.1:1"}, "--concurrency must be 0 (automatic) or more"},
+		{"bad per-ip", []string{"probe", "--per-ip", "0", "127.0.0.1:1"}, "--per-ip must be at least 1"},
+		{"bad per-ip-port", []string{"probe", "--per-ip-port", "0", "127.0.0.1:1"}, "--per-ip-port must be at least 1"},
 		{"bad escape", []string{"probe", "--send", `\q`, "127.0.0.1:1"}, `unknown escape \q`},
 	}
 	for _, tc := range tests {
@@ -430,4 +432,49 @@ func FuzzReadTargets(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Off a terminal (a pipe, a file, a buffer) the prober prints no progress.
+func TestLiveProgressOnlyOnATerminal(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, w := range []io.Writer{&bytes.Buffer{}, f} {
+		progress, stop := liveProgress(w, 10)
+		if progress != nil {
+			t.Errorf("%T: a progress callback off a terminal", w)
+		}
+		stop()
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != 0 {
+		t.Errorf("progress written to a file: %v bytes (%v)", fi.Size(), err)
+	}
+}
+
+func TestProbeLimitsFlags(t *testing.T) {
+	tests := []struct {
+		limits  probeLimits
+		wantErr string
+	}{
+		{probeLimits{concurrency: 0, perIP: 4, perIPPort: 1}, ""},
+		{probeLimits{concurrency: 10, perIP: 1, perIPPort: 1}, ""},
+		{probeLimits{concurrency: -1, perIP: 4, perIPPort: 1}, "--concurrency"},
+		{probeLimits{perIP: 0, perIPPort: 1}, "--per-ip must"},
+		{probeLimits{perIP: 4, perIPPort: 0}, "--per-ip-port must"},
+	}
+	for _, tc := range tests {
+		err := tc.limits.validate()
+		if (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%+v: error %v, want %q", tc.limits, err, tc.wantErr)
+		}
+		var o probe.Options
+		if err == nil {
+			tc.limits.apply(&o, 100, io.Discard)
+			if o.Concurrency != tc.limits.concurrency || o.PerIP != tc.limits.perIP || o.PerIPPort != tc.limits.perIPPort {
+				t.Errorf("%+v applied as %+v", tc.limits, o)
+			}
+		}
+	}
 }

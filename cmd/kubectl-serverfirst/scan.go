@@ -31,7 +31,7 @@ type scanFlags struct {
 	external       []string
 	timeout        time.Duration
 	connectTimeout time.Duration
-	concurrency    int
+	limits         probeLimits
 	probeImage     string
 	noOutside      bool
 	noDirect       bool
@@ -60,7 +60,7 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
 	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner (default: this, or longer where the mesh's protocolDetectionTimeout or Envoy's 15s catch-all timeout could end a wait later, so silence proves a hang)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
-	fl.IntVar(&f.concurrency, "concurrency", 32, "With probes: how many targets to probe at once")
+	f.limits.add(fl, "With probes: ")
 	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), "With --vantage pods or --from-pod: the image that runs `kubectl-serverfirst agent`")
 	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods: skip the probe pod without a sidecar (no external-to-mesh evidence)")
 	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
@@ -254,6 +254,9 @@ func (o *rootOptions) scanNamespaces() ([]string, error) {
 
 // runScan is the whole pipeline: inventory -> targets -> probes -> report.
 func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.Writer) (report.Report, error) {
+	if err := f.limits.validate(); err != nil {
+		return report.Report{}, err
+	}
 	externals, err := parseExternals(f.external)
 	if err != nil {
 		return report.Report{}, err
@@ -338,7 +341,8 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 // concurrency, for every vantage the scan dials from.
 func (f *scanFlags) probeOptions() probe.Options {
 	o := probe.DefaultOptions()
-	o.BannerTimeout, o.ConnectTimeout, o.Concurrency = f.timeout, f.connectTimeout, f.concurrency
+	o.BannerTimeout, o.ConnectTimeout = f.timeout, f.connectTimeout
+	f.limits.apply(&o, 0, io.Discard)
 	return o
 }
 

@@ -9,6 +9,11 @@
 // binary exists, the whole `kubectl-serverfirst scan --static -A -o json`
 // end to end (-bin old,new alternates two builds).
 //
+// -scale 1,3 repeats all of it on a fresh server seeded three times as big
+// (about 94,000 objects) and ends with a growth table: the goal there is
+// growth linear in the objects, the end-to-end scan within 3 s and 400 MB
+// (peak RSS, -goal-rss).
+//
 // The goal (from the issue): Load within 3 s wall, with at most
 // objects/500 + (number of resource types) API requests. The program prints
 // the figures and whether each goal is met; it exits non-zero when a goal
@@ -30,6 +35,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +50,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -86,19 +93,83 @@ func main() {
 	flag.BoolVar(&opt.hold, "hold", false, "keep the seeded API server running after the measurements, until interrupted (prints its kubeconfig)")
 	flag.StringVar(&opt.cpuProfile, "cpuprofile", "", "write a CPU profile of the timed runs (Load, report.Build, -o json)")
 	flag.StringVar(&opt.memProfile, "memprofile", "", "write an allocation profile after the timed Loads")
+	scaleList := flag.String("scale", "1", "comma-separated size multipliers, each measured on a freshly seeded API server (1 = the sizes above, about 31,000 objects); with several, a growth table ends the output")
+	goalRSS := flag.Int("goal-rss", 400, "peak-RSS goal (MB) for one end-to-end scan")
 	flag.Parse()
 
-	missed, err := run(sz, *runs, *bin, *goalWall)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-scan:", err)
-		os.Exit(1)
+	var scales []int
+	for _, f := range strings.Split(*scaleList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench-scan: -scale %q: want positive integers, e.g. 1,3\n", *scaleList)
+			os.Exit(2)
+		}
+		scales = append(scales, n)
+	}
+	if opt.kubeconfig != "" && len(scales) > 1 {
+		fmt.Fprintln(os.Stderr, "bench-scan: -kubeconfig measures one existing cluster: give one -scale")
+		os.Exit(2)
+	}
+	var missed bool
+	var figures []scaleFigures
+	for k, scale := range scales {
+		if k > 0 {
+			fmt.Println()
+		}
+		m, f, err := run(sz.times(scale), *runs, *bin, *goalWall, int64(*goalRSS)<<20)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-scan:", err)
+			os.Exit(1)
+		}
+		f.scale = scale
+		missed = missed || m
+		figures = append(figures, f)
+	}
+	if len(figures) > 1 {
+		printGrowth(figures)
 	}
 	if missed && *strict {
 		os.Exit(2)
 	}
 }
 
-func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, err error) {
+func (sz sizes) times(k int) sizes {
+	sz.namespaces *= k
+	sz.services *= k
+	sz.pods *= k
+	sz.slices *= k
+	sz.serviceEntries *= k
+	return sz
+}
+
+// scaleFigures are one scale's headline figures, for the growth table.
+type scaleFigures struct {
+	scale, objects int
+	load, scan     time.Duration // medians
+	scanRSS        int64         // largest peak RSS of the end-to-end scans
+	loadAllocMB    float64
+}
+
+// printGrowth shows how each figure grows against the first scale's:
+// linear growth keeps "per object" flat.
+func printGrowth(fs []scaleFigures) {
+	base := fs[0]
+	fmt.Printf("\ngrowth (vs -scale %d):\n%6s %9s %11s %11s %12s %12s %12s\n", base.scale,
+		"SCALE", "OBJECTS", "LOAD", "SCAN", "SCAN RSS", "SCAN/OBJ", "RSS/OBJ")
+	for _, f := range fs {
+		perObj := func(v, b float64) string {
+			if b == 0 || f.objects == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2fx", (v/float64(f.objects))/(b/float64(base.objects)))
+		}
+		fmt.Printf("%6d %9d %10.2fs %10.2fs %10.1fMB %12s %12s\n", f.scale, f.objects, f.load.Seconds(), f.scan.Seconds(),
+			float64(f.scanRSS)/(1<<20), perObj(f.scan.Seconds(), base.scan.Seconds()), perObj(float64(f.scanRSS), float64(base.scanRSS)))
+	}
+	fmt.Println("(SCAN/OBJ and RSS/OBJ: cost per object against the first scale's; 1.00x is linear, below it better than linear)")
+}
+
+func run(sz sizes, runs int, bin string, goalWall time.Duration, goalRSS int64) (missed bool, fig scaleFigures, err error) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	fmt.Printf("bench-scan: %d namespaces, %d Services, %d Pods, %d EndpointSlices, %d ServiceEntries; GOMAXPROCS %d\n",
@@ -111,17 +182,17 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	if opt.kubeconfig != "" {
 		kubeconfig = opt.kubeconfig
 		if adminCfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
-			return false, err
+			return false, fig, err
 		}
 		adminCfg.QPS = -1
 		if objects, err = countObjects(ctx, adminCfg); err != nil {
-			return false, err
+			return false, fig, err
 		}
 		fmt.Printf("existing cluster %s: %d objects\n", adminCfg.Host, objects)
 	} else {
 		env, err := testenv.Start(ctx, testenv.Options{StartTimeout: 3 * time.Minute})
 		if err != nil {
-			return false, err
+			return false, fig, err
 		}
 		defer env.Stop()
 		fmt.Printf("API server ready in %v\n", env.StartupTime.Round(time.Millisecond))
@@ -130,7 +201,7 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 		began := time.Now()
 		objects, err = seed(ctx, env, sz)
 		if err != nil {
-			return false, fmt.Errorf("seeding: %w", err)
+			return false, fig, fmt.Errorf("seeding: %w", err)
 		}
 		seedTime := time.Since(began)
 		fmt.Printf("seeded %d objects in %v (%.0f objects/s, %d workers)\n", objects, seedTime.Round(time.Millisecond),
@@ -154,19 +225,19 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	loadBefore := loadAverage()
 	walls, reqs, inv, allocMB, cpu, phases, err := timeLoads(ctx, adminCfg, runs, opt.cpuProfile)
 	if err != nil {
-		return false, err
+		return false, fig, err
 	}
 	if opt.memProfile != "" {
 		if err := writeHeapProfile(opt.memProfile); err != nil {
-			return false, err
+			return false, fig, err
 		}
 	}
 	if opt.kubeconfig == "" && (len(inv.Pods) != sz.pods || len(inv.Services) != sz.services+1 || len(inv.ServiceEntries) != sz.serviceEntries) {
-		return false, fmt.Errorf("inventory has %d pods, %d services, %d service entries: seeding and Load disagree",
+		return false, fig, fmt.Errorf("inventory has %d pods, %d services, %d service entries: seeding and Load disagree",
 			len(inv.Pods), len(inv.Services), len(inv.ServiceEntries))
 	}
 	if len(inv.Warnings) > 0 {
-		return false, fmt.Errorf("cluster.Load warned: %q", inv.Warnings)
+		return false, fig, fmt.Errorf("cluster.Load warned: %q", inv.Warnings)
 	}
 	fmt.Printf("\nload average before the timed runs: %s\n", loadBefore)
 	reqGoal := int64(objects/500 + resourceTypes)
@@ -182,19 +253,20 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	}
 	fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medW <= goalWall))
 	fmt.Printf("  goal requests <= %d: %s\n", reqGoal, ok(slices.Max(reqs) <= reqGoal))
+	fig.objects, fig.load, fig.loadAllocMB = objects, medW, median(allocMB)
 	minB, medB := minMedian(phases.build)
 	minJ, medJ := minMedian(phases.json)
 	fmt.Printf("after each Load, in this process: report.Build min %v, median %v; -o json min %v, median %v (%.1f MB)\n",
 		minB.Round(time.Millisecond), medB.Round(time.Millisecond), minJ.Round(time.Millisecond), medJ.Round(time.Millisecond), float64(phases.jsonBytes)/(1<<20))
 
 	if bin == "" {
-		return missed, nil
+		return missed, fig, nil
 	}
 	bins := strings.Split(bin, ",")
 	for _, b := range bins {
 		if _, err := os.Stat(b); err != nil {
 			fmt.Printf("\n%s not built (make build): end-to-end run skipped\n", b)
-			return missed, nil
+			return missed, fig, nil
 		}
 	}
 	// Several binaries (an A/B comparison) take turns, run by run, so
@@ -203,6 +275,7 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 	// first one's.
 	e2e := make([][]time.Duration, len(bins))
 	e2eCPU := make([][]time.Duration, len(bins))
+	e2eRSS := make([]int64, len(bins))
 	outputs := make([][]byte, len(bins))
 	fmt.Printf("\nload average before the end-to-end runs: %s\n", loadAverage())
 	for i := -1; i < runs; i++ {
@@ -215,19 +288,23 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 			wall := time.Since(start)
 			var ee *exec.ExitError
 			if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 3) {
-				return missed, fmt.Errorf("%s scan: %v\n%s", b, err, strings.TrimSpace(stderr.String()))
+				return missed, fig, fmt.Errorf("%s scan: %v\n%s", b, err, strings.TrimSpace(stderr.String()))
 			}
 			if i >= 0 {
 				e2e[k] = append(e2e[k], wall)
 				e2eCPU[k] = append(e2eCPU[k], cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
+				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+					e2eRSS[k] = max(e2eRSS[k], ru.Maxrss<<10)
+				}
 			}
 			outputs[k] = stdout.Bytes()
 		}
 	}
 	for k, b := range bins {
 		minE, medE := minMedian(e2e[k])
-		fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); %.1f MB of JSON\n",
-			b, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU[k]).Round(time.Millisecond), float64(len(outputs[k]))/(1<<20))
+		fmt.Printf("\n%s scan --static -A -o json, %d runs: wall min %v, median %v; CPU %v (median); peak RSS %.1f MB (largest); %.1f MB of JSON\n",
+			b, runs, minE.Round(time.Millisecond), medE.Round(time.Millisecond), medianD(e2eCPU[k]).Round(time.Millisecond),
+			float64(e2eRSS[k])/(1<<20), float64(len(outputs[k]))/(1<<20))
 		fmt.Printf("  runs: %v\n", roundAll(e2e[k]))
 		if k > 0 {
 			same := "identical to"
@@ -238,9 +315,13 @@ func run(sz sizes, runs int, bin string, goalWall time.Duration) (missed bool, e
 			fmt.Printf("  output %s %s's\n", same, bins[0])
 		}
 		fmt.Printf("  goal wall <= %v: %s\n", goalWall, ok(medE <= goalWall))
+		fmt.Printf("  goal peak RSS <= %d MB: %s\n", goalRSS>>20, ok(e2eRSS[k] <= goalRSS))
+		if k == 0 {
+			fig.scan, fig.scanRSS = medE, e2eRSS[0]
+		}
 	}
 	fmt.Printf("load average now: %s\n", loadAverage())
-	return missed, nil
+	return missed, fig, nil
 }
 
 func roundAll(d []time.Duration) []time.Duration {
@@ -609,6 +690,20 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 
 func ptr[T any](v T) *T { return &v }
 
+// retryOverload retries a create that an overloaded API server timed out
+// or throttled (seeding 94,000 objects on a busy machine does that). The
+// timed-out request may have been stored all the same, so on a retry
+// AlreadyExists is success.
+func retryOverload(create func() error) error {
+	err := create()
+	for try := 0; try < 5 && (apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err)); try++ {
+		if err = create(); apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+	}
+	return err
+}
+
 // parallel runs f(0..n-1) on workers goroutines; the first error stops it.
 func parallel(ctx context.Context, workers, n int, f func(i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -628,7 +723,7 @@ func parallel(ctx context.Context, workers, n int, f func(i int) error) error {
 				if i >= n {
 					return
 				}
-				if err := f(i); err != nil {
+				if err := retryOverload(func() error { return f(i) }); err != nil {
 					once.Do(func() { firstErr = err; cancel() })
 					return
 				}
