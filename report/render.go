@@ -22,7 +22,7 @@ import (
 )
 
 // Formats the report renders to.
-var Formats = []string{"table", "wide", "json", "yaml", "markdown", "html"}
+var Formats = []string{"table", "wide", "json", "yaml", "markdown", "html", "sarif"}
 
 // RenderOptions tune human-readable output.
 type RenderOptions struct {
@@ -68,6 +68,8 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 		return renderMarkdown(w, r, o)
 	case "html":
 		return renderHTML(w, r, o)
+	case "sarif":
+		return renderSARIF(w, r, o)
 	}
 	return fmt.Errorf("unknown output format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
@@ -300,6 +302,10 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 	}, f.Fixes == nil)
 	if len(f.Notes) > 0 {
 		o.strings("notes", f.Notes)
+	}
+	o.strOmit("source", f.Source)
+	if f.SourceLine != 0 {
+		o.int("sourceLine", int64(f.SourceLine))
 	}
 	o.close()
 	if o.err != nil {

@@ -185,6 +185,12 @@ type Finding struct {
 	Evidence []Evidence    `json:"evidence"`
 	Fixes    []Fix         `json:"fixes"`
 	Notes    []string      `json:"notes,omitempty"`
+
+	// Source is the manifest the target's object came from (scan -f):
+	// "FILE#DOCUMENT", documents counted from 1; SourceLine is the line of
+	// the port's entry there. Empty for objects read from a cluster.
+	Source     string `json:"source,omitempty"`
+	SourceLine int    `json:"sourceLine,omitempty"`
 }
 
 // Key is the finding's target.

@@ -68,6 +68,7 @@ type scanCmdFlags struct {
 	showOK  bool
 	failOn  string
 	publish publishFlags
+	files   fileFlags
 }
 
 const scanExample = `  # What hangs in my namespace? (static: no connection to any target)
@@ -136,7 +137,12 @@ Read-only: nothing in the cluster is changed.`,
 			if err := checkOutput(f.output); err != nil {
 				return err
 			}
-			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			var r report.Report
+			if len(f.files.paths) > 0 {
+				r, err = runFileScan(cmd, root, &f.scanFlags, &f.files, cmd.ErrOrStderr())
+			} else {
+				r, err = runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			}
 			if err != nil {
 				return err
 			}
@@ -160,6 +166,7 @@ Read-only: nothing in the cluster is changed.`,
 	fl.BoolVar(&f.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
 	fl.StringVar(&f.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated: deadlock, delayed, at-risk, mtls-rejected, unreachable")
 	f.publish.add(cmd, root)
+	f.files.add(cmd)
 	return cmd
 }
 
