@@ -18,8 +18,8 @@ import (
 // where the objects were read from.
 type judged struct {
 	Verdict, Scenario, Protocol, ProtocolSource, MTLSMode, TargetPort, Reason string
-	ServerInMesh, AppProtocolTrap                                           bool
-	Hints, CollidesWith, Fixes, Notes                                       string
+	ServerInMesh, AppProtocolTrap                                             bool
+	Hints, CollidesWith, Fixes, Notes                                         string
 }
 
 func judgements(r report.Report) map[string]judged {
