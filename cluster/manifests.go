@@ -702,7 +702,9 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 	for _, ns := range m.opts.InjectedNamespaces {
 		injected[ns] = true
 	}
-	var unknown []string
+	// unlabelled are the namespaces made up here without labels: a new
+	// pod there gets a sidecar only by its own label.
+	unlabelled := map[string]bool{}
 	for _, p := range m.pods {
 		if _, ok := namespaces[p.Namespace]; ok {
 			continue
@@ -710,8 +712,8 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 		ns := corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: p.Namespace}}
 		if injected[p.Namespace] {
 			ns.Labels = map[string]string{labelInjection: "enabled"}
-		} else if p.created {
-			unknown = append(unknown, p.Namespace)
+		} else {
+			unlabelled[p.Namespace] = true
 		}
 		namespaces[p.Namespace] = ns
 	}
@@ -791,6 +793,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 	entries := mergeBy(base.ServiceEntries, m.entries, func(s ServiceEntry) string { return s.Namespace + "/" + s.Name })
 	peerAuths := mergeBy(base.PeerAuthentications, m.peerAuths, func(p PeerAuthentication) string { return p.Namespace + "/" + p.Name })
 
+	var unknown []string
 	inv.Mesh, inv.Warnings = m.meshConfig(base, offline)
 	build(inv, nsList, services, slices, pods, entries, peerAuths)
 	for i := range inv.Pods {
@@ -802,13 +805,16 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 		}
 		if created[key] {
 			p.HasSidecar = p.HasSidecar || p.InjectionIntended
+			if !p.HasSidecar && unlabelled[p.Namespace] {
+				unknown = append(unknown, p.Namespace)
+			}
 		}
 	}
 	warnings := append(append([]string{}, base.Warnings...), inv.Warnings...)
 	warnings = append(warnings, m.warnings...)
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		warnings = append(warnings, fmt.Sprintf("namespace(s) %s are not in the files: their new pods are taken as having no sidecar (--injected-namespaces names the ones with injection enabled)", strings.Join(compact(unknown), ", ")))
+		warnings = append(warnings, fmt.Sprintf("namespace(s) %s are not in the files: their new pods without a sidecar.istio.io/inject label are taken as having no sidecar (--injected-namespaces names the namespaces with injection enabled)", strings.Join(compact(unknown), ", ")))
 	}
 	if !offline {
 		warnings = append(warnings, fmt.Sprintf("judging the cluster as it would be after applying %d object(s) from the files", m.Judged))
