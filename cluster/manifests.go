@@ -321,6 +321,19 @@ var judgedVersions = map[schema.GroupKind][]string{
 	{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}: {"v1"},
 }
 
+// judgedKinds maps a judged kind's name to the group/versions read.
+var judgedKinds = func() map[string]string {
+	out := map[string]string{}
+	for gk, versions := range judgedVersions {
+		var gvs []string
+		for _, v := range versions {
+			gvs = append(gvs, schema.GroupVersion{Group: gk.Group, Version: v}.String())
+		}
+		out[gk.Kind] = strings.Join(gvs, ", ")
+	}
+	return out
+}()
+
 // typeMeta is what every object starts with.
 type typeMeta struct {
 	APIVersion string          `json:"apiVersion"`
@@ -353,6 +366,11 @@ func (m *Manifests) addObject(js []byte, origin ManifestOrigin, lines lineIndex)
 	switch {
 	case judged && !contains(versions, gvk.Version):
 		m.warn(origin.File, origin.Line, "%s %s: a version of %s this tool does not know (it reads %s): skipped", tm.APIVersion, tm.Kind, tm.Kind, strings.Join(versions, ", "))
+		return
+	case !judged && judgedKinds[tm.Kind] != "" && (kubescheme.Scheme.Recognizes(gvk) || istioscheme.Scheme.Recognizes(gvk)):
+		// An old group of a kind we judge (extensions/v1beta1 Deployment):
+		// the cluster would refuse it, and its fields may differ.
+		m.warn(origin.File, origin.Line, "%s %s: a version of %s this tool does not know (it reads %s): skipped", tm.APIVersion, tm.Kind, tm.Kind, judgedKinds[tm.Kind])
 		return
 	case !judged && (kubescheme.Scheme.Recognizes(gvk) || istioscheme.Scheme.Recognizes(gvk)):
 		// A kind that has no say in sniffing (a Secret, a VirtualService).
