@@ -276,3 +276,128 @@ func lineOf(t *testing.T, file, s string) int {
 	t.Fatalf("%s has no line with %q", file, s)
 	return 0
 }
+
+// TestScanFilesBadInput: a path that does not exist, or a flag that asks
+// for probes, is one line and exit 1; a broken manifest is a warning with
+// its file and line in a report that still judges the rest; and -f alone
+// needs no kubeconfig (the tests' KUBECONFIG points nowhere).
+func TestScanFilesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("apiVersion: v1\nkind: Service\nmetadata: {name: mail, namespace: shop}\nspec: {ports: [{name: smtp, port: 2525}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badMesh := filepath.Join(dir, "mesh.yaml")
+	if err := os.WriteFile(badMesh, []byte("protocolDetectionTimeout: soon\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "nope")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"scan", "-f", missing}, "-f " + missing + ": no such file or directory"},
+		{[]string{"scan", "-f", good, "-f", missing}, "-f " + missing + ": no such file or directory"},
+		{[]string{"scan", "-f", good, "--vantage", "self"}, "-f judges manifests statically: --vantage self"},
+		{[]string{"scan", "-f", good, "--from-pod", "a/b"}, "--from-pod probes live targets"},
+		{[]string{"scan", "-f", good, "--mesh-config", missing}, "--mesh-config: open " + missing},
+		{[]string{"scan", "-f", good, "--mesh-config", badMesh}, "--mesh-config " + badMesh + ": parsing mesh config"},
+		{[]string{"scan", "-f", good, "-o", "xml"}, `unknown output format "xml"`},
+	}
+	for _, c := range cases {
+		out, _, err := run(t, "", c.args...)
+		if err == nil || exitCode(err) != 1 || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v (exit %d, stdout %q), want one line with %q, exit 1", c.args, err, exitCode(err), out, c.want)
+		}
+	}
+
+	broken := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("apiVersion: v1\nkind: Service\nmetadata: {name: [\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := run(t, "", "scan", "-f", broken, "-f", good, "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var r report.Report
+	decodeJSON(t, out, &r)
+	warnings := strings.Join(r.Warnings, "\n")
+	for _, want := range []string{filepath.ToSlash(broken) + ":3: document 1 does not parse", filepath.ToSlash(broken) + ":5: unknown kind Widget (example.com/v1)"} {
+		if !strings.Contains(warnings, want) {
+			t.Errorf("warnings %q lack %q", r.Warnings, want)
+		}
+	}
+	if len(r.Findings) != 1 || r.Findings[0].Verdict != report.AtRisk {
+		t.Errorf("the good file's port: %+v", r.Findings)
+	}
+
+	// An explicit --kubeconfig makes it an overlay on that cluster: here
+	// one that does not exist, so the scan says it cannot reach it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://"+addr+"\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run(t, "", "scan", "-f", good, "--kubeconfig", kc); err == nil || !strings.Contains(err.Error(), "cannot reach the API server at https://"+addr) {
+		t.Errorf("-f with --kubeconfig: %v, want it to read that cluster", err)
+	}
+}
+
+// TestScanFilesOverlay: -f with a live cluster judges it as it would be
+// after applying the files: the fix plan of the shop fixture, overlaid,
+// leaves nothing to fix, and a changed Service turns only its own port.
+func TestScanFilesOverlay(t *testing.T) {
+	env := testenv.StartForTest(t, testenv.Options{})
+	seedShop(t, env)
+	kc := env.Kubeconfig
+	plan, errOut, err := run(t, "", "fix", "-A", "--static", "--kubeconfig", kc)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	planFile := filepath.Join(t.TempDir(), "fix.yaml")
+	if err := os.WriteFile(planFile, []byte(plan), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := run(t, "", "scan", "-A", "-f", planFile, "--kubeconfig", kc, "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var after report.Report
+	decodeJSON(t, out, &after)
+	out, _, err = run(t, "", "scan", "-A", "--static", "--kubeconfig", kc, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := decodeReport(t, out)
+	fixed := 0
+	beforeV := map[string]report.Verdict{}
+	for _, f := range before.Findings {
+		beforeV[f.Key().String()] = f.Verdict
+	}
+	for _, f := range after.Findings {
+		k := f.Key().String()
+		switch {
+		case f.Source != "":
+			if f.Verdict != report.OK {
+				t.Errorf("%s from %s: %s after its fix, want OK: %s", k, f.Source, f.Verdict, f.Reason)
+			}
+			if beforeV[k].Affected() {
+				fixed++
+			}
+		case f.Verdict != beforeV[k] && f.Kind == report.KindService:
+			t.Errorf("%s: %s before, %s with the fix plan overlaid, though no fix touched it", k, beforeV[k], f.Verdict)
+		}
+	}
+	t.Logf("%d fixed; after: %v", fixed, verdicts(after))
+	if fixed < 4 {
+		t.Errorf("only %d affected ports were fixed by the overlaid plan", fixed)
+	}
+	if !strings.Contains(strings.Join(after.Warnings, "\n"), "as it would be after applying") {
+		t.Errorf("warnings %q do not say the cluster was judged with the files applied", after.Warnings)
+	}
+}
