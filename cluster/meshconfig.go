@@ -29,7 +29,7 @@ func ParseMeshConfig(text string) (MeshConfig, error) {
 }
 
 func parseMeshConfig(text string) (MeshConfig, error) {
-	out := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY"}
+	out := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}
 	js, err := yaml.YAMLToJSON([]byte(text))
 	if err != nil {
 		return out, err
@@ -71,6 +71,12 @@ func parseMeshConfig(text string) (MeshConfig, error) {
 			default:
 				return out, fmt.Errorf("outboundTrafficPolicy.mode %s is not REGISTRY_ONLY or ALLOW_ANY", mode)
 			}
+		}
+	}
+	if raw, ok := protoField(top, "enableAutoMtls", "enable_auto_mtls"); ok {
+		// A BoolValue: protobuf JSON writes it as a bare boolean.
+		if err := json.Unmarshal(raw, &out.EnableAutoMTLS); err != nil {
+			return out, fmt.Errorf("enableAutoMtls: %w", err)
 		}
 	}
 	if raw, ok := protoField(top, "defaultConfig", "default_config"); ok {
@@ -117,6 +123,7 @@ func DefaultMeshConfig(istioNamespace string) MeshConfig {
 		Source:                "Istio defaults (no mesh config found in " + istioNamespace + ")",
 		RootNamespace:         istioNamespace,
 		OutboundTrafficPolicy: "ALLOW_ANY",
+		EnableAutoMTLS:        true,
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseMeshConfig(t *testing.T) {
-	def := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY"}
+	def := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}
 	with := func(f func(*MeshConfig)) MeshConfig { m := def; f(&m); return m }
 	tests := []struct {
 		name    string
@@ -54,7 +54,11 @@ rootNamespace: istio-system
 trustDomain: cluster.local
 outboundTrafficPolicy:
   mode: ALLOW_ANY
-`, MeshConfig{Found: true, RootNamespace: "istio-system", ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY"}, ""},
+`, MeshConfig{Found: true, RootNamespace: "istio-system", ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}, ""},
+		{"auto mTLS off", "enableAutoMtls: false", with(func(m *MeshConfig) { m.EnableAutoMTLS = false }), ""},
+		{"auto mTLS off, proto name", "enable_auto_mtls: false", with(func(m *MeshConfig) { m.EnableAutoMTLS = false }), ""},
+		{"auto mTLS null keeps the default", "enableAutoMtls: null", def, ""},
+		{"auto mTLS must be a boolean", `enableAutoMtls: "no"`, MeshConfig{}, "enableAutoMtls"},
 		{"timeout null keeps the default", "protocolDetectionTimeout: null", def, ""},
 		{"timeout empty string", `protocolDetectionTimeout: ""`, MeshConfig{}, "not a duration"},
 		{"proto field name", "protocol_detection_timeout: 2s", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = 2 * time.Second }), ""},

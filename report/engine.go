@@ -241,9 +241,9 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 
 	switch {
 	case p.Protocol != "TCP":
-		f.Verdict, f.Reason = OK, p.Protocol+": the sidecar does not sniff it"
+		f.set(ruleNotTCP.with(p.Protocol))
 	case j.meshAbsent():
-		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+		f.set(ruleMeshAbsent.with())
 	default:
 		j.staticVerdict(&f, p.Resolved, strongHints)
 	}
@@ -263,29 +263,25 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // mail servers often carry an HTTP metrics port beside the real one.
 func (j *judge) staticVerdict(f *Finding, r cluster.ResolvedProtocol, strongHints bool) {
 	hinted := len(f.Hints) > 0
+	hints := strings.Join(f.Hints, ", ")
 	delay := j.inv.Mesh.ProtocolDetectionTimeout
 	switch {
+	case r.Sniffed() && hinted && r.AppProtocolTrap && delay > 0:
+		f.set(ruleTrapHintedTimeout.with(f.AppProtocol, f.PortName, hints, delay))
+	case r.Sniffed() && hinted && r.AppProtocolTrap:
+		f.set(ruleTrapHinted.with(f.AppProtocol, f.PortName, hints))
+	case r.Sniffed() && hinted && delay > 0:
+		f.set(ruleSniffedHintedTimeout.with(hints, delay))
 	case r.Sniffed() && hinted:
-		f.Verdict = AtRisk
-		f.Reason = "protocol not declared, so the sidecar sniffs it, and " + strings.Join(f.Hints, ", ") + " suggest a server-first protocol"
-		if r.AppProtocolTrap {
-			f.Reason = fmt.Sprintf("appProtocol %q is not a protocol Istio knows and it replaces the port name %q, so the port is sniffed; ", f.AppProtocol, f.PortName) + strings.Join(f.Hints, ", ") + " suggest a server-first protocol"
-		}
-		if delay > 0 {
-			f.Reason += fmt.Sprintf("; with protocolDetectionTimeout %s clients wait that long instead of forever", delay)
-		}
+		f.set(ruleSniffedHinted.with(hints))
 	case r.Sniffed() && r.AppProtocolTrap:
-		f.Verdict = AtRisk
-		f.Reason = fmt.Sprintf("appProtocol %q is not a protocol Istio knows and it replaces the port name %q: the port is sniffed", f.AppProtocol, f.PortName)
+		f.set(ruleTrap.with(f.AppProtocol, f.PortName))
 	case r.Sniffed():
-		f.Verdict = OK
-		f.Reason = "protocol not declared (sniffed), but nothing suggests a server-first protocol; probe it to be sure"
+		f.set(ruleSniffedNoHints.with())
 	case r.Protocol.HTTPFamily() && strongHints:
-		f.Verdict = AtRisk
-		f.Reason = "declared " + string(r.Protocol) + " (" + string(r.Source) + "), but " + strings.Join(f.Hints, ", ") + " suggest a server-first protocol: the sidecar waits for an HTTP request that never comes"
+		f.set(ruleHTTPHinted.with(r.Protocol, r.Source, hints))
 	default:
-		f.Verdict = OK
-		f.Reason = "declared " + string(r.Protocol) + " by " + describeSource(r.Source) + ": the sidecar does not wait for the client"
+		f.set(ruleDeclared.with(r.Protocol, describeSource(r.Source)))
 	}
 }
 
@@ -329,10 +325,9 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	}
 	switch {
 	case j.meshAbsent():
-		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+		f.set(ruleMeshAbsent.with())
 	case !p.Resolved.Sniffed() && len(f.CollidesWith) > 0 && len(se.Addresses) == 0 && !j.addressAllocated() && len(f.Hints) > 0:
-		f.Verdict = AtRisk
-		f.Reason = fmt.Sprintf("declared %s but without addresses (and no DNS auto-allocation): clients reach it by IP and ride the 0.0.0.0:%d listener that %s puts there, which sniffs", p.Resolved.Protocol, p.Number, strings.Join(f.CollidesWith, ", "))
+		f.set(ruleSENoAddressCollision.with(p.Resolved.Protocol, p.Number, strings.Join(f.CollidesWith, ", ")))
 	default:
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
@@ -358,13 +353,12 @@ func (j *judge) external(t ExternalTarget) Finding {
 	}
 	switch {
 	case j.meshAbsent():
-		f.Verdict, f.Reason = OK, "Istio is not installed and no pod has a sidecar: nothing sniffs this port"
+		f.set(ruleMeshAbsent.with())
 	case collides:
-		f.Verdict = AtRisk
-		f.Reason = fmt.Sprintf("no ServiceEntry declares it, and %s put a sniffing 0.0.0.0:%d listener in every client sidecar", strings.Join(c.Services, ", "), t.Port)
+		f.set(ruleExternalCollision.with(strings.Join(c.Services, ", "), t.Port))
 	default:
 		f.Protocol = string(cluster.ProtocolTCP)
-		f.Verdict, f.Reason = OK, fmt.Sprintf("no in-mesh Service uses port %d, so mesh clients pass it through as plain TCP", t.Port)
+		f.set(ruleExternalPassthrough.with(t.Port))
 	}
 	j.activeVerdict(&f)
 	f.Fixes = withScenario(j.externalFixes(f), MeshToExternal)
@@ -382,10 +376,11 @@ func numericPort(s string) (int32, bool) {
 
 // pathResult is the judgement of one client path.
 type pathResult struct {
-	verdict  Verdict
+	judgement
 	scenario Scenario
-	reason   string
 }
+
+func (p pathResult) verdict() Verdict { return p.rule.Verdict }
 
 // activeVerdict refines the static verdict with probe evidence. The rule
 // that matters most: DEADLOCK needs both halves of the proof, the banner on
@@ -442,26 +437,24 @@ func (j *judge) activeVerdict(f *Finding) {
 		switch {
 		case d == nil:
 		case d.Outcome == probe.OutcomeBanner && f.Verdict == AtRisk:
-			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) and %s", bannerWord(d), ms(d.FirstByteMs), lowerFirst(f.Reason))
+			f.set(ruleDirectConfirmsRisk.with(bannerWord(d), ms(d.FirstByteMs), lowerFirst(f.Reason)))
 		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && f.Protocol == string(cluster.ProtocolAuto) && !j.meshAbsent():
-			f.Verdict = AtRisk
-			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) on a port the sidecar sniffs", bannerWord(d), ms(d.FirstByteMs))
+			f.set(ruleDirectBannerSniffed.with(bannerWord(d), ms(d.FirstByteMs)))
 		case d.Outcome == probe.OutcomeBanner && f.Verdict == OK && cluster.Protocol(f.Protocol).HTTPFamily() && !j.meshAbsent():
-			f.Verdict = AtRisk
-			f.Reason = fmt.Sprintf("the server speaks first (%s in %s directly) on a port declared %s: the sidecar waits for an HTTP request that never comes", bannerWord(d), ms(d.FirstByteMs), f.Protocol)
+			f.set(ruleDirectBannerHTTP.with(bannerWord(d), ms(d.FirstByteMs), f.Protocol))
 		case d.Outcome == probe.OutcomeSilent && f.Protocol == string(cluster.ProtocolAuto):
-			f.Verdict = ClientFirst
-			f.Reason = "the server stays silent until the client speaks (direct probe): sniffing this port is harmless"
+			f.set(ruleDirectSilentSniffed.with())
 		case isUnreachable(d.Outcome):
 			f.Notes = append(f.Notes, "the direct probe could not connect ("+string(d.Outcome)+"): the verdict rests on static evidence")
 		}
 		return
 	}
-	sort.SliceStable(paths, func(a, b int) bool { return paths[a].verdict.Severity() < paths[b].verdict.Severity() })
+	sort.SliceStable(paths, func(a, b int) bool { return paths[a].verdict().Severity() < paths[b].verdict().Severity() })
 	best := paths[0]
-	f.Verdict, f.Scenario, f.Reason = best.verdict, best.scenario, best.reason
+	f.set(best.judgement)
+	f.Scenario = best.scenario
 	for _, p := range paths {
-		f.Paths = append(f.Paths, PathVerdict{Scenario: p.scenario, Verdict: p.verdict, Reason: p.reason})
+		f.Paths = append(f.Paths, PathVerdict{Scenario: p.scenario, Verdict: p.verdict(), Code: p.rule.Code, Reason: p.reason})
 	}
 }
 
@@ -513,42 +506,45 @@ func (j *judge) judgePath(r, d *probe.Result, sc Scenario, f *Finding, outside b
 	if outside {
 		via = "from a client without a sidecar"
 	}
+	return pathResult{j.pathJudgement(r, d, f, via, outside, serverFirst, timeout), sc}
+}
+
+func (j *judge) pathJudgement(r, d *probe.Result, f *Finding, via string, outside, serverFirst bool, timeout time.Duration) judgement {
 	switch r.Outcome {
 	case probe.OutcomeBanner:
 		if timeout > 0 && r.FirstByteMs != nil && *r.FirstByteMs >= delayedFraction*float64(timeout.Milliseconds()) &&
 			(d == nil || d.FirstByteMs == nil || *d.FirstByteMs < float64(timeout.Milliseconds())/2) {
-			why := fmt.Sprintf("the banner arrives %s only after %s, the mesh's protocolDetectionTimeout (%s)", via, ms(r.FirstByteMs), timeout)
 			if serverFirst {
-				why += fmt.Sprintf("; directly it takes %s", ms(d.FirstByteMs))
+				return ruleDelayedDirect.with(via, ms(r.FirstByteMs), timeout, ms(d.FirstByteMs))
 			}
-			return pathResult{Delayed, sc, why}
+			return ruleDelayed.with(via, ms(r.FirstByteMs), timeout)
 		}
-		return pathResult{OK, sc, fmt.Sprintf("the banner arrives %s in %s", via, ms(r.FirstByteMs))}
+		return ruleBannerArrives.with(via, ms(r.FirstByteMs))
 	case probe.OutcomeSilent:
 		switch {
 		case outside && f.MTLSMode == string(cluster.MTLSStrict):
 			// The server's sidecar waits for a TLS ClientHello and never
 			// lets plaintext through: rejection, whether it resets or waits.
-			return pathResult{MTLSRejected, sc, "STRICT mTLS: the server's sidecar waits for a mutual-TLS handshake and never passes a plaintext client through"}
+			return ruleStrictSilent.with()
 		case serverFirst:
-			return pathResult{Deadlock, sc, fmt.Sprintf("the server speaks first (%s in %s directly) but nothing arrives %s", bannerWord(d), ms(d.FirstByteMs), via)}
+			return ruleDeadlock.with(bannerWord(d), ms(d.FirstByteMs), via)
 		case d != nil && d.Outcome == probe.OutcomeSilent:
-			return pathResult{ClientFirst, sc, "the server stays silent until the client speaks, directly and " + via + ": sniffing is harmless"}
+			return ruleBothSilent.with(via)
 		case f.Verdict == AtRisk || len(f.Hints) > 0:
-			return pathResult{AtRisk, sc, "nothing arrives " + via + " and the hints suggest a server-first protocol, but there is no direct proof that the server speaks first"}
+			return ruleSilentHinted.with(via)
 		default:
-			return pathResult{ClientFirst, sc, "nothing arrives " + via + "; nothing suggests a server-first protocol (no direct probe to prove it)"}
+			return ruleSilentNoHints.with(via)
 		}
 	case probe.OutcomeReset, probe.OutcomeClosed:
 		if outside && f.MTLSMode == string(cluster.MTLSStrict) {
-			return pathResult{MTLSRejected, sc, fmt.Sprintf("STRICT mTLS: the sidecar closes a plaintext connection (%s)", r.Outcome)}
+			return ruleStrictClosed.with(r.Outcome)
 		}
 		if serverFirst {
-			return pathResult{AtRisk, sc, fmt.Sprintf("the server speaks first directly, but %s the connection was %s without a byte", via, r.Outcome)}
+			return ruleServerFirstClosed.with(via, r.Outcome)
 		}
-		return pathResult{Unreachable, sc, fmt.Sprintf("the connection %s was %s without a byte", via, r.Outcome)}
+		return rulePathClosed.with(via, r.Outcome)
 	default:
-		return pathResult{Unreachable, sc, fmt.Sprintf("could not connect %s: %s", via, describeFailure(*r))}
+		return rulePathUnreachable.with(via, describeFailure(*r))
 	}
 }
 

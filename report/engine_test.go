@@ -156,10 +156,12 @@ func onlyFinding(t *testing.T, r Report, k TargetKey) Finding {
 }
 
 type engineCase struct {
-	name     string
-	in       Input
-	key      TargetKey
-	verdict  Verdict
+	name    string
+	in      Input
+	key     TargetKey
+	verdict Verdict
+	// code is the rule that must give the verdict.
+	code     Code
 	scenario Scenario
 	fixes    []string
 	check    func(t *testing.T, f Finding)
@@ -186,6 +188,7 @@ func TestBuildRules(t *testing.T) {
 		// --- static ---
 		{
 			name: "sniffed port, mysql image: AT-RISK mesh-to-mesh",
+			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB))},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
@@ -216,6 +219,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "port name smtp, server without sidecar: AT-RISK mesh-to-external",
+			code: "SF0102",
 			in: Input{Inventory: meshInv([]cluster.Pod{pod(ns, "relay-0", "relay", false, "ghcr.io/acme/relay:1")},
 				svc(ns, "relay", "relay", []cluster.Pod{pod(ns, "relay-0", "relay", false)}, tport("smtp", 2526, "", "")))},
 			key: svcKey(ns, "relay", 2526), verdict: AtRisk, scenario: MeshToExternal,
@@ -234,6 +238,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "port 110 unnamed: AT-RISK from the port number",
+			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("", 110, "", "")))},
 			key:  svcKey(ns, "mailbox", 110), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixTLS},
@@ -248,6 +253,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "port 143: AT-RISK imap",
+			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("mailbox", 143, "", "")))},
 			key:  svcKey(ns, "mailbox", 143), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixTLS},
@@ -259,12 +265,14 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "port 4222 named client: AT-RISK nats",
+			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "bus", "app", []cluster.Pod{meshNoHint}, tport("client", 4222, "", "")))},
 			key:  svcKey(ns, "bus", 4222), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixTLS},
 		},
 		{
 			name: "Service name hint: AT-RISK",
+			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mariadb", "app", []cluster.Pod{meshNoHint}, tport("db", 3307, "", "")))},
 			key:  svcKey(ns, "mariadb", 3307), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
@@ -276,11 +284,13 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "sniffed, nothing hints server-first: OK",
+			code: "SF0107",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("api", 8080, "", "")))},
 			key:  svcKey(ns, "api", 8080), verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "tcp- name declares TCP: OK",
+			code: "SF0109",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))},
 			key:  dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 			check: func(t *testing.T, f Finding) {
@@ -291,6 +301,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "appProtocol tcp: OK",
+			code: "SF0109",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("db", 3307, "", "tcp")))},
 			key:  dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 			check: func(t *testing.T, f Finding) {
@@ -301,6 +312,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "well-known 3306 unnamed: OK",
+			code: "SF0109",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("", 3306, "", "")))},
 			key:  svcKey(ns, "orders", 3306), verdict: OK, scenario: MeshToMesh, fixes: []string{},
 			check: func(t *testing.T, f Finding) {
@@ -311,6 +323,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "appProtocol trap: tcp-nats with nats.io/client is sniffed",
+			code: "SF0104",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint},
 				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"), tport("tcp-cluster", 6222, "", "")))},
 			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
@@ -333,6 +346,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "HTTP-declared port named for mysql: AT-RISK",
+			code: "SF0108",
 			in: Input{Inventory: meshInv([]cluster.Pod{pod(ns, "db-0", "db", true, "bitnami/mariadb:11.4")},
 				svc(ns, "orders", "db", []cluster.Pod{pod(ns, "db-0", "db", true)}, tport("http-mysql", 8080, "", "")))},
 			key: svcKey(ns, "orders", 8080), verdict: AtRisk, scenario: MeshToMesh,
@@ -351,6 +365,7 @@ func TestBuildRules(t *testing.T) {
 			// port beside the real one, so an HTTP port is not suspect on
 			// the image alone.
 			name: "HTTP-declared port, mariadb image only: OK",
+			code: "SF0109",
 			in: Input{Inventory: meshInv([]cluster.Pod{pod(ns, "db-0", "db", true, "bitnami/mariadb:11.4")},
 				svc(ns, "orders", "db", []cluster.Pod{pod(ns, "db-0", "db", true)}, tport("http-metrics", 8080, "", "")))},
 			key: svcKey(ns, "orders", 8080), verdict: OK, scenario: MeshToMesh, fixes: []string{},
@@ -362,11 +377,13 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "UDP: OK",
+			code: "SF0101",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "dns", "app", []cluster.Pod{meshNoHint}, uport("nats", 4222)))},
 			key:  svcKey(ns, "dns", 4222), verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "Istio absent and no sidecars: OK despite hints",
+			code: "SF0501",
 			in: Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{plainDB},
 				Services: []cluster.Service{dbSvc(plainDB)}}},
 			key: dbKey, verdict: OK, scenario: MeshToExternal, fixes: []string{},
@@ -378,6 +395,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "Istio CRDs absent but a pod has a sidecar: still judged",
+			code: "SF0102",
 			in:   Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{meshDB}, Services: []cluster.Service{dbSvc(meshDB)}}},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
@@ -386,6 +404,7 @@ func TestBuildRules(t *testing.T) {
 		// --- active ---
 		{
 			name: "direct banner + mesh silent, server in mesh: DEADLOCK mesh-to-mesh",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, silent()),
@@ -403,6 +422,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "direct banner + mesh silent, server without sidecar: DEADLOCK mesh-to-external",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, silent()),
@@ -412,6 +432,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "self in mesh counts as the mesh path",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
 				{Target: dbKey, Vantage: VantageSelf, InMesh: true, Result: silent()},
@@ -434,6 +455,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh silent, no direct probe: AT-RISK, never DEADLOCK",
+			code: "SF0406",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
@@ -447,6 +469,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh silent, direct refused: AT-RISK, never DEADLOCK",
+			code: "SF0406",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
 				obs(dbKey, VantageMeshClient, silent()),
@@ -456,6 +479,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "direct silent + mesh silent: CLIENT-FIRST",
+			code: "SF0405",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, silent()),
 				obs(dbKey, VantageMeshClient, silent()),
@@ -464,6 +488,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "direct silent only, sniffed: CLIENT-FIRST",
+			code: "SF0414",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, silent()),
 			}},
@@ -471,6 +496,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "direct banner only: AT-RISK with the proof that the server speaks first",
+			code: "SF0412",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("api", 8080, "", ""))),
 				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
 			key: svcKey(ns, "api", 8080), verdict: AtRisk, scenario: MeshToMesh,
@@ -483,6 +509,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "HTTP-declared port, direct banner only: AT-RISK",
+			code: "SF0413",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("http-api", 8080, "", ""))),
 				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
 			key: svcKey(ns, "api", 8080), verdict: AtRisk, scenario: MeshToMesh,
@@ -495,12 +522,14 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "Istio absent, direct banner: still OK, nothing sniffs",
+			code: "SF0501",
 			in: Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{plainDB}, Services: []cluster.Service{dbSvc(plainDB)}},
 				Observations: []Observation{obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql"))}},
 			key: dbKey, verdict: OK, scenario: MeshToExternal, fixes: []string{},
 		},
 		{
 			name: "mesh banner after 80% of protocolDetectionTimeout, direct fast: DELAYED",
+			code: "SF0403",
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
@@ -515,6 +544,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh banner well before the detection timeout: OK",
+			code: "SF0402",
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, banner(3900, mysqlGreeting, "mysql")),
@@ -523,6 +553,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "slow server, slow both ways: not DELAYED",
+			code: "SF0402",
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(4500, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, banner(4600, mysqlGreeting, "mysql")),
@@ -531,6 +562,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh banner fast: OK",
+			code: "SF0402",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, banner(2.5, mysqlGreeting, "mysql")),
@@ -538,7 +570,57 @@ func TestBuildRules(t *testing.T) {
 			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
+			name: "sniffed port, mysql image, protocolDetectionTimeout set: AT-RISK, delayed rather than hung",
+			code: "SF0103",
+			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second)},
+			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+		},
+		{
+			name: "appProtocol trap with hints and protocolDetectionTimeout: AT-RISK",
+			code: "SF0105",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshNoHint},
+				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"))), 5*time.Second)},
+			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixTLS},
+		},
+		{
+			name: "appProtocol trap without hints: AT-RISK, the declaration failed",
+			code: "SF0106",
+			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint},
+				svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("tcp-api", 9000, "", "acme.io/rpc")))},
+			key: svcKey(ns, "api", 9000), verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixTLS},
+		},
+		{
+			name: "mesh banner after the detection timeout, no direct probe: DELAYED",
+			code: "SF0404",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
+				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
+			}},
+			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+		},
+		{
+			name: "mesh silent, no hints, no direct probe: CLIENT-FIRST",
+			code: "SF0407",
+			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("api", 8080, "", ""))),
+				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageMeshClient, silent())}},
+			key: svcKey(ns, "api", 8080), verdict: ClientFirst, scenario: MeshToMesh, fixes: []string{},
+		},
+		{
+			name: "direct banner, mesh path closed without a byte: AT-RISK, not DEADLOCK",
+			code: "SF0408",
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeClosed)),
+			}},
+			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+		},
+		{
 			name: "outside client silent, direct banner, PERMISSIVE on a declared port: DEADLOCK external-to-mesh",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
 				Observations: []Observation{
 					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP Postfix\r\n", "smtp")),
@@ -569,6 +651,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "outside client reset under STRICT: MTLS-REJECTED",
+			code: "SF0202",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", "")))
 				inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: ns, Name: "default", Mode: cluster.MTLSStrict}}
@@ -587,6 +670,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "outside client reset under PERMISSIVE: not MTLS-REJECTED",
+			code: "SF0409",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
 				Observations: []Observation{
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
@@ -595,6 +679,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh and outside paths: the worst wins",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
 				Observations: []Observation{
 					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
@@ -606,6 +691,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "mesh probes disagree: not DEADLOCK, and a note",
+			code: "SF0402",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageMeshClient, silent()),
@@ -623,6 +709,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "all refused: UNREACHABLE",
+			code: "SF0410",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
 				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeRefused)),
@@ -631,6 +718,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "connect timeout through the mesh: UNREACHABLE",
+			code: "SF0410",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageMeshClient, probe.Result{Outcome: probe.OutcomeConnectTimeout, ConnectMs: 3000, Error: "i/o timeout"}),
 			}},
@@ -643,6 +731,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "only the direct path, refused: static verdict kept, with a note",
+			code: "SF0102",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
 				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
 			}},
@@ -658,6 +747,7 @@ func TestBuildRules(t *testing.T) {
 		// --- ServiceEntries and external targets ---
 		{
 			name: "ServiceEntry port without protocol, smtp host: AT-RISK with a service-entry fix",
+			code: "SF0102",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv(nil)
 				inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: ns, Name: "mail", Hosts: []string{"smtp.example.com"},
@@ -692,6 +782,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "ServiceEntry with DNS auto-allocation: no DNS note",
+			code: "SF0102",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv(nil)
 				inv.Mesh.DNSCapture, inv.Mesh.DNSAutoAllocate = true, true
@@ -712,6 +803,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "ServiceEntry declared TCP, no addresses, colliding with an in-mesh HTTP Service: AT-RISK",
+			code: "SF0301",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", "")))
 				inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: ns, Name: "legacy-db", Hosts: []string{"mysql.legacy.example.com"},
@@ -736,6 +828,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "ServiceEntry declared TCP with addresses, same collision: OK",
+			code: "SF0109",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", "")))
 				inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: ns, Name: "legacy-db", Hosts: []string{"mysql.legacy.example.com"},
@@ -747,6 +840,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "external target on a port an in-mesh HTTP Service uses: AT-RISK",
+			code: "SF0302",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
@@ -762,6 +856,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "external IP target colliding: ServiceEntry by address",
+			code: "SF0302",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "192.0.2.9", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "192.0.2.9", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
@@ -775,6 +870,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "external target on a free port: OK",
+			code: "SF0303",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: OK, scenario: MeshToExternal,
@@ -788,6 +884,7 @@ func TestBuildRules(t *testing.T) {
 		{
 			// A sniffed ClusterIP port binds its VIP, not 0.0.0.0: no collision.
 			name: "external target on the port of a sniffed in-mesh Service: OK",
+			code: "SF0303",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: OK, scenario: MeshToExternal,
@@ -795,6 +892,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "client without sidecar and server without one: that is the direct path",
+			code: "SF0411",
 			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []Observation{
 				obs(dbKey, VantageOutsideClient, banner(1.2, mysqlGreeting, "mysql")),
 				obs(dbKey, VantageSelf, silent()),
@@ -809,6 +907,7 @@ func TestBuildRules(t *testing.T) {
 		},
 		{
 			name: "external target, direct banner + mesh silent: DEADLOCK mesh-to-external",
+			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}},
 				Observations: []Observation{
@@ -826,6 +925,7 @@ func TestBuildRules(t *testing.T) {
 			if f.Verdict != c.verdict {
 				t.Errorf("verdict %s, want %s (reason: %s)", f.Verdict, c.verdict, f.Reason)
 			}
+			assertCode(t, f, c.code)
 			if f.Scenario != c.scenario {
 				t.Errorf("scenario %q, want %q", f.Scenario, c.scenario)
 			}

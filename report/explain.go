@@ -122,11 +122,27 @@ func Topics() []string {
 	return out
 }
 
-// Explain returns the text for a verdict or scenario (any case).
+// Explain returns the text for a verdict, a scenario or a rule code such
+// as SF0401 (any case).
 func Explain(topic string) (string, error) {
+	if r, ok := LookupRule(topic); ok {
+		return explainRule(r), nil
+	}
 	t, ok := explanations[strings.ToLower(strings.TrimSpace(topic))]
 	if !ok {
-		return "", fmt.Errorf("nothing to explain about %q: try one of %s", topic, strings.Join(Topics(), ", "))
+		if codePattern.MatchString(strings.ToUpper(strings.TrimSpace(topic))) {
+			return "", fmt.Errorf("no rule has the code %q: the README lists them, or look at a finding's \"code\" in -o json", topic)
+		}
+		return "", fmt.Errorf("nothing to explain about %q: try one of %s, or a rule code such as %s", topic, strings.Join(Topics(), ", "), ruleDeadlock.Code)
 	}
 	return t + "\n", nil
+}
+
+// RuleCodes lists the codes explain knows (for shell completion).
+func RuleCodes() []string {
+	var out []string
+	for _, r := range Rules() {
+		out = append(out, string(r.Code))
+	}
+	return out
 }

@@ -21,6 +21,7 @@ func TestStrictSilentOutsideIsRejected(t *testing.T) {
 	if f.Verdict != MTLSRejected || f.Scenario != ExternalToMesh {
 		t.Fatalf("verdict %s scenario %s, want MTLS-REJECTED external-to-mesh", f.Verdict, f.Scenario)
 	}
+	assertCode(t, f, ruleStrictSilent.Code)
 }
 
 // Both paths hang: both are reported, and the plan carries one fix per path.
@@ -37,6 +38,7 @@ func TestEveryAffectedPathGetsItsFix(t *testing.T) {
 	if len(f.Paths) != 2 || f.Paths[0].Verdict != Deadlock || f.Paths[1].Verdict != Deadlock {
 		t.Fatalf("paths = %+v", f.Paths)
 	}
+	assertPathCodes(t, f, ruleDeadlock.Code, ruleDeadlock.Code)
 	plan := Plan(r)
 	kinds := map[string]bool{}
 	for _, o := range plan.Objects {

@@ -253,6 +253,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 		o.strings("collidesWith", f.CollidesWith)
 	}
 	o.str("verdict", string(f.Verdict))
+	o.str("code", string(f.Code))
 	o.strOmit("scenario", string(f.Scenario))
 	if len(f.Paths) > 0 {
 		o.array("paths", len(f.Paths), func(i int, e *jsonObject) {
@@ -260,6 +261,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 			e.open()
 			e.str("scenario", string(p.Scenario))
 			e.str("verdict", string(p.Verdict))
+			e.str("code", string(p.Code))
 			e.str("reason", p.Reason)
 			e.close()
 		}, f.Paths == nil)

@@ -177,7 +177,9 @@ type Finding struct {
 	// listener shares this outbound port.
 	CollidesWith []string `json:"collidesWith,omitempty"`
 	Verdict      Verdict  `json:"verdict"`
-	Scenario     Scenario `json:"scenario,omitempty"`
+	// Code is the registered rule that gave the verdict (explain CODE).
+	Code     Code     `json:"code"`
+	Scenario Scenario `json:"scenario,omitempty"`
 	// Paths are the verdicts of each client path probed (mesh client,
 	// outside client), worst first; Verdict and Scenario are the first's.
 	Paths    []PathVerdict `json:"paths,omitempty"`
@@ -223,5 +225,7 @@ type MeshSummary struct {
 type PathVerdict struct {
 	Scenario Scenario `json:"scenario"`
 	Verdict  Verdict  `json:"verdict"`
-	Reason   string   `json:"reason"`
+	// Code is the registered rule that gave the path's verdict.
+	Code   Code   `json:"code"`
+	Reason string `json:"reason"`
 }

@@ -12,13 +12,13 @@ import (
 
 func newExplainCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	return &cobra.Command{
-		Use:   "explain [VERDICT|SCENARIO]",
-		Short: "Explain a verdict or scenario: the why, the evidence, the fixes",
+		Use:   "explain [VERDICT|SCENARIO|CODE]",
+		Short: "Explain a verdict, scenario or rule code: the why, the evidence, the fixes",
 		Long: "Explain a verdict (" + strings.Join(report.Topics()[:len(report.Verdicts)], ", ") + ")\nor a scenario (" +
-			strings.Join(report.Topics()[len(report.Verdicts):], ", ") + ") in plain words.\nWithout an argument, explain every one.",
-		Example:   "  kubectl serverfirst explain DEADLOCK\n  kubectl serverfirst explain external-to-mesh",
+			strings.Join(report.Topics()[len(report.Verdicts):], ", ") + ") in plain words,\nor the rule behind a finding's \"code\" (SF0401 ...: the README lists them).\nWithout an argument, explain every verdict and scenario.",
+		Example:   "  kubectl serverfirst explain DEADLOCK\n  kubectl serverfirst explain external-to-mesh\n  kubectl serverfirst explain SF0401",
 		Args:      cobra.MaximumNArgs(1),
-		ValidArgs: report.Topics(),
+		ValidArgs: append(report.Topics(), report.RuleCodes()...),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			topics := args
 			if len(topics) == 0 {

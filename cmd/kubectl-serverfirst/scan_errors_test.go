@@ -40,6 +40,7 @@ current-context: x
 		{[]string{"scan", "--kubeconfig", kc, "--from-pod", "justapod"}, "want NAMESPACE/POD"},
 		{[]string{"fix", "--kubeconfig", kc, "--static"}, "cannot reach the API server"},
 		{[]string{"explain", "SLOW"}, `nothing to explain about "SLOW"`},
+		{[]string{"explain", "SF9999"}, `no rule has the code "SF9999"`},
 	}
 	for _, c := range cases {
 		out, _, err := runCLI(t, t.Context(), "", c.args...)
