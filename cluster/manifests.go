@@ -76,7 +76,11 @@ type Manifests struct {
 	pods       []manifestPod
 	entries    []ServiceEntry
 	peerAuths  []PeerAuthentication
-	meshMaps   []corev1.ConfigMap
+	// destinationRules and sidecars are the client-side config (TLS
+	// origination, listener scope, declared protocols).
+	destinationRules []DestinationRule
+	sidecars         []SidecarResource
+	meshMaps         []corev1.ConfigMap
 	// replaces are the workloads' pod selectors: on a live cluster their
 	// current pods are the old version of what the files create.
 	replaces []workloadPods
@@ -537,10 +541,14 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		}
 	case *networkingv1.DestinationRule:
 		m.namespaced(&o.ObjectMeta)
-		m.warn(origin.File, origin.Line, "DestinationRule %s/%s is read but not judged yet: its TLS settings do not change the verdicts", o.Namespace, o.Name)
+		if m.record("DestinationRule", o.Namespace, o.Name, origin) {
+			m.destinationRules = replaceBy(m.destinationRules, ConvertDestinationRule(o), func(d DestinationRule) string { return d.Namespace + "/" + d.Name })
+		}
 	case *networkingv1.Sidecar:
 		m.namespaced(&o.ObjectMeta)
-		m.warn(origin.File, origin.Line, "Sidecar %s/%s is read but not judged yet: its ingress/egress protocols do not change the verdicts", o.Namespace, o.Name)
+		if m.record("Sidecar", o.Namespace, o.Name, origin) {
+			m.sidecars = replaceBy(m.sidecars, ConvertSidecar(o), func(sc SidecarResource) string { return sc.Namespace + "/" + sc.Name })
+		}
 	default:
 		// The scheme decoded an older version into its own type (say
 		// networking v1alpha3): read it as the v1 type, which shares
@@ -814,6 +822,14 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 	var unknown []string
 	inv.Mesh, inv.Warnings = m.meshConfig(base, offline)
 	build(inv, nsList, services, slices, pods, entries, peerAuths)
+	// As Load does after build: the namespaced client config, sorted.
+	inv.DestinationRules = mergeBy(base.DestinationRules, m.destinationRules, func(d DestinationRule) string { return d.Namespace + "/" + d.Name })
+	sort.Slice(inv.DestinationRules, func(i, j int) bool {
+		a, b := inv.DestinationRules[i], inv.DestinationRules[j]
+		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
+	})
+	inv.Sidecars = mergeBy(base.Sidecars, m.sidecars, func(sc SidecarResource) string { return sc.Namespace + "/" + sc.Name })
+	sortSidecars(inv.Sidecars)
 	for i := range inv.Pods {
 		p := &inv.Pods[i]
 		key := p.Namespace + "/" + p.Name
@@ -826,6 +842,9 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 			if !p.HasSidecar && unlabelled[p.Namespace] {
 				unknown = append(unknown, p.Namespace)
 			}
+		}
+		if filePods[key] && p.HasSidecar && len(p.Interception.Invalid) > 0 {
+			inv.Warnings = append(inv.Warnings, fmt.Sprintf("pod %s/%s: the injector would refuse %s; judged as if the annotation were absent", p.Namespace, p.Name, strings.Join(p.Interception.Invalid, "; ")))
 		}
 	}
 	warnings := append(append([]string{}, base.Warnings...), inv.Warnings...)
@@ -866,7 +885,8 @@ func mergeBy[T any](base, files []T, key func(T) string) []T {
 	for _, v := range files {
 		inFiles[key(v)] = true
 	}
-	out := append([]T{}, files...)
+	// nil when empty, as Load leaves a list it found nothing for.
+	out := append([]T(nil), files...)
 	for _, v := range base {
 		if !inFiles[key(v)] {
 			out = append(out, v)

@@ -236,10 +236,24 @@ spec:
   template:
     metadata: {labels: {app: db}}
     spec: {containers: [{name: db, image: mysql, ports: [{name: mysql, containerPort: 3306}]}]}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db.shop.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress: [{hosts: ["./*"]}]
 `
 
 // TestManifestObjects: Services (in a List), EndpointSlices, every
-// ServiceEntry and PeerAuthentication version and the istio ConfigMap are
+// ServiceEntry and PeerAuthentication version, DestinationRules, Sidecars
+// and the istio ConfigMap are
 // converted as Load converts them; a Service's backends come from its
 // slices, else from its selector over the pods the workloads create; each
 // port knows its line.
@@ -264,6 +278,9 @@ func TestManifestObjects(t *testing.T) {
 	}
 	if pa := inv.PeerAuthentications[0]; pa.Mode != MTLSStrict || pa.PortModes[3306] != MTLSDisable || pa.Selector["app"] != "db" || !pa.CreatedAt.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
 		t.Errorf("PeerAuthentication: %+v", pa)
+	}
+	if len(inv.DestinationRules) != 1 || inv.DestinationRules[0].Host != "db.shop.svc.cluster.local" || len(inv.Sidecars) != 1 || inv.Sidecars[0].Name != "default" {
+		t.Errorf("DestinationRules %+v, Sidecars %+v", inv.DestinationRules, inv.Sidecars)
 	}
 	if inv.Mesh.ProtocolDetectionTimeout != 5*time.Second || inv.Mesh.RootNamespace != "mesh-root" || inv.Mesh.Source != "istio-system/istio (stdin#6)" {
 		t.Errorf("mesh: %+v", inv.Mesh)

@@ -76,10 +76,6 @@ type (
 	}
 )
 
-// sarifVerdicts are the verdicts that become results: the ones that need
-// action, each one rule.
-var sarifVerdicts = []Verdict{Deadlock, MTLSRejected, Delayed, AtRisk}
-
 func sarifLevel(v Verdict) string {
 	switch v {
 	case Deadlock, MTLSRejected:
@@ -88,40 +84,46 @@ func sarifLevel(v Verdict) string {
 	return "warning"
 }
 
-var sarifRuleNames = map[Verdict]string{
-	Deadlock:     "ServerFirstDeadlock",
-	MTLSRejected: "StrictMTLSRejectsPlaintext",
-	Delayed:      "ServerFirstDelayed",
-	AtRisk:       "ServerFirstAtRisk",
-}
-
 // renderSARIF writes the affected findings as SARIF 2.1.0, so code review
-// tools show them on the manifest line they come from (scan -f). A finding
-// read from a live cluster has no file: it carries only a logical location
-// naming the object.
+// tools show them on the manifest line they come from (scan -f). Each
+// registered rule that gives an affected verdict is a SARIF rule, its code
+// the rule id. A finding read from a live cluster has no file: it carries
+// only a logical location naming the object.
 func renderSARIF(w io.Writer, r Report, o RenderOptions) error {
 	driver := sarifDriver{Name: "kubectl-serverfirst", InformationURI: "https://github.com/serverfirst/kubectl-serverfirst"}
-	ruleIndex := map[Verdict]int{}
-	for i, v := range sarifVerdicts {
-		ruleIndex[v] = i
-		help, _ := Explain(string(v))
-		first, _, _ := strings.Cut(help, "\n")
+	ruleIndex := map[string]int{}
+	addRule := func(id, name string, v Verdict, short, full string) {
+		ruleIndex[id] = len(driver.Rules)
 		driver.Rules = append(driver.Rules, sarifRule{
-			ID:                   strings.ToLower(string(v)),
-			Name:                 sarifRuleNames[v],
-			ShortDescription:     sarifText{Text: first},
-			FullDescription:      sarifText{Text: strings.TrimSpace(help)},
-			Help:                 sarifText{Text: strings.TrimSpace(help)},
+			ID: id, Name: name,
+			ShortDescription:     sarifText{Text: short},
+			FullDescription:      sarifText{Text: full},
+			Help:                 sarifText{Text: full},
 			DefaultConfiguration: sarifRuleDefaults{Level: sarifLevel(v)},
 		})
 	}
+	for _, rule := range Rules() {
+		if !rule.Retired && rule.Verdict.Affected() {
+			addRule(string(rule.Code), rule.Name, rule.Verdict, string(rule.Verdict)+": "+rule.Message(), strings.TrimSpace(explainRule(rule)))
+		}
+	}
 	results := []sarifResult{}
 	for _, f := range r.Findings {
-		idx, ok := ruleIndex[f.Verdict]
-		if !ok {
+		if !f.Verdict.Affected() {
 			continue
 		}
-		results = append(results, sarifResultFor(f, idx, o))
+		id := string(f.Code)
+		if _, ok := ruleIndex[id]; !ok {
+			// A report without codes (older JSON read back): one rule
+			// per verdict.
+			id = strings.ToLower(string(f.Verdict))
+			if _, ok := ruleIndex[id]; !ok {
+				help, _ := Explain(string(f.Verdict))
+				short, _, _ := strings.Cut(help, "\n")
+				addRule(id, string(f.Verdict), f.Verdict, short, strings.TrimSpace(help))
+			}
+		}
+		results = append(results, sarifResultFor(f, id, ruleIndex[id], o))
 	}
 	doc := sarifLog{Schema: SARIFSchema, Version: "2.1.0", Runs: []sarifRun{{Tool: sarifTool{Driver: driver}, Results: results}}}
 	enc := json.NewEncoder(w)
@@ -129,10 +131,14 @@ func renderSARIF(w io.Writer, r Report, o RenderOptions) error {
 	return enc.Encode(doc)
 }
 
-func sarifResultFor(f Finding, ruleIndex int, o RenderOptions) sarifResult {
+func sarifResultFor(f Finding, ruleID string, ruleIndex int, o RenderOptions) sarifResult {
 	target := fmt.Sprintf("%s %s/%s port %d", f.Kind, f.Namespace, f.Name, f.Port)
 	text := fmt.Sprintf("%s: %s (%s): %s.", target, f.Verdict, f.Scenario, f.Reason)
 	md := fmt.Sprintf("**%s** `%s` (%s): %s.", f.Verdict, TargetName(f), f.Scenario, f.Reason)
+	explain := string(f.Verdict)
+	if f.Code != "" {
+		explain = string(f.Code)
+	}
 	if len(f.Fixes) > 0 {
 		fix := f.Fixes[0]
 		text += " Fix: " + fix.Title + "."
@@ -140,7 +146,7 @@ func sarifResultFor(f Finding, ruleIndex int, o RenderOptions) sarifResult {
 		if fix.Manifest != "" {
 			md += "\n\n```yaml\n" + fix.Manifest + "```"
 		}
-		md += fmt.Sprintf("\n\n`%s fix` prints every fix; `%s explain %s` tells why.", o.Command, o.Command, f.Verdict)
+		md += fmt.Sprintf("\n\n`%s fix` prints every fix; `%s explain %s` tells why.", o.Command, o.Command, explain)
 	}
 	loc := sarifLocation{LogicalLocations: []sarifLogical{{
 		Name:               fmt.Sprintf("%s:%d", f.Name, f.Port),
@@ -154,7 +160,7 @@ func sarifResultFor(f Finding, ruleIndex int, o RenderOptions) sarifResult {
 		}
 	}
 	props := map[string]any{
-		"verdict": f.Verdict, "kind": f.Kind, "namespace": f.Namespace, "name": f.Name, "port": f.Port,
+		"verdict": f.Verdict, "code": f.Code, "kind": f.Kind, "namespace": f.Namespace, "name": f.Name, "port": f.Port,
 		"protocol": f.Protocol, "serverInMesh": f.ServerInMesh,
 	}
 	if f.Scenario != "" {
@@ -164,7 +170,7 @@ func sarifResultFor(f Finding, ruleIndex int, o RenderOptions) sarifResult {
 		props["source"] = f.Source
 	}
 	return sarifResult{
-		RuleID:    strings.ToLower(string(f.Verdict)),
+		RuleID:    ruleID,
 		RuleIndex: ruleIndex,
 		Level:     sarifLevel(f.Verdict),
 		Message:   sarifText{Text: text, Markdown: md},

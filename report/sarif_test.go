@@ -117,7 +117,11 @@ func TestSARIFResults(t *testing.T) {
 		if rules[res.RuleIndex].ID != res.RuleID {
 			t.Errorf("result %s points at rule %s", res.RuleID, rules[res.RuleIndex].ID)
 		}
-		v := Verdict(strings.ToUpper(res.RuleID))
+		rule, ok := LookupRule(res.RuleID)
+		if !ok {
+			t.Errorf("result rule %s is not a registered code", res.RuleID)
+		}
+		v := rule.Verdict
 		if wantLevel := map[bool]string{true: "error", false: "warning"}[v == Deadlock || v == MTLSRejected]; res.Level != wantLevel {
 			t.Errorf("%s: level %s, want %s", res.RuleID, res.Level, wantLevel)
 		}

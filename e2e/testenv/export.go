@@ -22,6 +22,8 @@ var exported = []schema.GroupVersionResource{
 	{Version: "v1", Resource: "pods"},
 	{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
 	{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
+	{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
+	{Group: "networking.istio.io", Version: "v1", Resource: "sidecars"},
 }
 
 // ExportManifests writes what a scan would read from the API server as a
