@@ -311,6 +311,16 @@ func TestScanFilesBadInput(t *testing.T) {
 		}
 	}
 
+	help, _, err := run(t, "", "scan", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"-f, --filename stringArray", "--mesh-config", "--injected-namespaces", "contacts no API server", "scan -f new/ --context prod"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("scan --help lacks %q", want)
+		}
+	}
+
 	broken := filepath.Join(dir, "broken.yaml")
 	if err := os.WriteFile(broken, []byte("apiVersion: v1\nkind: Service\nmetadata: {name: [\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"), 0o644); err != nil {
 		t.Fatal(err)
