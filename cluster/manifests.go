@@ -492,7 +492,12 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		m.addPod(*o, created, nil)
 	case *corev1.ConfigMap:
 		m.namespaced(&o.ObjectMeta)
-		if _, ok := o.Data["mesh"]; ok && (o.Name == "istio" || strings.HasPrefix(o.Name, "istio-")) && o.Namespace == m.opts.IstioNamespace {
+		_, hasMesh := o.Data["mesh"]
+		meshName := o.Name == "istio" || strings.HasPrefix(o.Name, "istio-")
+		if hasMesh && meshName && o.Namespace != m.opts.IstioNamespace {
+			m.warn(origin.File, origin.Line, "ConfigMap %s/%s holds a mesh config but is not in the Istio namespace %s (--istio-namespace): not used", o.Namespace, o.Name, m.opts.IstioNamespace)
+		}
+		if hasMesh && meshName && o.Namespace == m.opts.IstioNamespace {
 			if m.record("ConfigMap", o.Namespace, o.Name, origin) {
 				cm := corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace}, Data: map[string]string{"mesh": o.Data["mesh"]}}
 				// Name it with its origin: that is what the report's mesh source shows.

@@ -326,6 +326,7 @@ func TestManifestWarnings(t *testing.T) {
 		{"no name", "apiVersion: v1\nkind: Service\nspec: {ports: [{port: 1}]}\n", "Service without metadata.name: skipped", 1},
 		{"bad selector", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {matchExpressions: [{key: a, operator: Sometimes}]}, template: {spec: {containers: [{name: c, image: i}]}}}\n", "Deployment d: spec.selector", 1},
 		{"redefined", svc + "---\n" + svc, "Service x/ok is defined again (first in f.yaml#1)", 6},
+		{"mesh ConfigMap elsewhere", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata: {mesh: 'protocolDetectionTimeout: 1s'}\n", "ConfigMap default/istio holds a mesh config but is not in the Istio namespace istio-system (--istio-namespace): not used", 1},
 		{"mesh ConfigMap that fails", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata: {mesh: 'protocolDetectionTimeout: soon'}\n", "ConfigMap istio-system/istio: parsing mesh config", 0},
 	}
 	for _, c := range cases {

@@ -681,6 +681,8 @@ func summaryLine(r Report, hidden int, o RenderOptions) string {
 	switch {
 	case affected == 0:
 		b.WriteString("Nothing to fix.\n")
+	case fromFiles(r):
+		fmt.Fprintf(&b, "Next: change the manifests as each finding's fix says (-o yaml lists the fix manifests; %s explain %s)\n", o.Command, firstAffected(r))
 	case r.Static:
 		fmt.Fprintf(&b, "Next: %s fix | kubectl apply -f -   (verdicts are static; prove them with an active scan from inside the mesh; %s explain AT-RISK)\n", o.Command, o.Command)
 	default:

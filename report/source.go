@@ -14,3 +14,14 @@ func AttachSources(r *Report, lookup SourceLookup) {
 		}
 	}
 }
+
+// fromFiles: some finding was read from a manifest (scan -f), where `fix`,
+// which reads the cluster, is not the next step.
+func fromFiles(r Report) bool {
+	for i := range r.Findings {
+		if r.Findings[i].Source != "" {
+			return true
+		}
+	}
+	return false
+}

@@ -224,6 +224,10 @@ func TestScanFilesHelmChart(t *testing.T) {
 		if !strings.Contains(r.Mesh.Source, "Istio defaults") {
 			t.Errorf("mesh source %q: the report must say it assumed Istio's defaults", r.Mesh.Source)
 		}
+		// The table's next step is the manifests, not `fix` (which reads a cluster).
+		if table, _, err := run(t, "", "scan", "-f", rendered, "-n", "shop"); err != nil || !strings.Contains(table, "Next: change the manifests") || strings.Contains(table, "fix | kubectl apply") {
+			t.Errorf("table (err %v):\n%s", err, table)
+		}
 		// The CI gate works on files as on a cluster.
 		if _, _, err := run(t, "", "scan", "-f", rendered, "-n", "shop", "--fail-on", "at-risk"); exitCode(err) != 3 {
 			t.Errorf("--fail-on at-risk: exit %d (%v), want 3", exitCode(err), err)
