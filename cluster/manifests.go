@@ -465,9 +465,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		}
 		svc := ConvertService(o)
 		for i, p := range svc.Ports {
-			if l := lines.sub("spec", "ports", i).line(); l > 0 {
-				m.portLines["Service/"+o.Namespace+"/"+o.Name+"/"+strconv.Itoa(int(p.Port))] = l
-			}
+			m.portLine("Service", o.Namespace, o.Name, p.Port, lines.sub("spec", "ports", i))
 		}
 		m.services = replaceBy(m.services, svc, func(s Service) string { return s.Namespace + "/" + s.Name })
 	case *discoveryv1.EndpointSlice:
@@ -534,9 +532,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		}
 		se := ConvertServiceEntry(o)
 		for i, p := range se.Ports {
-			if l := lines.sub("spec", "ports", i).line(); l > 0 {
-				m.portLines["ServiceEntry/"+o.Namespace+"/"+o.Name+"/"+strconv.Itoa(int(p.Number))] = l
-			}
+			m.portLine("ServiceEntry", o.Namespace, o.Name, int32(p.Number), lines.sub("spec", "ports", i))
 		}
 		m.entries = replaceBy(m.entries, se, func(s ServiceEntry) string { return s.Namespace + "/" + s.Name })
 	case *securityv1.PeerAuthentication:
@@ -559,6 +555,13 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		// networking v1alpha3): read it as the v1 type, which shares
 		// the spec.
 		m.addOtherVersion(obj, origin, lines)
+	}
+}
+
+// portLine notes the line of a port's entry, when yaml.v3 found it.
+func (m *Manifests) portLine(kind, ns, name string, port int32, entry lineIndex) {
+	if l := entry.line(); l > 0 {
+		m.portLines[kind+"/"+ns+"/"+name+"/"+strconv.Itoa(int(port))] = l
 	}
 }
 
