@@ -909,15 +909,11 @@ func (m *Manifests) meshConfig(base *Inventory, offline bool) (MeshConfig, []str
 	istioNS := m.opts.IstioNamespace
 	var warnings []string
 	if m.opts.MeshConfig != "" {
-		mc, err := ParseMeshConfig(m.opts.MeshConfig)
-		if err == nil {
-			mc.Source = m.opts.MeshConfigSource
-			if mc.RootNamespace == "" {
-				mc.RootNamespace = istioNS
-			}
-			return mc, nil
+		mc, w, ok := meshConfigText(m.opts.MeshConfig, m.opts.MeshConfigSource, istioNS)
+		if ok {
+			return mc, w
 		}
-		warnings = append(warnings, fmt.Sprintf("%s: %v; not used", m.opts.MeshConfigSource, err))
+		warnings = append(warnings, w...)
 	}
 	if len(m.meshMaps) > 0 {
 		mc, w := meshConfigFrom(m.meshMaps, istioNS, nil)
@@ -939,4 +935,37 @@ func (m *Manifests) meshConfig(base *Inventory, offline bool) (MeshConfig, []str
 	mc.Source = "Istio defaults (no mesh config in the files)"
 	warnings = append(warnings, fmt.Sprintf("no mesh config in the files (--mesh-config FILE, or ConfigMap istio in %s): assuming Istio's defaults, protocolDetectionTimeout 0s (wait forever) and mesh-wide PERMISSIVE mTLS", istioNS))
 	return mc, warnings
+}
+
+// meshConfigText reads mesh config YAML the user gave (--mesh-config)
+// through meshConfigFrom, the path every mesh config ConfigMap takes, so
+// it is parsed and warned about exactly as the cluster's would be; the
+// warnings name source. ok is false when it does not parse.
+func meshConfigText(text, source, istioNS string) (mc MeshConfig, warnings []string, ok bool) {
+	const name = "istio"
+	cm := corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: istioNS}, Data: map[string]string{"mesh": text}}
+	mc, w := meshConfigFrom([]corev1.ConfigMap{cm}, istioNS, nil)
+	for _, s := range w {
+		warnings = append(warnings, strings.Replace(s, "ConfigMap "+istioNS+"/"+name, source, 1))
+	}
+	if !mc.Found {
+		// The last warning is meshConfigFrom's "no mesh config": the
+		// one before says why this one failed.
+		return mc, warnings[:len(warnings)-1], false
+	}
+	mc.Source = source
+	return mc, warnings, true
+}
+
+// CheckMeshConfig says, in one line, why mesh config YAML would not be
+// used (source names it, "--mesh-config FILE"); nil when it would.
+func CheckMeshConfig(text, source string) error {
+	_, w, ok := meshConfigText(text, source, DefaultIstioNamespace)
+	if ok {
+		return nil
+	}
+	if len(w) == 0 {
+		return fmt.Errorf("%s: not a mesh config", source)
+	}
+	return errors.New(strings.TrimSuffix(w[0], "; trying the next one"))
 }

@@ -435,6 +435,18 @@ func TestManifestMeshConfigFlag(t *testing.T) {
 	if inv.Mesh.ProtocolDetectionTimeout != 2*time.Second || inv.Mesh.Source != "--mesh-config m.yaml" {
 		t.Errorf("mesh %+v", inv.Mesh)
 	}
+	// One that does not parse: the ConfigMap in the files is used, and a
+	// warning says why the flag's was not.
+	inv = readString(t, doc, ManifestOptions{MeshConfig: "protocolDetectionTimeout: soon\n", MeshConfigSource: "--mesh-config m.yaml"}).Inventory(nil)
+	if inv.Mesh.ProtocolDetectionTimeout != 5*time.Second || !strings.Contains(strings.Join(inv.Warnings, "\n"), "--mesh-config m.yaml: parsing mesh config") {
+		t.Errorf("mesh %+v, warnings %q", inv.Mesh, inv.Warnings)
+	}
+	if err := CheckMeshConfig("protocolDetectionTimeout: soon\n", "--mesh-config m.yaml"); err == nil || !strings.HasPrefix(err.Error(), "--mesh-config m.yaml: parsing mesh config") || strings.Contains(err.Error(), "trying the next") {
+		t.Errorf("CheckMeshConfig: %v", err)
+	}
+	if err := CheckMeshConfig("protocolDetectionTimeout: 1s\n", "x"); err != nil {
+		t.Errorf("CheckMeshConfig of a good config: %v", err)
+	}
 }
 
 // TestReadManifestPaths: a directory is read recursively for YAML and

@@ -65,10 +65,11 @@ func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileF
 		if err != nil {
 			return report.Report{}, err
 		}
-		if _, err := cluster.ParseMeshConfig(text); err != nil {
-			return report.Report{}, fmt.Errorf("--mesh-config %s: %w", ff.meshConfig, err)
+		source := "--mesh-config " + ff.meshConfig
+		if err := cluster.CheckMeshConfig(text, source); err != nil {
+			return report.Report{}, err
 		}
-		opts.MeshConfig, opts.MeshConfigSource = text, "--mesh-config "+ff.meshConfig
+		opts.MeshConfig, opts.MeshConfigSource = text, source
 	}
 	overlay := overlayWanted(cmd)
 	if overlay {
