@@ -85,10 +85,11 @@ func sarifLevel(v Verdict) string {
 }
 
 // renderSARIF writes the affected findings as SARIF 2.1.0, so code review
-// tools show them on the manifest line they come from (scan -f). Each
-// registered rule that gives an affected verdict is a SARIF rule, its code
-// the rule id. A finding read from a live cluster has no file: it carries
-// only a logical location naming the object.
+// tools show them on the manifest line they come from (scan -f). The
+// registered rules the results cite are the SARIF rules, their codes the
+// rule ids (only those: the output stays small, and a new rule elsewhere
+// changes nothing here). A finding read from a live cluster has no file:
+// it carries only a logical location naming the object.
 func renderSARIF(w io.Writer, r Report, o RenderOptions) error {
 	driver := sarifDriver{Name: "kubectl-serverfirst", InformationURI: "https://github.com/serverfirst/kubectl-serverfirst"}
 	ruleIndex := map[string]int{}
@@ -102,18 +103,17 @@ func renderSARIF(w io.Writer, r Report, o RenderOptions) error {
 			DefaultConfiguration: sarifRuleDefaults{Level: sarifLevel(v)},
 		})
 	}
-	for _, rule := range Rules() {
-		if !rule.Retired && rule.Verdict.Affected() {
-			addRule(string(rule.Code), rule.Name, rule.Verdict, string(rule.Verdict)+": "+rule.Message(), strings.TrimSpace(explainRule(rule)))
-		}
-	}
 	results := []sarifResult{}
 	for _, f := range r.Findings {
 		if !f.Verdict.Affected() {
 			continue
 		}
 		id := string(f.Code)
-		if _, ok := ruleIndex[id]; !ok {
+		if rule, ok := LookupRule(id); ok && !rule.Retired {
+			if _, ok := ruleIndex[id]; !ok {
+				addRule(id, rule.Name, rule.Verdict, string(rule.Verdict)+": "+rule.Message(), strings.TrimSpace(explainRule(rule)))
+			}
+		} else {
 			// A report without codes (older JSON read back): one rule
 			// per verdict.
 			id = strings.ToLower(string(f.Verdict))
