@@ -91,7 +91,7 @@ func sarifLevel(v Verdict) string {
 // changes nothing here). A finding read from a live cluster has no file:
 // it carries only a logical location naming the object.
 func renderSARIF(w io.Writer, r Report, o RenderOptions) error {
-	driver := sarifDriver{Name: "kubectl-serverfirst", InformationURI: "https://github.com/serverfirst/kubectl-serverfirst"}
+	driver := sarifDriver{Name: "kubectl-serverfirst", InformationURI: "https://github.com/serverfirst/kubectl-serverfirst", Rules: []sarifRule{}}
 	ruleIndex := map[string]int{}
 	addRule := func(id, name string, v Verdict, short, full string) {
 		ruleIndex[id] = len(driver.Rules)
