@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -40,8 +39,10 @@ func judgements(r report.Report) map[string]judged {
 	return out
 }
 
-// staticFixtures are every seed the static scan tests use, here and in
-// e2e: each is seeded into its own API server.
+// staticFixtures are the seeds of this package's static scan tests, each
+// seeded into its own API server. The e2e seeds have the same check in
+// their own packages (e2e/world TestSeedDemoManifestsJudgedAsLive, e2e/rbac
+// TestManifestsInventoryEqualsLive), so this package need not import them.
 var staticFixtures = []struct {
 	name string
 	seed func(t *testing.T, env *testenv.Env)
@@ -59,15 +60,6 @@ var staticFixtures = []struct {
 			"cache": waitForClient,
 		})
 		seedSidecars(t, env, "other", map[string]func(net.Conn){"imap": greet("* OK IMAP4rev1 ready\r\n")})
-	}},
-	{"world demo (e2e)", func(t *testing.T, env *testenv.Env) {
-		ic, err := env.IstioClient()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := world.SeedDemo(context.Background(), env.Client, ic); err != nil {
-			t.Fatal(err)
-		}
 	}},
 }
 
