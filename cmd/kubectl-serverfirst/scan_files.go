@@ -27,6 +27,9 @@ func (f *fileFlags) add(cmd *cobra.Command) {
 	fl.StringArrayVarP(&f.paths, "filename", "f", nil, "Judge the objects in these manifests (a file, a directory read recursively for *.yaml, *.yml and *.json, or - for stdin; multi-document YAML and List objects). Alone, no API server is contacted; with an explicit --context, --kubeconfig or --server, the cluster is judged as it would be after applying them. Repeatable")
 	fl.StringVar(&f.meshConfig, "mesh-config", "", "With -f: the mesh config to assume (the istio ConfigMap, or the YAML of its mesh key); default: an istio ConfigMap among the files, else Istio's defaults")
 	fl.StringSliceVar(&f.injectedNamespaces, "injected-namespaces", nil, "With -f: namespaces that are not in the files but have sidecar injection enabled (comma-separated)")
+	// Shell completion offers manifests (and directories) for -f.
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
+	_ = cmd.MarkFlagFilename("mesh-config", "yaml", "yml", "json")
 }
 
 // overlay: -f together with a cluster named on the command line judges
