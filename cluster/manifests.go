@@ -43,6 +43,9 @@ type ManifestOrigin struct {
 	Document int
 	// Line is the file line the object starts on (1-based).
 	Line int
+	// Template is the chart template a `helm template` document was
+	// rendered from (its "# Source: CHART/templates/FILE" comment), or "".
+	Template string
 }
 
 // String is the report's "source": FILE#DOCUMENT.
@@ -250,7 +253,7 @@ var yamlErrorLine = regexp.MustCompile(`line (\d+):`)
 // AddFile reads every object in one file's contents.
 func (m *Manifests) AddFile(name string, data []byte) {
 	for _, doc := range splitDocuments(data) {
-		origin := ManifestOrigin{File: name, Document: doc.index, Line: firstContentLine(doc)}
+		origin := ManifestOrigin{File: name, Document: doc.index, Line: firstContentLine(doc), Template: helmSource(doc)}
 		js, err := documentJSON(doc.text)
 		if err != nil {
 			line := doc.line
@@ -279,6 +282,21 @@ func firstContentLine(doc document) int {
 		}
 	}
 	return doc.line
+}
+
+// helmSource is the template named by the "# Source: PATH" comment that
+// helm template writes before each document's content.
+func helmSource(doc document) string {
+	for _, line := range bytes.Split(doc.text, []byte("\n")) {
+		t := bytes.TrimSpace(line)
+		if len(t) > 0 && t[0] != '#' {
+			break
+		}
+		if src, ok := bytes.CutPrefix(t, []byte("# Source: ")); ok {
+			return string(bytes.TrimSpace(src))
+		}
+	}
+	return ""
 }
 
 // documentJSON converts one document as kubectl does: JSON as it is, YAML
@@ -641,6 +659,12 @@ func replaceBy[T any](list []T, v T, key func(T) string) []T {
 		}
 	}
 	return append(list, v)
+}
+
+// Template is the chart template the object was rendered from (helm
+// template output), or "".
+func (m *Manifests) Template(kind, namespace, name string) string {
+	return m.origins[kind+"/"+namespace+"/"+name].Template
 }
 
 // Source is where the object behind a finding came from: "FILE#DOC" and

@@ -487,6 +487,20 @@ func TestReadManifestPaths(t *testing.T) {
 	}
 }
 
+// TestManifestHelmSource: helm template's "# Source:" comment names the
+// template each object was rendered from.
+func TestManifestHelmSource(t *testing.T) {
+	doc := "---\n# Source: db/templates/svc.yaml\napiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 3306}]}\n" +
+		"---\napiVersion: v1\nkind: Service\nmetadata: {name: plain}\nspec: {ports: [{port: 25}]}\n# Source: not/a/header.yaml\n"
+	m := readString(t, doc, ManifestOptions{})
+	if got := m.Template("Service", "default", "db"); got != "db/templates/svc.yaml" {
+		t.Errorf("db: template %q", got)
+	}
+	if got := m.Template("Service", "default", "plain"); got != "" {
+		t.Errorf("plain: template %q, want none (a comment after the content is not helm's header)", got)
+	}
+}
+
 var warningShape = regexp.MustCompile(`^f\.yaml:\d+: \S`)
 
 // FuzzManifests: any bytes as a manifest file give an inventory and

@@ -309,6 +309,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 	if f.SourceLine != 0 {
 		o.int("sourceLine", int64(f.SourceLine))
 	}
+	o.strOmit("sourceTemplate", f.SourceTemplate)
 	o.close()
 	if o.err != nil {
 		// What encoding/json says about it (a NaN or infinite time).

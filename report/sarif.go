@@ -158,6 +158,12 @@ func sarifResultFor(f Finding, ruleID string, ruleIndex int, o RenderOptions) sa
 		if f.SourceLine > 0 {
 			loc.PhysicalLocation.Region = &sarifRegion{StartLine: f.SourceLine}
 		}
+		if file == "stdin" && f.SourceTemplate != "" {
+			// Rendered on the fly (helm template | scan -f -): the chart's
+			// template is the only file there is; its lines are not the
+			// rendered ones.
+			loc.PhysicalLocation = &sarifPhysical{ArtifactLocation: sarifArtifact{URI: uriReference(f.SourceTemplate)}}
+		}
 	}
 	props := map[string]any{
 		"verdict": f.Verdict, "code": f.Code, "kind": f.Kind, "namespace": f.Namespace, "name": f.Name, "port": f.Port,
@@ -168,6 +174,9 @@ func sarifResultFor(f Finding, ruleID string, ruleIndex int, o RenderOptions) sa
 	}
 	if f.Source != "" {
 		props["source"] = f.Source
+	}
+	if f.SourceTemplate != "" {
+		props["sourceTemplate"] = f.SourceTemplate
 	}
 	return sarifResult{
 		RuleID:    ruleID,
@@ -189,7 +198,12 @@ func sourceFile(source string) (string, bool) {
 	if i <= 0 {
 		return "", false
 	}
-	file := strings.TrimPrefix(source[:i], "./")
-	// Spaces and the like are not allowed raw in a URI reference.
-	return strings.ReplaceAll(strings.ReplaceAll(file, "%", "%25"), " ", "%20"), true
+	return uriReference(source[:i]), true
+}
+
+// uriReference writes a relative path as a URI reference: "%" and spaces
+// are not allowed raw.
+func uriReference(path string) string {
+	path = strings.TrimPrefix(path, "./")
+	return strings.ReplaceAll(strings.ReplaceAll(path, "%", "%25"), " ", "%20")
 }

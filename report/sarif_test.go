@@ -62,7 +62,12 @@ func TestSARIFValidatesAgainstSchema(t *testing.T) {
 		fromFiles.Findings[i].Source = "charts/my db/templates/svc.yaml#" + string(rune('1'+i%9))
 		fromFiles.Findings[i].SourceLine = 10 + i
 	}
-	for name, r := range map[string]Report{"live": live, "files": fromFiles, "empty": {}} {
+	piped := Build(representativeInput())
+	for i := range piped.Findings {
+		piped.Findings[i].Source, piped.Findings[i].SourceLine = "stdin#3", 12
+		piped.Findings[i].SourceTemplate = "my chart/templates/svc.yaml"
+	}
+	for name, r := range map[string]Report{"live": live, "files": fromFiles, "helm template piped": piped, "empty": {}} {
 		t.Run(name, func(t *testing.T) {
 			var b bytes.Buffer
 			if err := Render(&b, "sarif", r, RenderOptions{}); err != nil {
@@ -132,5 +137,22 @@ func TestSARIFResults(t *testing.T) {
 		if res.PartialFingerprints["serverfirstTarget/v1"] == "" || !strings.Contains(res.Message.Text, res.Properties["name"].(string)) {
 			t.Errorf("%s: fingerprint %v, message %q", res.RuleID, res.PartialFingerprints, res.Message.Text)
 		}
+	}
+}
+
+// TestSARIFHelmTemplate: piped helm template output has no file of its
+// own: the result points at the chart template instead (no line: the
+// rendered lines are not the template's).
+func TestSARIFHelmTemplate(t *testing.T) {
+	f := Finding{Kind: KindService, Namespace: "shop", Name: "db", Port: 3307, Verdict: AtRisk, Source: "stdin#1", SourceLine: 14, SourceTemplate: "db/templates/svc.yaml"}
+	res := sarifResultFor(f, "SF0102", 0, RenderOptions{Command: "kubectl serverfirst"})
+	loc := res.Locations[0].PhysicalLocation
+	if loc == nil || loc.ArtifactLocation.URI != "db/templates/svc.yaml" || loc.Region != nil {
+		t.Errorf("piped: location %+v, want the template without a line", loc)
+	}
+	f.Source = "rendered/all.yaml#1"
+	res = sarifResultFor(f, "SF0102", 0, RenderOptions{Command: "kubectl serverfirst"})
+	if loc := res.Locations[0].PhysicalLocation; loc == nil || loc.ArtifactLocation.URI != "rendered/all.yaml" || loc.Region == nil || loc.Region.StartLine != 14 {
+		t.Errorf("rendered to a file: location %+v, want that file and line", loc)
 	}
 }

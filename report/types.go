@@ -193,6 +193,9 @@ type Finding struct {
 	// the port's entry there. Empty for objects read from a cluster.
 	Source     string `json:"source,omitempty"`
 	SourceLine int    `json:"sourceLine,omitempty"`
+	// SourceTemplate is the chart template the object was rendered from
+	// when the manifest is `helm template` output ("CHART/templates/FILE").
+	SourceTemplate string `json:"sourceTemplate,omitempty"`
 }
 
 // Key is the finding's target.

@@ -106,7 +106,7 @@ func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileF
 	fmt.Fprintf(progress, "read %d object(s) from %s, %d judged\n", m.Objects, strings.Join(ff.paths, ", "), m.Judged)
 	inv := m.Inventory(base)
 	r := report.Build(report.Input{Inventory: inv, External: externals, Static: true})
-	report.AttachSources(&r, m.Source)
+	report.AttachSources(&r, m)
 	return r, nil
 }
 

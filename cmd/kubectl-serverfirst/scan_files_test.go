@@ -236,8 +236,8 @@ func TestScanFilesHelmChart(t *testing.T) {
 		var r report.Report
 		decodeJSON(t, out, &r)
 		for _, f := range r.Findings {
-			if f.Port == 3307 && (f.Verdict != report.AtRisk || f.Source != "stdin#1") {
-				t.Errorf("piped: %s %s from %q, want AT-RISK from stdin#1", f.Key(), f.Verdict, f.Source)
+			if f.Port == 3307 && (f.Verdict != report.AtRisk || f.Source != "stdin#1" || f.SourceTemplate != "orders-db/templates/service.yaml") {
+				t.Errorf("piped: %s %s from %q (template %q), want AT-RISK from stdin#1, orders-db/templates/service.yaml", f.Key(), f.Verdict, f.Source, f.SourceTemplate)
 			}
 		}
 		// Declared by its name, the port is fine.
