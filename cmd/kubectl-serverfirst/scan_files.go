@@ -58,6 +58,9 @@ func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileF
 	case len(sf.fromPods) > 0:
 		return report.Report{}, errors.New("-f judges manifests statically: --from-pod probes live targets, drop one")
 	}
+	if cmd.Flags().Changed("report-configmap") && !overlayWanted(cmd) {
+		return report.Report{}, errors.New("-f without a cluster and --report-configmap: writing the ConfigMap needs one; name it with --context or --kubeconfig, or drop --report-configmap")
+	}
 	externals, err := parseExternals(sf.external)
 	if err != nil {
 		return report.Report{}, err

@@ -299,6 +299,7 @@ func TestScanFilesBadInput(t *testing.T) {
 		{[]string{"scan", "-f", good, "--mesh-config", missing}, "--mesh-config: open " + missing},
 		{[]string{"scan", "-f", good, "--mesh-config", badMesh}, "--mesh-config " + badMesh + ": parsing mesh config"},
 		{[]string{"scan", "-f", good, "-o", "xml"}, `unknown output format "xml"`},
+		{[]string{"scan", "-f", good, "--report-configmap", "ns/name"}, "writing the ConfigMap needs one"},
 	}
 	for _, c := range cases {
 		out, _, err := run(t, "", c.args...)
