@@ -127,6 +127,7 @@ func (j *judge) judgeAll(external []ExternalTarget) []Finding {
 	for _, t := range external {
 		findings = append(findings, j.external(t))
 	}
+	findings = append(findings, j.podPortFindings()...)
 	if len(findings) == 0 {
 		return nil // as before: no targets, no findings slice
 	}
@@ -157,8 +158,12 @@ type judge struct {
 	inv       *cluster.Inventory
 	pods      map[string]*cluster.Pod
 	listeners map[uint32][]string
-	obs       map[TargetKey][]Observation
-	anyMesh   bool
+	// clients are the mesh's client profiles and drIndex its
+	// DestinationRules, for the config-decided paths (configpaths.go).
+	clients []clientProfile
+	drIndex *cluster.DestinationRuleIndex
+	obs     map[TargetKey][]Observation
+	anyMesh bool
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
@@ -171,6 +176,8 @@ func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
+	j.clients = clientProfiles(inv)
+	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
 	return j
 }
 
@@ -252,7 +259,8 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 		f.Scenario = MeshToExternal
 	}
 	j.activeVerdict(&f)
-	f.Fixes = j.fixesFor(f, svc, p, meshPod)
+	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
+	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
 }
 
@@ -332,7 +340,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
-	f.Fixes = withScenario(j.serviceEntryFixes(f, se, p), MeshToExternal)
+	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
 
@@ -361,7 +369,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.set(ruleExternalPassthrough.with(t.Port))
 	}
 	j.activeVerdict(&f)
-	f.Fixes = withScenario(j.externalFixes(f), MeshToExternal)
+	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
 

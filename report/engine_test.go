@@ -410,7 +410,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if len(f.Evidence) != 2 || f.Evidence[0].Vantage != VantageDirect || f.Evidence[1].Outcome != "silent" {
 					t.Errorf("evidence %+v", f.Evidence)
@@ -438,7 +438,7 @@ func TestBuildRules(t *testing.T) {
 				{Target: dbKey, Vantage: VantageSelf, InMesh: true, Result: silent()},
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				// The evidence says the self probe went through a sidecar,
 				// and ranks it as the mesh path, after the direct proof.
@@ -460,7 +460,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "no direct proof") {
 					t.Errorf("reason %q", f.Reason)
@@ -475,7 +475,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "direct silent + mesh silent: CLIENT-FIRST",
@@ -535,7 +535,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "5s") || !strings.Contains(f.Reason, "4.1s") {
 					t.Errorf("reason %q", f.Reason)
@@ -599,7 +599,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "mesh silent, no hints, no direct probe: CLIENT-FIRST",
@@ -616,7 +616,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeClosed)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "outside client silent, direct banner, PERMISSIVE on a declared port: DEADLOCK external-to-mesh",
@@ -627,7 +627,7 @@ func TestBuildRules(t *testing.T) {
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 			check: func(t *testing.T, f Finding) {
 				if f.MTLSMode != "PERMISSIVE" || f.Protocol != "TCP" {
 					t.Errorf("mtls %q protocol %q", f.MTLSMode, f.Protocol)
@@ -661,7 +661,7 @@ func TestBuildRules(t *testing.T) {
 				obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
 			}},
 			key: svcKey(ns, "mail", 2525), verdict: MTLSRejected, scenario: ExternalToMesh,
-			fixes: []string{FixMeshClient, FixPeerAuthentication},
+			fixes: []string{FixMeshClient, FixPeerAuthentication, FixExcludeInbound},
 			check: func(t *testing.T, f Finding) {
 				if f.MTLSMode != "STRICT" {
 					t.Errorf("mtls %q", f.MTLSMode)
@@ -687,7 +687,7 @@ func TestBuildRules(t *testing.T) {
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 		},
 		{
 			name: "mesh probes disagree: not DEADLOCK, and a note",
@@ -756,7 +756,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"host:smtp", "port:2525/smtp"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -791,7 +791,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if strings.Contains(strings.Join(f.Fixes[0].Notes, "\n"), "ISTIO_META_DNS") {
 					t.Errorf("DNS note although auto-allocation is on: %v", f.Fixes[0].Notes)
@@ -812,7 +812,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.CollidesWith, []string{"web/frontend:http-web (HTTP)"}) {
 					t.Errorf("collides with %v", f.CollidesWith)
@@ -844,7 +844,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
 				if path(t, m, "metadata", "namespace") != "istio-system" || path(t, m, "spec", "resolution") != "DNS" ||
@@ -860,7 +860,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "192.0.2.9", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "192.0.2.9", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
 				if !reflect.DeepEqual(path(t, m, "spec", "addresses"), []any{"192.0.2.9"}) || path(t, m, "spec", "resolution") != "NONE" {
@@ -915,7 +915,7 @@ func TestBuildRules(t *testing.T) {
 					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, VantageMeshClient, silent()),
 				}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: Deadlock, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 	}
 	for _, c := range cases {

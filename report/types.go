@@ -222,4 +222,7 @@ type PathVerdict struct {
 	// Code is the registered rule that gave the path's verdict.
 	Code   Code   `json:"code"`
 	Reason string `json:"reason"`
+	// Clients says which clients take the path, where config decides it
+	// ("web (3 pods), shop (1 pod)").
+	Clients string `json:"clients,omitempty"`
 }
