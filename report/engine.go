@@ -29,6 +29,12 @@ type Input struct {
 	// Static is true when no probing was attempted (scan --static); the
 	// report then says how to get proof.
 	Static bool
+	// BannerWait is how long the probes waited for a banner, and
+	// BannerWaitWhy why (BannerWait gives both). Silence through the mesh
+	// proves a hang only when the wait outlasted the mesh's own timeouts;
+	// zero means unknown, which proves nothing where the mesh has one.
+	BannerWait    time.Duration
+	BannerWaitWhy string
 }
 
 // delayedFraction: a banner that arrives through the mesh after this share
@@ -43,6 +49,7 @@ func Build(in Input) Report {
 		inv = &cluster.Inventory{}
 	}
 	j := newJudge(inv, in.Observations)
+	j.wait = in.BannerWait
 	findings := j.judgeAll(in.External)
 	SortFindings(findings)
 	r := Report{
@@ -53,6 +60,7 @@ func Build(in Input) Report {
 			Source:                     inv.Mesh.Source,
 			RootNamespace:              inv.Mesh.RootNamespace,
 			ProtocolDetectionTimeoutMs: inv.Mesh.ProtocolDetectionTimeout.Milliseconds(),
+			OutboundTrafficPolicy:      inv.Mesh.OutboundTrafficPolicy,
 		},
 		Summary: map[Verdict]int{},
 		Static:  in.Static || len(in.Observations) == 0,
@@ -61,6 +69,9 @@ func Build(in Input) Report {
 		if ns.Ambient {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("namespace %s uses ambient mode: ztunnel does not sniff but a waypoint may; its ports are judged as if sidecars were absent", ns.Name))
 		}
+	}
+	if !r.Static && in.BannerWait > 0 {
+		r.Mesh.BannerWaitMs, r.Mesh.BannerWait = in.BannerWait.Milliseconds(), in.BannerWaitWhy
 	}
 	for _, f := range findings {
 		r.Summary[f.Verdict]++
@@ -164,6 +175,8 @@ type judge struct {
 	drIndex *cluster.DestinationRuleIndex
 	obs     map[TargetKey][]Observation
 	anyMesh bool
+	// wait is the probes' banner wait (0: unknown).
+	wait time.Duration
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
@@ -364,6 +377,10 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.set(ruleMeshAbsent.with())
 	case collides:
 		f.set(ruleExternalCollision.with(strings.Join(c.Services, ", "), t.Port))
+	case j.inv.Mesh.OutboundTrafficPolicy == cluster.OutboundRegistryOnly:
+		f.set(ruleRegistryOnlyBlackHole.with())
+	case j.inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS:
+		f.set(ruleDynamicDNSCatchAll.with(cluster.EnvoyListenerFiltersTimeout))
 	default:
 		f.Protocol = string(cluster.ProtocolTCP)
 		f.set(ruleExternalPassthrough.with(t.Port))
@@ -535,6 +552,11 @@ func (j *judge) pathJudgement(r, d *probe.Result, f *Finding, via string, outsid
 			// lets plaintext through: rejection, whether it resets or waits.
 			return ruleStrictSilent.with()
 		case serverFirst:
+			// Silence is a hang only past every timeout of the mesh
+			// that could still end the wait on this path.
+			if bound, why := cluster.WaitBound(j.inv.Mesh, meshPathKind(f, outside)); bound > 0 && j.wait <= bound {
+				return ruleWaitTooShort.with(bannerWord(d), ms(d.FirstByteMs), via, waitWord(j.wait), why, SuggestedWait(bound))
+			}
 			return ruleDeadlock.with(bannerWord(d), ms(d.FirstByteMs), via)
 		case d != nil && d.Outcome == probe.OutcomeSilent:
 			return ruleBothSilent.with(via)
@@ -554,6 +576,64 @@ func (j *judge) pathJudgement(r, d *probe.Result, f *Finding, via string, outsid
 	default:
 		return rulePathUnreachable.with(via, describeFailure(*r))
 	}
+}
+
+// meshPathKind says which listeners a probe's connection met: the
+// server's virtualInbound for a client without a sidecar; for a mesh
+// client, a sniffing outbound listener when the port is sniffed or shares
+// a 0.0.0.0 listener, else only the 15001 catch-all.
+func meshPathKind(f *Finding, outside bool) string {
+	switch {
+	case outside:
+		return cluster.PathInbound
+	case f.Protocol == string(cluster.ProtocolAuto) || len(f.CollidesWith) > 0:
+		return cluster.PathMeshClient
+	}
+	return cluster.PathCatchAll
+}
+
+func waitWord(d time.Duration) string {
+	if d <= 0 {
+		return "unknown"
+	}
+	return d.String()
+}
+
+// waitMargin is what a banner wait adds to the mesh's own timeout, so a
+// banner the mesh releases at its timeout still arrives within the wait.
+const waitMargin = 2 * time.Second
+
+// SuggestedWait is the banner wait that outlasts a mesh timeout bound.
+func SuggestedWait(bound time.Duration) time.Duration {
+	return (bound + waitMargin).Round(time.Second)
+}
+
+// BannerWait picks the probes' banner wait: the user's --timeout when
+// given (set), else the default, raised past the longest timeout of the
+// mesh that could end a wait on any path, so silence proves a hang and a
+// delayed banner is seen as DELAYED. It says why (for Report.Mesh) and,
+// when the wait differs from what the user would expect or is too short
+// to prove a hang, a note for the report's warnings.
+func BannerWait(mc cluster.MeshConfig, timeout time.Duration, set bool) (wait time.Duration, why, note string) {
+	var longest time.Duration
+	var longestWhy string
+	for _, path := range []string{cluster.PathMeshClient, cluster.PathCatchAll, cluster.PathInbound} {
+		if b, w := cluster.WaitBound(mc, path); b > longest {
+			longest, longestWhy = b, w
+		}
+	}
+	if set {
+		if longest > 0 && timeout <= longest {
+			note = fmt.Sprintf("--timeout %s is not longer than %s: silence through the mesh there cannot prove a DEADLOCK (AT-RISK instead); --timeout %s can", timeout, longestWhy, SuggestedWait(longest))
+		}
+		return timeout, fmt.Sprintf("--timeout %s", timeout), note
+	}
+	if longest == 0 || SuggestedWait(longest) <= timeout {
+		return timeout, fmt.Sprintf("the default %s; nothing in the mesh ends a wait sooner (--timeout overrides)", timeout), ""
+	}
+	wait = SuggestedWait(longest)
+	why = fmt.Sprintf("%s, following the mesh: %s + %s margin, so a banner the mesh releases late still arrives (--timeout overrides)", wait, longestWhy, waitMargin)
+	return wait, why, fmt.Sprintf("probes wait %s for a banner, not %s: %s + %s, so silence proves a hang and a late banner shows as DELAYED (--timeout overrides)", wait, timeout, longestWhy, waitMargin)
 }
 
 func describeFailure(r probe.Result) string {

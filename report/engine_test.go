@@ -619,6 +619,76 @@ func TestBuildRules(t *testing.T) {
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
+			// The false DEADLOCK of issue 13: the probe gave up (3s)
+			// before the mesh would have (5s).
+			name: "mesh silent within a wait shorter than protocolDetectionTimeout: AT-RISK, never DEADLOCK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 3 * time.Second, Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "--timeout 7s") || !strings.Contains(f.Reason, "protocolDetectionTimeout 5s") {
+					t.Errorf("reason %q does not say what to pass", f.Reason)
+				}
+			},
+		},
+		{
+			name: "mesh silent, wait unknown, protocolDetectionTimeout set: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+		},
+		{
+			name: "mesh silent past protocolDetectionTimeout: DEADLOCK",
+			code: "SF0401",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 7 * time.Second, Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+		},
+		{
+			name: "outside client silent within a wait shorter than the inbound timeout: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))), 4*time.Second),
+				BannerWait: 4 * time.Second, Observations: []Observation{
+					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
+				}},
+			key: svcKey(ns, "mail", 2525), verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
+		},
+		{
+			// ALLOW_ANY_DYNAMIC_DNS: the 15001 catch-all's HTTP inspector
+			// waits Envoy's 15s even with protocolDetectionTimeout 0s.
+			name: "external target, ALLOW_ANY_DYNAMIC_DNS, silent within 15s: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}, BannerWait: 3 * time.Second,
+				Observations: []Observation{
+					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
+					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageMeshClient, silent()),
+				}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "15s") || !strings.Contains(f.Reason, "--timeout 17s") {
+					t.Errorf("reason %q", f.Reason)
+				}
+			},
+		},
+		{
 			name: "outside client silent, direct banner, PERMISSIVE on a declared port: DEADLOCK external-to-mesh",
 			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
@@ -882,6 +952,28 @@ func TestBuildRules(t *testing.T) {
 			},
 		},
 		{
+			name: "external target under REGISTRY_ONLY: AT-RISK, BlackHoleCluster",
+			code: "SF0304",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundRegistryOnly
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
+		},
+		{
+			name: "external target under ALLOW_ANY_DYNAMIC_DNS: AT-RISK, the catch-all inspects",
+			code: "SF0305",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
+		},
+		{
 			// A sniffed ClusterIP port binds its VIP, not 0.0.0.0: no collision.
 			name: "external target on the port of a sniffed in-mesh Service: OK",
 			code: "SF0303",
@@ -1089,9 +1181,12 @@ func representativeInput() Input {
 	inv.Warnings = []string{"no istio ConfigMap readable: assuming Istio's defaults"}
 	k := func(ns, name string, port int32) TargetKey { return svcKey(ns, name, port) }
 	ext := TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}
+	wait, why, _ := BannerWait(inv.Mesh, 3*time.Second, false) // as a plain scan waits
 	return Input{
-		Inventory: inv,
-		External:  []ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
+		Inventory:     inv,
+		BannerWait:    wait,
+		BannerWaitWhy: why,
+		External:      []ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
 		Observations: []Observation{
 			// DEADLOCK mesh-to-mesh
 			obs(k(shop, "orders-db", 3307), VantageDirect, banner(1.3, "J\x00\x00\x00\n8.4.2\x00", "mysql")),
