@@ -171,10 +171,11 @@ type judge struct {
 	listeners map[uint32][]string
 	// clients are the mesh's client profiles and drIndex its
 	// DestinationRules, for the config-decided paths (configpaths.go).
-	clients []clientProfile
-	drIndex *cluster.DestinationRuleIndex
-	obs     map[TargetKey][]Observation
-	anyMesh bool
+	clients   []clientProfile
+	profileOf map[*cluster.Pod]int
+	drIndex   *cluster.DestinationRuleIndex
+	obs       map[TargetKey][]Observation
+	anyMesh   bool
 	// wait is the probes' banner wait (0: unknown).
 	wait time.Duration
 }
@@ -189,7 +190,7 @@ func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
-	j.clients = clientProfiles(inv)
+	j.clients, j.profileOf = clientProfiles(inv)
 	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
 	return j
 }
