@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang/protobuf/jsonpb" //nolint:staticcheck // istiod decodes mesh config with it (pkg/util/protomarshal ApplyJSON): Go durations, merge semantics
+	//lint:ignore SA1019 istiod decodes mesh config with it (pkg/util/protomarshal ApplyJSON); protojson would reject Go durations such as "100ms" that istiod accepts
+	"github.com/golang/protobuf/jsonpb"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	corev1 "k8s.io/api/core/v1"

@@ -2,7 +2,9 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,6 +66,10 @@ func Build(in Input) Report {
 		},
 		Summary: map[Verdict]int{},
 		Static:  in.Static || len(in.Observations) == 0,
+	}
+	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
+		// Not judged per port: see SF0305 and the issue-13 notes.
+		r.Warnings = append(r.Warnings, fmt.Sprintf("outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: every client sidecar's 15001 catch-all runs an HTTP inspector with Envoy's default %s timeout and then closes the connection; Envoy runs it before handing a connection to its port's listener, so server-first clients in the mesh may wait %s and fail even on declared ports (static verdicts do not model this yet; probes wait past it)", cluster.EnvoyListenerFiltersTimeout, cluster.EnvoyListenerFiltersTimeout))
 	}
 	for _, ns := range inv.Namespaces {
 		if ns.Ambient {
@@ -178,15 +184,31 @@ type judge struct {
 	anyMesh   bool
 	// wait is the probes' banner wait (0: unknown).
 	wait time.Duration
+	// unmeshed counts the running pods without a sidecar (outside ambient
+	// namespaces), the clients of the external-to-mesh path, and where.
+	unmeshed           int
+	unmeshedNamespaces []string
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}}
+	ambient := map[string]bool{}
+	for _, ns := range inv.Namespaces {
+		ambient[ns.Name] = ns.Ambient
+	}
+	unmeshedIn := map[string]bool{}
 	for i := range inv.Pods {
 		p := &inv.Pods[i]
 		j.pods[p.Namespace+"/"+p.Name] = p
 		j.anyMesh = j.anyMesh || p.HasSidecar
+		// A finished pod is nobody's client; ztunnel's HBONE does not
+		// meet the sidecar's plaintext inspector.
+		if !p.HasSidecar && !ambient[p.Namespace] && p.Phase != "Succeeded" && p.Phase != "Failed" {
+			j.unmeshed++
+			unmeshedIn[p.Namespace] = true
+		}
 	}
+	j.unmeshedNamespaces = slices.Sorted(maps.Keys(unmeshedIn))
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
@@ -272,10 +294,76 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	if !f.ServerInMesh {
 		f.Scenario = MeshToExternal
 	}
+	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
 	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
+}
+
+// externalToMeshRisk judges, from the inventory, the path of clients
+// without a sidecar into a Service port: under PERMISSIVE the server's
+// sidecar runs the TLS inspector on every port (declared or not), which
+// waits for a server-first client, so the path is at risk wherever such
+// clients exist. Nil when it is not. As for mesh clients, a port declared
+// HTTP is only suspect on a hint other than an image (strongHints): a
+// database's metrics port is HTTP.
+func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() || j.unmeshed == 0 {
+		return nil
+	}
+	if p.Resolved.Protocol.HTTPFamily() && !strongHints {
+		return nil
+	}
+	who := fmt.Sprintf("%d pod(s) without a sidecar in %d namespace(s): %s", j.unmeshed, len(j.unmeshedNamespaces), strings.Join(j.unmeshedNamespaces, ", "))
+	hints := strings.Join(f.Hints, ", ")
+	if d := j.inv.Mesh.ProtocolDetectionTimeout; d > 0 {
+		jd := rulePermissiveUnmeshedTimeout.with(who, hints, d)
+		return &jd
+	}
+	jd := rulePermissiveUnmeshed.with(who, hints)
+	return &jd
+}
+
+// staticPaths lists the client paths no probe covered, judged from the
+// inventory, beside the probed ones, so a static finding lists its paths
+// like an active one: the mesh client's path (the finding's own static
+// verdict, refined by a direct probe if one ran) and, for a Service port,
+// the external-to-mesh path when extern is set. The finding takes the
+// worst path's verdict.
+func (j *judge) staticPaths(f *Finding, static judgement, extern *judgement) {
+	probed := map[Scenario]bool{}
+	for _, p := range f.Paths {
+		probed[p.Scenario] = true
+	}
+	meshScenario := MeshToMesh
+	if !f.ServerInMesh {
+		meshScenario = MeshToExternal
+	}
+	switch {
+	case len(f.Paths) == 0:
+		f.Paths = append(f.Paths, PathVerdict{Scenario: f.Scenario, Verdict: f.Verdict, Code: f.Code, Reason: f.Reason})
+	case !probed[meshScenario] && f.Kind == KindService:
+		f.Paths = append(f.Paths, PathVerdict{Scenario: meshScenario, Verdict: static.rule.Verdict, Code: static.rule.Code, Reason: static.reason})
+	}
+	if extern != nil && !probed[ExternalToMesh] {
+		f.Paths = append(f.Paths, PathVerdict{Scenario: ExternalToMesh, Verdict: extern.rule.Verdict, Code: extern.rule.Code, Reason: extern.reason})
+	}
+	sort.SliceStable(f.Paths, func(a, b int) bool { return f.Paths[a].Verdict.Severity() < f.Paths[b].Verdict.Severity() })
+	worst := f.Paths[0]
+	f.Verdict, f.Code, f.Reason, f.Scenario = worst.Verdict, worst.Code, worst.Reason, worst.Scenario
+}
+
+// mustRule finds a registered rule by code; every code the engine sets
+// is registered (TestRulesRegistry), so nil means a bug in this file.
+func mustRule(c Code) *Rule {
+	for _, r := range registry {
+		if r.Code == c {
+			return r
+		}
+	}
+	return nil
 }
 
 // staticVerdict judges from the inventory alone.
@@ -354,6 +442,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, judgement{}, nil)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
@@ -387,6 +476,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.set(ruleExternalPassthrough.with(t.Port))
 	}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, judgement{}, nil)
 	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }

@@ -243,6 +243,28 @@ var (
 	})
 )
 
+// The external-to-mesh path judged from the inventory.
+var (
+	rulePermissiveUnmeshed = rule(Rule{
+		Code: "SF0203", Name: "PermissiveServerFirstUnmeshedClients", Verdict: AtRisk,
+		Template: "%s can reach it, and under PERMISSIVE mTLS the server's sidecar waits for a client's first bytes to tell mTLS from plaintext, even on a declared port; %s suggest a server-first protocol",
+		Args:     []string{"unmeshedPods", "hints"},
+		Explain: "The external-to-mesh path, from the inventory: the port's effective PeerAuthentication mode is\n" +
+			"PERMISSIVE, so the server's virtualInbound listener runs the TLS inspector on it (whatever its\n" +
+			"protocol), which waits for the client's first bytes; pods without a sidecar exist, and a\n" +
+			"server-first client among them waits for the banner. Declaring the port TCP does not help this\n" +
+			"path; a port-level DISABLE (or the client in the mesh) does.",
+		Source: "pilot/pkg/networking/core/listener_inbound.go populateListenerFilters (tls_inspector where a chain matches transport_protocol tls: PERMISSIVE)",
+	})
+	rulePermissiveUnmeshedTimeout = rule(Rule{
+		Code: "SF0204", Name: "PermissiveServerFirstUnmeshedClientsDetectionTimeout", Verdict: AtRisk,
+		Template: "%s can reach it, and under PERMISSIVE mTLS the server's sidecar waits for a client's first bytes to tell mTLS from plaintext, even on a declared port; %s suggest a server-first protocol; with protocolDetectionTimeout %s they wait that long instead of forever",
+		Args:     []string{"unmeshedPods", "hints", "protocolDetectionTimeout"},
+		Explain:  "As SF0203, with protocolDetectionTimeout set: virtualInbound gives up inspecting after it and passes the connection, so those clients are delayed rather than hung.",
+		Source:   "pilot/pkg/networking/core/listener_inbound.go buildInboundListener (listener_filters_timeout = protocolDetectionTimeout, continue)",
+	})
+)
+
 // SF03xx: outbound listeners, ServiceEntries, external targets.
 var (
 	ruleSENoAddressCollision = rule(Rule{

@@ -104,4 +104,30 @@ func TestScanWaitFollowsTheMeshDetectionTimeout(t *testing.T) {
 			t.Errorf("warnings %q do not say --timeout is too short", r.Warnings)
 		}
 	})
+
+	// Istio 1.31's mode and a field this API does not know: the config
+	// is read, not rejected whole, and the report says what was dropped.
+	t.Run("ALLOW_ANY_DYNAMIC_DNS and an unknown field keep the rest", func(t *testing.T) {
+		cm, err := env.Client.CoreV1().ConfigMaps("istio-system").Get(ctx, "istio", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.Data["mesh"] = "outboundTrafficPolicy: {mode: ALLOW_ANY_DYNAMIC_DNS}\nprotocolDetectionTimeout: 4s\nfutureKnob: {on: true}\n"
+		if _, err := env.Client.CoreV1().ConfigMaps("istio-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, err := run(t, "", "scan", "-n", "app", "--static", "-o", "json", "--kubeconfig", env.Kubeconfig)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, errOut)
+		}
+		r := decodeReport(t, out)
+		if r.Mesh.Source != "istio-system/istio" || r.Mesh.ProtocolDetectionTimeoutMs != 4000 || r.Mesh.OutboundTrafficPolicy != "ALLOW_ANY_DYNAMIC_DNS" {
+			t.Errorf("mesh %+v", r.Mesh)
+		}
+		if !slices.ContainsFunc(r.Warnings, func(w string) bool {
+			return strings.Contains(w, "istio-system/istio") && strings.Contains(w, "futureKnob")
+		}) {
+			t.Errorf("warnings %q do not name the unknown field", r.Warnings)
+		}
+	})
 }
