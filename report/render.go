@@ -263,6 +263,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 			e.str("verdict", string(p.Verdict))
 			e.str("code", string(p.Code))
 			e.str("reason", p.Reason)
+			e.strOmit("clients", p.Clients)
 			e.close()
 		}, f.Paths == nil)
 	}
