@@ -664,14 +664,23 @@ func replaceBy[T any](list []T, v T, key func(T) string) []T {
 // Template is the chart template the object was rendered from (helm
 // template output), or "".
 func (m *Manifests) Template(kind, namespace, name string) string {
-	return m.origins[kind+"/"+namespace+"/"+name].Template
+	return m.origins[originKey(kind, namespace, name)].Template
+}
+
+// originKey is "Kind/ns/name" of the object in the files: for a pod made
+// from a workload's template ("Deployment/db"), the workload.
+func originKey(kind, namespace, name string) string {
+	if workload, pod, ok := strings.Cut(name, "/"); kind == "Pod" && ok {
+		return workload + "/" + namespace + "/" + pod
+	}
+	return kind + "/" + namespace + "/" + name
 }
 
 // Source is where the object behind a finding came from: "FILE#DOC" and
 // the line of the port's entry (or of the object); ok is false for
 // objects that are not in the files.
 func (m *Manifests) Source(kind, namespace, name string, port int32) (source string, line int, ok bool) {
-	o, ok := m.origins[kind+"/"+namespace+"/"+name]
+	o, ok := m.origins[originKey(kind, namespace, name)]
 	if !ok {
 		return "", 0, false
 	}

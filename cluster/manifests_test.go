@@ -302,6 +302,10 @@ func TestManifestObjects(t *testing.T) {
 			t.Errorf("%s %s:%d: source %q line %d, want %s line %d", c.kind, c.name, c.port, src, line, c.source, c.line)
 		}
 	}
+	// A Pod finding of a workload's pod names the workload's document.
+	if src, line, ok := m.Source("Pod", "shop", "StatefulSet/db", 3306); !ok || src != "stdin#7" || line != 57 {
+		t.Errorf("Pod StatefulSet/db: source %q line %d, want stdin#7 line 57", src, line)
+	}
 	if _, _, ok := m.Source("Service", "shop", "elsewhere", 1); ok {
 		t.Error("a Service not in the files has a source")
 	}
