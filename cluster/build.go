@@ -170,6 +170,7 @@ func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
 		HasSidecar:        HasSidecar(pod),
 		InjectionIntended: InjectionIntended(pod, namespaceLabels),
 		ServiceAccount:    pod.Spec.ServiceAccountName,
+		Interception:      ParseInterception(pod.Annotations),
 	}
 	for _, ip := range pod.Status.PodIPs {
 		out.IPs = append(out.IPs, ip.IP)
@@ -188,6 +189,11 @@ func ConvertPod(pod *corev1.Pod, namespaceLabels map[string]string) Pod {
 				out.PortImages = map[int32]string{}
 			}
 			out.PortImages[p.ContainerPort] = c.Image
+			l4 := string(p.Protocol)
+			if l4 == "" {
+				l4 = string(corev1.ProtocolTCP)
+			}
+			out.Ports = append(out.Ports, ContainerPort{Name: p.Name, Number: p.ContainerPort, Protocol: l4, Image: c.Image})
 			if p.Name != "" {
 				out.ContainerPorts[p.Name] = p.ContainerPort
 			}

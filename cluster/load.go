@@ -72,6 +72,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		pods               []loadedPod
 		entries            []ServiceEntry
 		peerAuths          []PeerAuthentication
+		scoped             scopedConfig
 		meshMaps           []corev1.ConfigMap
 		istioMissing       bool
 		mu                 sync.Mutex
@@ -155,6 +156,12 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			peerAuths = append(peerAuths, got...)
 			mu.Unlock()
 		})
+		run(func() {
+			got := l.scopedConfig(ns)
+			mu.Lock()
+			scoped.add(got)
+			mu.Unlock()
+		})
 	}
 	run(func() {
 		l.listKube("configmaps", istioNS, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ConfigMapList{} }, func(obj runtime.Object) {
@@ -182,6 +189,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	}
 	if len(opts.Namespaces) > 0 && inv.Mesh.RootNamespace != istioNS && !slices.Contains(peerAuthNamespaces, inv.Mesh.RootNamespace) && inv.IstioInstalled {
 		peerAuths = append(peerAuths, l.peerAuthentications(inv.Mesh.RootNamespace, &mu, &istioMissing)...)
+		scoped.add(l.scopedConfig(inv.Mesh.RootNamespace))
 		if l.fatal != nil {
 			return nil, l.fatal
 		}
@@ -191,6 +199,17 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		l.warnings = append(l.warnings, "Istio is not installed (no ServiceEntry/PeerAuthentication CRDs): ports are judged as if the mesh only sniffs what pods with sidecars receive")
 	}
 	build(inv, namespaces, services, endpointSlices, pods, entries, peerAuths)
+	inv.DestinationRules, inv.Sidecars = scoped.finish()
+	if inv.IstioInstalled {
+		for _, crd := range scoped.missing() {
+			l.warnings = append(l.warnings, fmt.Sprintf("the %s CRD is not installed: %s", crd, consequence(crd)))
+		}
+	}
+	for i := range inv.Pods {
+		if p := &inv.Pods[i]; p.HasSidecar && len(p.Interception.Invalid) > 0 {
+			l.warnings = append(l.warnings, fmt.Sprintf("pod %s/%s: the injector would refuse %s; judged as if the annotation were absent", p.Namespace, p.Name, strings.Join(p.Interception.Invalid, "; ")))
+		}
+	}
 	inv.Warnings = dedupe(append(l.warnings, l.forbiddenWarnings()...))
 	return inv, nil
 }
@@ -476,6 +495,10 @@ func consequence(resource string) string {
 		return "mTLS modes are assumed PERMISSIVE, which may be wrong"
 	case "serviceentries.networking.istio.io":
 		return "external services declared to the mesh are not checked"
+	case "destinationrules.networking.istio.io":
+		return "client TLS is judged from auto mTLS alone, as if no DestinationRule set tls"
+	case "sidecars.networking.istio.io":
+		return "every client is judged with Istio's default scope (a listener for every visible service) and the Services' inbound protocols"
 	case "pods":
 		return "sidecars and images are unknown"
 	case "endpointslices":
@@ -500,6 +523,75 @@ func dedupe(in []string) []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// scopedConfig collects the namespaced networking config a client's and a
+// server's proxy are built from, beyond ServiceEntries.
+type scopedConfig struct {
+	destinationRules []DestinationRule
+	sidecars         []SidecarResource
+	drMissing        bool
+	sidecarMissing   bool
+}
+
+func (s *scopedConfig) add(o scopedConfig) {
+	s.destinationRules = append(s.destinationRules, o.destinationRules...)
+	s.sidecars = append(s.sidecars, o.sidecars...)
+	s.drMissing = s.drMissing || o.drMissing
+	s.sidecarMissing = s.sidecarMissing || o.sidecarMissing
+}
+
+// finish drops the duplicates of a namespace listed twice (the root
+// namespace) and sorts.
+func (s *scopedConfig) finish() ([]DestinationRule, []SidecarResource) {
+	var drs []DestinationRule
+	seen := map[string]bool{}
+	for _, d := range s.destinationRules {
+		if k := d.Namespace + "/" + d.Name; !seen[k] {
+			seen[k] = true
+			drs = append(drs, d)
+		}
+	}
+	sort.Slice(drs, func(i, j int) bool { return podLess(drs[i].Namespace, drs[i].Name, drs[j].Namespace, drs[j].Name) })
+	var scs []SidecarResource
+	seen = map[string]bool{}
+	for _, sc := range s.sidecars {
+		if k := sc.Namespace + "/" + sc.Name; !seen[k] {
+			seen[k] = true
+			scs = append(scs, sc)
+		}
+	}
+	sortSidecars(scs)
+	return drs, scs
+}
+
+func (s *scopedConfig) missing() []string {
+	var out []string
+	if s.drMissing {
+		out = append(out, "destinationrules.networking.istio.io")
+	}
+	if s.sidecarMissing {
+		out = append(out, "sidecars.networking.istio.io")
+	}
+	return out
+}
+
+// scopedConfig lists DestinationRules and Sidecars in one scope. A missing
+// CRD of either is tolerated (older or trimmed installs); a refused LIST
+// is a warning like any other.
+func (l *loader) scopedConfig(ns string) scopedConfig {
+	var out scopedConfig
+	out.drMissing = l.listIstio("destinationrules.networking.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+		return l.c.Istio.NetworkingV1().DestinationRules(ns).List(l.ctx, o)
+	}, func(obj runtime.Object) {
+		out.destinationRules = append(out.destinationRules, ConvertDestinationRule(obj.(*networkingv1.DestinationRule)))
+	})
+	out.sidecarMissing = l.listIstio("sidecars.networking.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
+		return l.c.Istio.NetworkingV1().Sidecars(ns).List(l.ctx, o)
+	}, func(obj runtime.Object) {
+		out.sidecars = append(out.sidecars, ConvertSidecar(obj.(*networkingv1.Sidecar)))
+	})
 	return out
 }
 

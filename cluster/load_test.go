@@ -401,14 +401,14 @@ func expected(fx *fixture) *cluster.Inventory {
 			{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web", "sidecar.istio.io/inject": "false"}, Phase: "Pending", Images: []string{"nginx:1.27"}},
 		},
 		Mesh: cluster.MeshConfig{Found: true, Source: "istio-system/istio", RootNamespace: "istio-system",
-			ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY"},
+			ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true},
 		IstioInstalled: true,
 	}
 }
 
 // ignoredPodFields are Pod fields this test does not pin (added by other
 // work after it was written); compared as zero values.
-var ignoredPodFields = []string{"PortImages"}
+var ignoredPodFields = []string{"PortImages", "Ports"}
 
 // normalise makes an inventory comparable: API timestamps lose their
 // monotonic clock reading and location, and ignored fields are zeroed.
@@ -417,6 +417,14 @@ func normalise(inv *cluster.Inventory) *cluster.Inventory {
 	out.PeerAuthentications = slices.Clone(inv.PeerAuthentications)
 	for i := range out.PeerAuthentications {
 		out.PeerAuthentications[i].CreatedAt = out.PeerAuthentications[i].CreatedAt.UTC().Round(0)
+	}
+	out.DestinationRules = slices.Clone(inv.DestinationRules)
+	for i := range out.DestinationRules {
+		out.DestinationRules[i].CreatedAt = out.DestinationRules[i].CreatedAt.UTC().Round(0)
+	}
+	out.Sidecars = slices.Clone(inv.Sidecars)
+	for i := range out.Sidecars {
+		out.Sidecars[i].CreatedAt = out.Sidecars[i].CreatedAt.UTC().Round(0)
 	}
 	out.Pods = slices.Clone(inv.Pods)
 	for i := range out.Pods {
@@ -535,6 +543,8 @@ func TestLoad(t *testing.T) {
 			"GET /apis/discovery.k8s.io/v1/endpointslices":       1,
 			"GET /apis/networking.istio.io/v1/serviceentries":    1,
 			"GET /apis/security.istio.io/v1/peerauthentications": 1,
+			"GET /apis/networking.istio.io/v1/destinationrules":  1,
+			"GET /apis/networking.istio.io/v1/sidecars":          1,
 			"GET /api/v1/namespaces/istio-system/configmaps":     1,
 		}
 		if got := rc.snapshot(); !reflect.DeepEqual(got, wantReqs) {
@@ -568,6 +578,10 @@ func TestLoad(t *testing.T) {
 			"GET /apis/networking.istio.io/v1/namespaces/shop/serviceentries":            1,
 			"GET /apis/security.istio.io/v1/namespaces/shop/peerauthentications":         1,
 			"GET /apis/security.istio.io/v1/namespaces/istio-system/peerauthentications": 1,
+			"GET /apis/networking.istio.io/v1/namespaces/shop/destinationrules":          1,
+			"GET /apis/networking.istio.io/v1/namespaces/istio-system/destinationrules":  1,
+			"GET /apis/networking.istio.io/v1/namespaces/shop/sidecars":                  1,
+			"GET /apis/networking.istio.io/v1/namespaces/istio-system/sidecars":          1,
 			"GET /api/v1/namespaces/istio-system/configmaps":                             1,
 		}
 		if got := rc.snapshot(); !reflect.DeepEqual(got, wantReqs) {
@@ -598,7 +612,7 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := only(want, []string{"shop"}, "mesh-root")
-		w.Mesh = cluster.MeshConfig{Found: true, Source: "istio-alt/istio", RootNamespace: "mesh-root", OutboundTrafficPolicy: "ALLOW_ANY"}
+		w.Mesh = cluster.MeshConfig{Found: true, Source: "istio-alt/istio", RootNamespace: "mesh-root", OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}
 		assertInventory(t, inv, w)
 		if n := rc.snapshot()["GET /apis/security.istio.io/v1/namespaces/mesh-root/peerauthentications"]; n != 1 {
 			t.Errorf("PeerAuthentications in the mesh root read %d times, want 1", n)
@@ -701,6 +715,8 @@ func TestLoadPaging(t *testing.T) {
 		"GET /apis/discovery.k8s.io/v1/endpointslices":       1,
 		"GET /apis/networking.istio.io/v1/serviceentries":    1,
 		"GET /apis/security.istio.io/v1/peerauthentications": 1,
+		"GET /apis/networking.istio.io/v1/destinationrules":  1,
+		"GET /apis/networking.istio.io/v1/sidecars":          1,
 		"GET /api/v1/namespaces/istio-system/configmaps":     1, // exactly 500: one page
 	}
 	if got := rc.snapshot(); !reflect.DeepEqual(got, wantReqs) {

@@ -93,6 +93,8 @@ func parseMeshConfig(text string) (MeshConfig, []string, error) {
 			out.OutboundTrafficPolicy = OutboundRegistryOnly
 		}
 	}
+	// enableAutoMtls is a BoolValue: unset means Istio's default, true.
+	out.EnableAutoMTLS = mc.GetEnableAutoMtls() == nil || mc.GetEnableAutoMtls().GetValue()
 	md := mc.GetDefaultConfig().GetProxyMetadata()
 	out.DNSCapture = proxyBool(md["ISTIO_META_DNS_CAPTURE"])
 	out.DNSAutoAllocate = proxyBool(md["ISTIO_META_DNS_AUTO_ALLOCATE"])
@@ -196,6 +198,7 @@ func DefaultMeshConfig(istioNamespace string) MeshConfig {
 		Source:                "Istio defaults (no mesh config found in " + istioNamespace + ")",
 		RootNamespace:         istioNamespace,
 		OutboundTrafficPolicy: OutboundAllowAny,
+		EnableAutoMTLS:        true,
 	}
 }
 

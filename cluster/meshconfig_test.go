@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseMeshConfig(t *testing.T) {
-	def := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY"}
+	def := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}
 	with := func(f func(*MeshConfig)) MeshConfig { m := def; f(&m); return m }
 	tests := []struct {
 		name    string
@@ -54,7 +54,11 @@ rootNamespace: istio-system
 trustDomain: cluster.local
 outboundTrafficPolicy:
   mode: ALLOW_ANY
-`, MeshConfig{Found: true, RootNamespace: "istio-system", ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY"}, ""},
+`, MeshConfig{Found: true, RootNamespace: "istio-system", ProtocolDetectionTimeout: 250 * time.Millisecond, DNSCapture: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}, ""},
+		{"auto mTLS off", "enableAutoMtls: false", with(func(m *MeshConfig) { m.EnableAutoMTLS = false }), ""},
+		{"auto mTLS off, proto name", "enable_auto_mtls: false", with(func(m *MeshConfig) { m.EnableAutoMTLS = false }), ""},
+		{"auto mTLS null keeps the default", "enableAutoMtls: null", def, ""},
+		{"auto mTLS must be a boolean", `enableAutoMtls: "no"`, MeshConfig{}, "enableAutoMtls"},
 		{"timeout null keeps the default", "protocolDetectionTimeout: null", def, ""},
 		{"timeout empty string", `protocolDetectionTimeout: ""`, MeshConfig{}, "protocolDetectionTimeout: bad Duration"},
 		{"proto field name", "protocol_detection_timeout: 2s", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = 2 * time.Second }), ""},
@@ -107,25 +111,25 @@ func TestParseMeshConfigToleratesTheUnknown(t *testing.T) {
 		warnings   []string // each must appear in one warning, in order
 	}{
 		{"unknown top-level field", "protocolDetectionTimeout: 5s\nsomeFutureField: {a: 1}\n",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 5 * time.Second},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 5 * time.Second},
 			[]string{"someFutureField"}},
 		{"unknown nested fields, all named", "defaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}\n  futureKnob: 1\noutboundTrafficPolicy: {mode: ALLOW_ANY, egressProxyy: {}}\nprotocolDetectionTimeout: 1s\n",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: time.Second, DNSCapture: true},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: time.Second, DNSCapture: true},
 			[]string{"defaultConfig.futureKnob", "outboundTrafficPolicy.egressProxyy"}},
 		{"field names are case-sensitive", "ProtocolDetectionTimeout: 2s\nrootNamespace: x",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", RootNamespace: "x"},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", RootNamespace: "x"},
 			[]string{"ProtocolDetectionTimeout"}},
 		{"unknown mode: the rest still counts", "outboundTrafficPolicy: {mode: ALLOW_SOME}\nprotocolDetectionTimeout: 5s\n",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "REGISTRY_ONLY", ProtocolDetectionTimeout: 5 * time.Second},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY", ProtocolDetectionTimeout: 5 * time.Second},
 			[]string{`outboundTrafficPolicy.mode: "ALLOW_SOME"`}},
 		{"enum names are case-sensitive", "outboundTrafficPolicy: {mode: registry_only}",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{`"registry_only"`}},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{`"registry_only"`}},
 		{"unknown enum number", "outboundTrafficPolicy: {mode: 7}",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{"outboundTrafficPolicy.mode 7"}},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{"outboundTrafficPolicy.mode 7"}},
 		{"unknown enum in a list", "protocolDetectionTimeout: 2s\ndefaultConfig: {tracing: {}}\nextensionProviders: [{name: a, envoyOtelAls: {service: x, port: 1}}]\nh2UpgradePolicy: NOPE\n",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 2 * time.Second}, []string{"h2UpgradePolicy"}},
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 2 * time.Second}, []string{"h2UpgradePolicy"}},
 		{"known fields: no warning", "accessLogFile: /dev/stdout\nenableAutoMtls: false\n",
-			MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY"}, nil},
+			MeshConfig{Found: true, EnableAutoMTLS: false, OutboundTrafficPolicy: "ALLOW_ANY"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, warnings, err := ParseMeshConfig(tt.text)

@@ -55,8 +55,12 @@ type Inventory struct {
 	Services            []Service
 	ServiceEntries      []ServiceEntry
 	PeerAuthentications []PeerAuthentication
-	Pods                []Pod
-	Mesh                MeshConfig
+	// DestinationRules and Sidecars (networking.istio.io) decide what a
+	// client sidecar sends and which outbound listeners it has.
+	DestinationRules []DestinationRule
+	Sidecars         []SidecarResource
+	Pods             []Pod
+	Mesh             MeshConfig
 	// IstioInstalled is false when the networking.istio.io/security.istio.io
 	// CRDs are absent: a scan then judges ports as if no mesh were present.
 	IstioInstalled bool
@@ -99,8 +103,21 @@ type Pod struct {
 	// PortImages maps each declared container port number to the image of
 	// the container that declares it, so hints come from the right
 	// container (not from a metrics exporter beside a database).
-	PortImages     map[int32]string
+	PortImages map[int32]string
+	// Ports lists every declared container port (not the proxy's).
+	Ports          []ContainerPort
 	ServiceAccount string
+	// Interception is what the traffic.sidecar.istio.io annotations tell
+	// istio-iptables to capture.
+	Interception Interception
+}
+
+// ContainerPort is one declared container port.
+type ContainerPort struct {
+	Name     string
+	Number   int32
+	Protocol string // TCP, UDP, SCTP
+	Image    string // the image of the container that declares it
 }
 
 // Service is a Kubernetes Service with its ports and backing pods.
@@ -199,4 +216,7 @@ type MeshConfig struct {
 	DNSAutoAllocate bool
 	// OutboundTrafficPolicy is ALLOW_ANY (default) or REGISTRY_ONLY.
 	OutboundTrafficPolicy string
+	// EnableAutoMTLS is meshConfig enableAutoMtls (default true): clients
+	// without a DestinationRule tls setting send mTLS to sidecar endpoints.
+	EnableAutoMTLS bool
 }

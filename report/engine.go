@@ -144,6 +144,7 @@ func (j *judge) judgeAll(external []ExternalTarget) []Finding {
 	for _, t := range external {
 		findings = append(findings, j.external(t))
 	}
+	findings = append(findings, j.podPortFindings()...)
 	if len(findings) == 0 {
 		return nil // as before: no targets, no findings slice
 	}
@@ -174,6 +175,11 @@ type judge struct {
 	inv       *cluster.Inventory
 	pods      map[string]*cluster.Pod
 	listeners map[uint32][]string
+	// clients are the mesh's client profiles and drIndex its
+	// DestinationRules, for the config-decided paths (configpaths.go).
+	clients   []clientProfile
+	profileOf map[*cluster.Pod]int
+	drIndex   *cluster.DestinationRuleIndex
 	obs       map[TargetKey][]Observation
 	anyMesh   bool
 	// wait is the probes' banner wait (0: unknown).
@@ -206,6 +212,8 @@ func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
+	j.clients, j.profileOf = clientProfiles(inv)
+	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
 	return j
 }
 
@@ -289,7 +297,8 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
-	f.Fixes = j.fixesFor(f, svc, p, meshPod)
+	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
+	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
 }
 
@@ -434,7 +443,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
-	f.Fixes = withScenario(j.serviceEntryFixes(f, se, p), MeshToExternal)
+	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
 
@@ -468,7 +477,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 	}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
-	f.Fixes = withScenario(j.externalFixes(f), MeshToExternal)
+	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
 

@@ -192,7 +192,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB))},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"image:mysql"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -242,7 +242,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("", 110, "", "")))},
 			key:  svcKey(ns, "mailbox", 110), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"port:110/pop3"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -257,7 +257,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("mailbox", 143, "", "")))},
 			key:  svcKey(ns, "mailbox", 143), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"port:143/imap"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -269,14 +269,14 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "bus", "app", []cluster.Pod{meshNoHint}, tport("client", 4222, "", "")))},
 			key:  svcKey(ns, "bus", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "Service name hint: AT-RISK",
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mariadb", "app", []cluster.Pod{meshNoHint}, tport("db", 3307, "", "")))},
 			key:  svcKey(ns, "mariadb", 3307), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"service:mariadb"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -315,7 +315,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: dbKey, verdict: AtRisk, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "3 pod(s) without a sidecar in 2 namespace(s): batch, legacy") {
 					t.Errorf("reason %q does not say how many and where", f.Reason)
@@ -331,7 +331,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0204",
 			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", ""))), 2*time.Second)},
 			key:  dbKey, verdict: AtRisk, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 		},
 		{
 			name: "declared-TCP mysql under PERMISSIVE, every pod in the mesh: OK, one path",
@@ -378,7 +378,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint},
 				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"), tport("tcp-cluster", 6222, "", "")))},
 			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixTLS},
+			fixes: []string{FixAppProtocol, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !f.AppProtocolTrap || f.Protocol != "auto" {
 					t.Errorf("trap %v protocol %s", f.AppProtocolTrap, f.Protocol)
@@ -401,7 +401,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{pod(ns, "db-0", "db", true, "bitnami/mariadb:11.4")},
 				svc(ns, "orders", "db", []cluster.Pod{pod(ns, "db-0", "db", true)}, tport("http-mysql", 8080, "", "")))},
 			key: svcKey(ns, "orders", 8080), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "declared HTTP") {
 					t.Errorf("reason %q", f.Reason)
@@ -449,7 +449,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{meshDB}, Services: []cluster.Service{dbSvc(meshDB)}}},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 
 		// --- active ---
@@ -461,7 +461,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if len(f.Evidence) != 2 || f.Evidence[0].Vantage != VantageDirect || f.Evidence[1].Outcome != "silent" {
 					t.Errorf("evidence %+v", f.Evidence)
@@ -489,7 +489,7 @@ func TestBuildRules(t *testing.T) {
 				{Target: dbKey, Vantage: VantageSelf, InMesh: true, Result: silent()},
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				// The evidence says the self probe went through a sidecar,
 				// and ranks it as the mesh path, after the direct proof.
@@ -511,7 +511,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "no direct proof") {
 					t.Errorf("reason %q", f.Reason)
@@ -526,7 +526,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "direct silent + mesh silent: CLIENT-FIRST",
@@ -586,7 +586,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "5s") || !strings.Contains(f.Reason, "4.1s") {
 					t.Errorf("reason %q", f.Reason)
@@ -625,7 +625,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0103",
 			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second)},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "appProtocol trap with hints and protocolDetectionTimeout: AT-RISK",
@@ -633,7 +633,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshNoHint},
 				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"))), 5*time.Second)},
 			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixTLS},
+			fixes: []string{FixAppProtocol, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "appProtocol trap without hints: AT-RISK, the declaration failed",
@@ -650,7 +650,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "mesh silent, no hints, no direct probe: CLIENT-FIRST",
@@ -667,7 +667,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeClosed)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			// The false DEADLOCK of issue 13: the probe gave up (3s)
@@ -679,7 +679,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "--timeout 7s") || !strings.Contains(f.Reason, "protocolDetectionTimeout 5s") {
 					t.Errorf("reason %q does not say what to pass", f.Reason)
@@ -694,7 +694,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "mesh silent past protocolDetectionTimeout: DEADLOCK",
@@ -704,7 +704,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "outside client silent within a wait shorter than the inbound timeout: AT-RISK",
@@ -715,7 +715,7 @@ func TestBuildRules(t *testing.T) {
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: AtRisk, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 		},
 		{
 			// ALLOW_ANY_DYNAMIC_DNS: the 15001 catch-all's HTTP inspector
@@ -732,7 +732,7 @@ func TestBuildRules(t *testing.T) {
 					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageMeshClient, silent()),
 				}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "15s") || !strings.Contains(f.Reason, "--timeout 17s") {
 					t.Errorf("reason %q", f.Reason)
@@ -748,7 +748,7 @@ func TestBuildRules(t *testing.T) {
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 			check: func(t *testing.T, f Finding) {
 				if f.MTLSMode != "PERMISSIVE" || f.Protocol != "TCP" {
 					t.Errorf("mtls %q protocol %q", f.MTLSMode, f.Protocol)
@@ -782,7 +782,7 @@ func TestBuildRules(t *testing.T) {
 				obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
 			}},
 			key: svcKey(ns, "mail", 2525), verdict: MTLSRejected, scenario: ExternalToMesh,
-			fixes: []string{FixMeshClient, FixPeerAuthentication},
+			fixes: []string{FixMeshClient, FixPeerAuthentication, FixExcludeInbound},
 			check: func(t *testing.T, f Finding) {
 				if f.MTLSMode != "STRICT" {
 					t.Errorf("mtls %q", f.MTLSMode)
@@ -808,7 +808,7 @@ func TestBuildRules(t *testing.T) {
 					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
-			fixes: []string{FixPeerAuthentication},
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
 		},
 		{
 			name: "mesh probes disagree: not DEADLOCK, and a note",
@@ -857,7 +857,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(strings.Join(f.Notes, "\n"), "could not connect") {
 					t.Errorf("notes %v", f.Notes)
@@ -877,7 +877,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"host:smtp", "port:2525/smtp"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -912,7 +912,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if strings.Contains(strings.Join(f.Fixes[0].Notes, "\n"), "ISTIO_META_DNS") {
 					t.Errorf("DNS note although auto-allocation is on: %v", f.Fixes[0].Notes)
@@ -933,7 +933,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}()},
 			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.CollidesWith, []string{"web/frontend:http-web (HTTP)"}) {
 					t.Errorf("collides with %v", f.CollidesWith)
@@ -965,7 +965,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
 				if path(t, m, "metadata", "namespace") != "istio-system" || path(t, m, "spec", "resolution") != "DNS" ||
@@ -981,7 +981,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http", 10000, "", ""))),
 				External: []ExternalTarget{{Host: "192.0.2.9", Port: 10000}}},
 			key: TargetKey{Kind: KindExternal, Name: "192.0.2.9", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
 				if !reflect.DeepEqual(path(t, m, "spec", "addresses"), []any{"192.0.2.9"}) || path(t, m, "spec", "resolution") != "NONE" {
@@ -1011,7 +1011,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 		{
 			name: "external target under ALLOW_ANY_DYNAMIC_DNS: AT-RISK, the catch-all inspects",
@@ -1022,7 +1022,7 @@ func TestBuildRules(t *testing.T) {
 				return inv
 			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 		{
 			// A sniffed ClusterIP port binds its VIP, not 0.0.0.0: no collision.
@@ -1058,7 +1058,7 @@ func TestBuildRules(t *testing.T) {
 					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, VantageMeshClient, silent()),
 				}},
 			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: Deadlock, scenario: MeshToExternal,
-			fixes: []string{FixServiceEntry},
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 	}
 	for _, c := range cases {

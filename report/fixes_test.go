@@ -97,7 +97,7 @@ func TestPeerAuthenticationFixExtendsOldestWorkloadPolicy(t *testing.T) {
 	)
 	r := Build(Input{Inventory: inv, Observations: o})
 	f := onlyFinding(t, r, svcKey("mail", "relay", 25))
-	if f.Verdict != Deadlock || f.Scenario != ExternalToMesh || len(f.Fixes) != 1 {
+	if f.Verdict != Deadlock || f.Scenario != ExternalToMesh || len(f.Fixes) != 2 || f.Fixes[1].Type != FixExcludeInbound {
 		t.Fatalf("verdict %s scenario %s fixes %v", f.Verdict, f.Scenario, fixTypes(f))
 	}
 	fix := f.Fixes[0]
@@ -251,7 +251,7 @@ func TestPlanMergesServicePorts(t *testing.T) {
 			t.Errorf("the applied fix is also an alternative: %+v", a)
 		}
 	}
-	if len(plan.Alternatives) != 4 { // rename and tls, twice
+	if len(plan.Alternatives) != 8 { // rename, tls, excludeInboundPorts and excludeOutboundPorts, twice
 		t.Errorf("%d alternatives", len(plan.Alternatives))
 	}
 }
@@ -265,7 +265,7 @@ func TestPlanMergesServiceEntryPorts(t *testing.T) {
 	r := Build(Input{Inventory: inv})
 	for _, port := range []int32{25, 110} {
 		f := onlyFinding(t, r, TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "mail", Port: port})
-		if f.Verdict != AtRisk || !reflect.DeepEqual(fixTypes(f), []string{FixServiceEntry}) {
+		if f.Verdict != AtRisk || !reflect.DeepEqual(fixTypes(f), []string{FixServiceEntry, FixExcludeOutbound}) {
 			t.Fatalf("port %d: %s %v", port, f.Verdict, fixTypes(f))
 		}
 		m := parseManifest(t, f.Fixes[0].Manifest)
@@ -334,11 +334,11 @@ func TestPlanManualFix(t *testing.T) {
 		Ports: []cluster.ServiceEntryPort{sePort(3307, "tcp", "TCP")}}}
 	r := Build(Input{Inventory: inv})
 	f := onlyFinding(t, r, TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "db", Port: 3307})
-	if f.Verdict != AtRisk || len(f.Fixes) != 1 || f.Fixes[0].Manifest != "" {
+	if f.Verdict != AtRisk || len(f.Fixes) != 2 || f.Fixes[0].Manifest != "" || f.Fixes[1].Type != FixExcludeOutbound {
 		t.Fatalf("%s %+v", f.Verdict, f.Fixes)
 	}
 	plan := Plan(r)
-	if len(plan.Objects) != 0 || len(plan.Manual) != 1 || len(plan.Alternatives) != 0 {
+	if len(plan.Objects) != 0 || len(plan.Manual) != 1 || len(plan.Alternatives) != 1 || plan.Alternatives[0].Fix.Type != FixExcludeOutbound {
 		t.Fatalf("plan %+v", plan)
 	}
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // Formats the report renders to.
-var Formats = []string{"table", "wide", "json", "yaml", "markdown", "html"}
+var Formats = []string{"table", "wide", "json", "yaml", "markdown", "html", "sarif"}
 
 // RenderOptions tune human-readable output.
 type RenderOptions struct {
@@ -68,6 +68,8 @@ func Render(w io.Writer, format string, r Report, o RenderOptions) error {
 		return renderMarkdown(w, r, o)
 	case "html":
 		return renderHTML(w, r, o)
+	case "sarif":
+		return renderSARIF(w, r, o)
 	}
 	return fmt.Errorf("unknown output format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
@@ -261,6 +263,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 			e.str("verdict", string(p.Verdict))
 			e.str("code", string(p.Code))
 			e.str("reason", p.Reason)
+			e.strOmit("clients", p.Clients)
 			e.close()
 		}, f.Paths == nil)
 	}
@@ -303,6 +306,11 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 	if len(f.Notes) > 0 {
 		o.strings("notes", f.Notes)
 	}
+	o.strOmit("source", f.Source)
+	if f.SourceLine != 0 {
+		o.int("sourceLine", int64(f.SourceLine))
+	}
+	o.strOmit("sourceTemplate", f.SourceTemplate)
 	o.close()
 	if o.err != nil {
 		// What encoding/json says about it (a NaN or infinite time).
@@ -675,6 +683,8 @@ func summaryLine(r Report, hidden int, o RenderOptions) string {
 	switch {
 	case affected == 0:
 		b.WriteString("Nothing to fix.\n")
+	case fromFiles(r):
+		fmt.Fprintf(&b, "Next: change the manifests as each finding's fix says (-o yaml lists the fix manifests; %s explain %s)\n", o.Command, firstAffected(r))
 	case r.Static:
 		fmt.Fprintf(&b, "Next: %s fix | kubectl apply -f -   (verdicts are static; prove them with an active scan from inside the mesh; %s explain AT-RISK)\n", o.Command, o.Command)
 	default:

@@ -187,6 +187,15 @@ type Finding struct {
 	Evidence []Evidence    `json:"evidence"`
 	Fixes    []Fix         `json:"fixes"`
 	Notes    []string      `json:"notes,omitempty"`
+
+	// Source is the manifest the target's object came from (scan -f):
+	// "FILE#DOCUMENT", documents counted from 1; SourceLine is the line of
+	// the port's entry there. Empty for objects read from a cluster.
+	Source     string `json:"source,omitempty"`
+	SourceLine int    `json:"sourceLine,omitempty"`
+	// SourceTemplate is the chart template the object was rendered from
+	// when the manifest is `helm template` output ("CHART/templates/FILE").
+	SourceTemplate string `json:"sourceTemplate,omitempty"`
 }
 
 // Key is the finding's target.
@@ -230,4 +239,7 @@ type PathVerdict struct {
 	// Code is the registered rule that gave the path's verdict.
 	Code   Code   `json:"code"`
 	Reason string `json:"reason"`
+	// Clients says which clients take the path, where config decides it
+	// ("web (3 pods), shop (1 pod)").
+	Clients string `json:"clients,omitempty"`
 }

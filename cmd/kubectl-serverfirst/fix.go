@@ -88,6 +88,7 @@ without --apply. Re-running after a successful fix finds nothing to do.`,
 var resources = map[string]schema.GroupVersionResource{
 	"v1/Service":                              {Version: "v1", Resource: "services"},
 	"networking.istio.io/v1/ServiceEntry":     {Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
+	"networking.istio.io/v1/DestinationRule":  {Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
 	"security.istio.io/v1/PeerAuthentication": {Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
 }
 

@@ -74,6 +74,7 @@ type scanCmdFlags struct {
 	showOK  bool
 	failOn  string
 	publish publishFlags
+	files   fileFlags
 }
 
 const scanExample = `  # What hangs in my namespace? (static: no connection to any target)
@@ -92,7 +93,13 @@ const scanExample = `  # What hangs in my namespace? (static: no connection to a
   kubectl serverfirst scan -n shop --external 203.0.113.7:10000
 
   # CI gate: exit 3 when anything deadlocks or is at risk
-  kubectl serverfirst scan -A --fail-on deadlock,delayed,at-risk -o json > report.json`
+  kubectl serverfirst scan -A --fail-on deadlock,delayed,at-risk -o json > report.json
+
+  # Manifests in a pull request, no cluster (SARIF for code review):
+  helm template shop charts/shop -n shop | kubectl serverfirst scan -f - -n shop --fail-on at-risk -o sarif
+
+  # What will this change do to prod? (prod as it would be after applying new/)
+  kubectl serverfirst scan -f new/ --context prod`
 
 func newScanCommand(root *rootOptions) *cobra.Command {
 	f := &scanCmdFlags{}
@@ -119,12 +126,23 @@ pod with a sidecar that is the mesh half of a DEADLOCK; --direct adds the
 direct half, a port-forward into each server's pod (needs create on
 pods/portforward). --vantage pods gathers both with probe pods.
 
+-f FILE|DIR|- judges manifests instead (helm template or kustomize build output,
+a directory of YAML): workloads count as the pods they would create, with the
+sidecar Istio's injector would give them (namespace labels in the files, or
+--injected-namespaces), the mesh config from --mesh-config or an istio
+ConfigMap in the files (Istio's defaults otherwise, said in the report). Alone,
+-f contacts no API server and reads no kubeconfig; with an explicit --context,
+--kubeconfig, --server or --cluster it judges that cluster as it would be after
+applying the files (each object in them replaces its live version). Findings
+name their file#document and line (-o sarif puts them on that line).
+
 The table lists affected ports worst first and ends with what to run next;
 -o json/yaml list every port in the documented schema (see README).
 ` + "`explain VERDICT`" + ` tells what a verdict means and how to fix it.
 
 Exit status: 0 when the scan ran, whatever it found; 3 when a finding matches
---fail-on; 1 on errors (unreachable API server, bad flags); 130 on Ctrl-C.
+--fail-on; 1 on errors (unreachable API server, bad flags, a -f path that does
+not exist); 130 on Ctrl-C.
 Read-only: nothing in the cluster is changed.`,
 		Example: scanExample,
 		Args:    cobra.NoArgs,
@@ -142,7 +160,12 @@ Read-only: nothing in the cluster is changed.`,
 			if err := checkOutput(f.output); err != nil {
 				return err
 			}
-			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			var r report.Report
+			if len(f.files.paths) > 0 {
+				r, err = runFileScan(cmd, root, &f.scanFlags, &f.files, cmd.ErrOrStderr())
+			} else {
+				r, err = runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			}
 			if err != nil {
 				return err
 			}
@@ -166,6 +189,7 @@ Read-only: nothing in the cluster is changed.`,
 	fl.BoolVar(&f.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
 	fl.StringVar(&f.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated: deadlock, delayed, at-risk, mtls-rejected, unreachable")
 	f.publish.add(cmd, root)
+	f.files.add(cmd)
 	return cmd
 }
 

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/report"
+)
+
+// fileFlags are scan -f's: manifests judged before they reach a cluster.
+type fileFlags struct {
+	paths              []string
+	meshConfig         string
+	injectedNamespaces []string
+}
+
+func (f *fileFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.paths, "filename", "f", nil, "Judge the objects in these manifests (a file, a directory read recursively for *.yaml, *.yml and *.json, or - for stdin; multi-document YAML and List objects). Alone, no API server is contacted; with an explicit --context, --kubeconfig or --server, the cluster is judged as it would be after applying them. Repeatable")
+	fl.StringVar(&f.meshConfig, "mesh-config", "", "With -f: the mesh config to assume (the istio ConfigMap, or the YAML of its mesh key); default: an istio ConfigMap among the files, else Istio's defaults")
+	fl.StringSliceVar(&f.injectedNamespaces, "injected-namespaces", nil, "With -f: namespaces that are not in the files but have sidecar injection enabled (comma-separated)")
+	// Shell completion offers manifests (and directories) for -f.
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
+	_ = cmd.MarkFlagFilename("mesh-config", "yaml", "yml", "json")
+}
+
+// overlay: -f together with a cluster named on the command line judges
+// that cluster with the files applied. The environment's KUBECONFIG and
+// current context alone never make -f contact a cluster, so a CI job
+// with credentials around still judges just the files.
+func overlayWanted(cmd *cobra.Command) bool {
+	for _, name := range []string{"context", "kubeconfig", "server", "cluster"} {
+		if cmd.Flags().Changed(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// runFileScan judges the manifests: alone, or over the live cluster.
+func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileFlags, progress io.Writer) (report.Report, error) {
+	if root.inCluster {
+		return report.Report{}, errors.New("-f and --in-cluster: a scheduled scan judges the cluster, not files; drop one")
+	}
+	switch {
+	case sf.vantage != "auto" && sf.vantage != "none":
+		return report.Report{}, fmt.Errorf("-f judges manifests statically: --vantage %s probes live targets, drop one", sf.vantage)
+	case sf.direct:
+		return report.Report{}, errors.New("-f judges manifests statically: --direct probes live targets, drop one")
+	case len(sf.fromPods) > 0:
+		return report.Report{}, errors.New("-f judges manifests statically: --from-pod probes live targets, drop one")
+	}
+	if cmd.Flags().Changed("report-configmap") && !overlayWanted(cmd) {
+		return report.Report{}, errors.New("-f without a cluster and --report-configmap: writing the ConfigMap needs one; name it with --context or --kubeconfig, or drop --report-configmap")
+	}
+	externals, err := parseExternals(sf.external)
+	if err != nil {
+		return report.Report{}, err
+	}
+	opts := cluster.ManifestOptions{IstioNamespace: sf.istioNamespace, InjectedNamespaces: ff.injectedNamespaces}
+	if ff.meshConfig != "" {
+		text, err := readMeshConfigFile(ff.meshConfig)
+		if err != nil {
+			return report.Report{}, err
+		}
+		source := "--mesh-config " + ff.meshConfig
+		if err := cluster.CheckMeshConfig(text, source); err != nil {
+			return report.Report{}, err
+		}
+		opts.MeshConfig, opts.MeshConfigSource = text, source
+	}
+	overlay := overlayWanted(cmd)
+	if overlay {
+		ns, _, err := root.configFlags.ToRawKubeConfigLoader().Namespace()
+		if err != nil {
+			return report.Report{}, fmt.Errorf("no usable kubeconfig: %w", err)
+		}
+		opts.DefaultNamespace = ns
+	} else if root.configFlags.Namespace != nil {
+		opts.DefaultNamespace = *root.configFlags.Namespace
+	}
+	m, err := cluster.ReadManifests(ff.paths, root.streams.In, opts)
+	if err != nil {
+		return report.Report{}, err
+	}
+	var base *cluster.Inventory
+	if overlay {
+		clients, cfg, err := root.clients()
+		if err != nil {
+			return report.Report{}, err
+		}
+		namespaces, err := root.scanNamespaces()
+		if err != nil {
+			return report.Report{}, err
+		}
+		base, err = cluster.Load(cmd.Context(), clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: sf.istioNamespace})
+		if err != nil {
+			return report.Report{}, apiError(cfg.Host, err)
+		}
+	}
+	fmt.Fprintf(progress, "read %d object(s) from %s, %d judged\n", m.Objects, strings.Join(ff.paths, ", "), m.Judged)
+	inv := m.Inventory(base)
+	r := report.Build(report.Input{Inventory: inv, External: externals, Static: true})
+	report.AttachSources(&r, m)
+	return r, nil
+}
+
+// readMeshConfigFile reads --mesh-config: an istio ConfigMap (its "mesh"
+// key) or the mesh config YAML itself.
+func readMeshConfigFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--mesh-config: %w", err)
+	}
+	var cm corev1.ConfigMap
+	if err := yaml.Unmarshal(data, &cm); err == nil && cm.Kind == "ConfigMap" {
+		mesh, ok := cm.Data["mesh"]
+		if !ok {
+			return "", fmt.Errorf("--mesh-config %s: ConfigMap %s has no \"mesh\" key", path, cm.Name)
+		}
+		return mesh, nil
+	}
+	return string(data), nil
+}
