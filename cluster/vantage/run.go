@@ -169,3 +169,24 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 	sort.Strings(warnings)
 	return obs, warnings
 }
+
+// Reprobe is the plan to probe some client paths again: the probe pods'
+// targets that keep wants (by target and whether the pod has a sidecar),
+// pods left with none dropped, and no direct path (no fix changes what
+// the server itself sends).
+func (p Plan) Reprobe(keep func(k report.TargetKey, inMesh bool) bool) Plan {
+	var out Plan
+	for _, pp := range p.Pods {
+		var targets []AgentTarget
+		for _, t := range pp.Targets {
+			if k, ok := report.ParseTargetKey(t.Key); ok && keep(k, pp.InMesh) {
+				targets = append(targets, t)
+			}
+		}
+		if len(targets) > 0 {
+			pp.Targets = targets
+			out.Pods = append(out.Pods, pp)
+		}
+	}
+	return out
+}
