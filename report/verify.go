@@ -207,7 +207,7 @@ func (c PathCheck) Line() string {
 			b.WriteString("; the target is no longer in the scan")
 		default:
 			why := c.After.Reason
-			if c.After.Clients != "" {
+			if c.After.Clients != "" && !strings.Contains(why, c.After.Clients) {
 				why += " (clients: " + c.After.Clients + ")"
 			}
 			fmt.Fprintf(&b, "; still in the way [%s]: %s", c.After.Code, why)
