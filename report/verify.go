@@ -145,11 +145,19 @@ func CheckPaths(paths []PathKey, before, after Report) []PathCheck {
 	return out
 }
 
-// AllProbedTook reports whether every probed path took; static ones are final
-// once judged, so they do not make verification wait.
-func AllProbedTook(checks []PathCheck) bool {
+// Settled: probing again cannot change the path's verdict any more. It
+// took; or nothing probes it (a static judgement is final at once); or
+// its probe already gets the banner, so what is still in the way is
+// config the objects decide (a Sidecar, a DestinationRule), not a push
+// the mesh has yet to make.
+func (c PathCheck) Settled() bool {
+	return c.Took() || c.Static() || c.After.Evidence.Outcome == "banner"
+}
+
+// AllSettled reports whether verification can stop.
+func AllSettled(checks []PathCheck) bool {
 	for _, c := range checks {
-		if !c.Static() && !c.Took() {
+		if !c.Settled() {
 			return false
 		}
 	}

@@ -26,7 +26,32 @@ type Plan struct {
 // with the first namespace) and the direct paths (a port-forward to the
 // first running backend of each Service port).
 func PlanProbes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool) Plan {
-	tasks := report.PlanSelfProbes(inv, externals, false)
+	return planFrom(report.PlanSelfProbes(inv, externals, false), inv, outside)
+}
+
+// PlanReprobes is the plan to probe some client paths again (fix --apply's
+// verification): the probe pods' targets r wants, by target and whether
+// the pod has a sidecar, pods left with none dropped, and no direct path
+// (no fix changes what the server itself sends).
+func PlanReprobes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, r report.Reprobe) Plan {
+	full := planFrom(report.PlanReprobes(inv, externals, false, r), inv, outside)
+	var out Plan
+	for _, pp := range full.Pods {
+		var targets []AgentTarget
+		for _, t := range pp.Targets {
+			if k, ok := report.ParseTargetKey(t.Key); ok && r.Wants(k, pp.InMesh) {
+				targets = append(targets, t)
+			}
+		}
+		if len(targets) > 0 {
+			pp.Targets = targets
+			out.Pods = append(out.Pods, pp)
+		}
+	}
+	return out
+}
+
+func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool) Plan {
 	byNS := map[string][]AgentTarget{}
 	var namespaces []string
 	for _, t := range tasks {
@@ -168,25 +193,4 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 	wg.Wait()
 	sort.Strings(warnings)
 	return obs, warnings
-}
-
-// Reprobe is the plan to probe some client paths again: the probe pods'
-// targets that keep wants (by target and whether the pod has a sidecar),
-// pods left with none dropped, and no direct path (no fix changes what
-// the server itself sends).
-func (p Plan) Reprobe(keep func(k report.TargetKey, inMesh bool) bool) Plan {
-	var out Plan
-	for _, pp := range p.Pods {
-		var targets []AgentTarget
-		for _, t := range pp.Targets {
-			if k, ok := report.ParseTargetKey(t.Key); ok && keep(k, pp.InMesh) {
-				targets = append(targets, t)
-			}
-		}
-		if len(targets) > 0 {
-			pp.Targets = targets
-			out.Pods = append(out.Pods, pp)
-		}
-	}
-	return out
 }

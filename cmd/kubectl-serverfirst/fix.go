@@ -271,22 +271,27 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 		}
 		in := report.Input{Inventory: inv, External: s.externals, Static: true}
 		if !s.static() {
-			in = s.gather(ctx, inv, reprobe.Wants, io.Discard)
+			in = s.gather(ctx, inv, reprobe, io.Discard)
 			in.Observations = reprobe.Merge(beforeObs, in.Observations)
 		}
 		if ctx.Err() != nil {
 			return &exitError{code: 130, err: errors.New("interrupted")}
 		}
 		checks = report.CheckPaths(paths, before, report.Build(in))
-		// A static judgement is final at once: waiting changes nothing.
-		if s.static() || report.AllProbedTook(checks) {
+		if s.static() || report.AllSettled(checks) {
 			break
 		}
 		wait := min(b.Step(), time.Until(deadline))
 		if wait <= 0 {
 			break
 		}
-		fmt.Fprintf(errOut, "verify round %d: not all paths pass yet; again in %s\n", round, wait.Round(100*time.Millisecond))
+		waiting := 0
+		for _, c := range checks {
+			if !c.Settled() {
+				waiting++
+			}
+		}
+		fmt.Fprintf(errOut, "verify round %d: %d of %d path(s) do not pass yet; again in %s\n", round, waiting, len(checks), wait.Round(100*time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return &exitError{code: 130, err: errors.New("interrupted")}

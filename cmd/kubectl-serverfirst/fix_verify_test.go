@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,55 +12,26 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
-// fixKinds are the resources fixes write.
-var fixKinds = []schema.GroupVersionResource{
-	{Version: "v1", Resource: "services"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
-	{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
-}
-
-// objectState is every object of the kinds fixes write: spec, labels and
-// annotations as the API server encodes them, by "resource ns/name".
+// objectState is every object of the kinds fixes write.
 func objectState(t *testing.T, dyn dynamic.Interface) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	for _, gvr := range fixKinds {
-		list, err := dyn.Resource(gvr).Namespace("").List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range list.Items {
-			b, err := json.Marshal([]any{u.Object["spec"], u.GetLabels(), u.GetAnnotations()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[gvr.Resource+" "+u.GetNamespace()+"/"+u.GetName()] = string(b)
-		}
+	s, err := testenv.ObjectState(context.Background(), dyn, testenv.FixKinds)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return s
 }
 
 func diffStates(t *testing.T, want, got map[string]string) {
 	t.Helper()
-	for k, w := range want {
-		if g, ok := got[k]; !ok {
-			t.Errorf("%s: gone", k)
-		} else if g != w {
-			t.Errorf("%s:\n got %s\nwant %s", k, g, w)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s: left behind", k)
-		}
+	for _, d := range testenv.DiffStates(want, got) {
+		t.Error(d)
 	}
 }
 

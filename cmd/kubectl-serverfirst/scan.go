@@ -339,10 +339,10 @@ func (s *scanRun) load(ctx context.Context) (*cluster.Inventory, error) {
 	return inv, nil
 }
 
-// gather probes from the scan's vantages. keep, when set, narrows the
+// gather probes from the scan's vantages. reprobe, when set, narrows the
 // probes to some client paths (by target and whether the client has a
 // sidecar) and skips the direct path: fix --apply's verification.
-func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, keep func(report.TargetKey, bool) bool, progress io.Writer) report.Input {
+func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe report.Reprobe, progress io.Writer) report.Input {
 	f := s.f
 	in := report.Input{Inventory: inv, External: s.externals, Static: s.static()}
 	if s.vantage == "self" {
@@ -352,13 +352,13 @@ func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, keep func(
 		if f.planFilter != nil {
 			plan = f.planFilter(plan)
 		}
-		if keep != nil {
-			plan = slices.DeleteFunc(plan, func(t report.ProbeTask) bool { return !keep(t.Key, t.InMesh) })
+		if reprobe != nil {
+			plan = slices.DeleteFunc(report.PlanReprobes(inv, s.externals, inMesh, reprobe), func(t report.ProbeTask) bool { return !reprobe.Wants(t.Key, t.InMesh) })
 		}
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
 		// --direct: the port-forwards run alongside the dials from here.
 		wait := func() ([]report.Observation, []string) { return nil, nil }
-		if f.direct && keep == nil {
+		if f.direct && reprobe == nil {
 			wait = startSelfDirect(ctx, s.cfg, s.clients.Kube, inv, s.externals, plan, f, s.root.inCluster, progress)
 		}
 		in.Observations = report.RunPlan(ctx, plan, o)
@@ -367,7 +367,7 @@ func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, keep func(
 		inv.Warnings = append(inv.Warnings, warnings...)
 	}
 	if s.vantage == "pods" || len(s.fromPods) > 0 {
-		obs, warnings := runLiveVantages(ctx, s.cfg, s.clients, inv, s.externals, f, s.vantage == "pods", s.fromPods, keep, progress)
+		obs, warnings := runLiveVantages(ctx, s.cfg, s.clients, inv, s.externals, f, s.vantage == "pods", s.fromPods, reprobe, progress)
 		in.Observations = append(in.Observations, obs...)
 		inv.Warnings = append(inv.Warnings, warnings...)
 	}
