@@ -115,18 +115,25 @@ func (a Applier) Restore(ctx context.Context, ref ObjectRef, previous, applied *
 }
 
 // DeleteCreated deletes an object a fix created, only if it is still that
-// object (same UID) and unchanged since (its spec is applied's).
+// object (same UID) and unchanged since (its spec is applied's). An empty
+// uid (the command stopped while applying it) checks neither.
 func (a Applier) DeleteCreated(ctx context.Context, ref ObjectRef, uid types.UID, applied *unstructured.Unstructured, dry bool) error {
 	res, err := a.resource(ref)
 	if err != nil {
 		return err
 	}
 	cur, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && uid == "" {
+		return nil // never created: nothing to undo
+	}
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("%s was deleted since the fix: nothing to undo", ref)
 	}
 	if err != nil {
 		return err
+	}
+	if uid == "" {
+		uid = cur.GetUID()
 	}
 	if cur.GetUID() != uid {
 		return fmt.Errorf("%s is not the object the fix created (uid %s, recorded %s): not deleting it", ref, cur.GetUID(), uid)

@@ -138,6 +138,30 @@ func TestFixApplyVerifyUndo(t *testing.T) {
 		diffStates(t, before, objectState(t, dyn))
 	})
 
+	t.Run("an apply stopped half-way is undone as far as it went", func(t *testing.T) {
+		// The record says a ServiceEntry was about to be created when the
+		// command stopped: it never was, so undo has nothing to delete.
+		// A record for another API server is refused.
+		for _, c := range []struct{ server, wantErr string }{
+			{"https://elsewhere.example:6443", "went to https://elsewhere.example:6443"},
+			{env.Config.Host, ""},
+		} {
+			if err := report.WriteRecords(record, []report.FixRecord{{Server: c.server, FieldManager: report.ManagerName, Objects: []report.RecordedObject{
+				{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry", Namespace: "shop", Name: "never-created", Created: true, Applying: true},
+			}}}); err != nil {
+				t.Fatal(err)
+			}
+			_, errOut, err := run(t, "", "fix", "--undo", "--yes", "--record", record, "--kubeconfig", kc)
+			if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+				t.Errorf("server %s: %v, want %q\n%s", c.server, err, c.wantErr, errOut)
+			}
+		}
+		if recs, err := report.ReadRecords(record); err != nil || len(recs) != 0 {
+			t.Errorf("records left: %v %v", recs, err)
+		}
+		diffStates(t, before, objectState(t, dyn))
+	})
+
 	t.Run("a fix a client's Sidecar overrides exits 4 naming it", func(t *testing.T) {
 		ctx := context.Background()
 		if _, err := env.CreateNamespace(ctx, "clients", map[string]string{"istio-injection": "enabled"}); err != nil {
