@@ -1,112 +1,187 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
+	//lint:ignore SA1019 istiod decodes mesh config with it (pkg/util/protomarshal ApplyJSON); protojson would reject Go durations such as "100ms" that istiod accepts
+	"github.com/golang/protobuf/jsonpb"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
 // ParseMeshConfig reads the mesh config YAML ("mesh" key of the istio
-// ConfigMap) as istiod does for the fields we use: YAML turned into JSON,
-// then protobuf JSON rules (pkg/config/mesh ApplyMeshConfig, jsonpb with
-// unknown fields allowed). So field names are exact (the JSON name or the
-// proto name), a value of the wrong JSON type fails the whole config, null
-// keeps the default, and an "outboundTrafficPolicy" object without a mode
-// means REGISTRY_ONLY (the enum's zero value). Durations are Go durations
-// (jsonpb uses time.ParseDuration), non-negative, in whole milliseconds
-// (istiod's validation).
-func ParseMeshConfig(text string) (MeshConfig, error) {
-	out, err := parseMeshConfig(text)
+// ConfigMap) into Istio's own type, istio.io/api mesh/v1alpha1 MeshConfig,
+// with the decoder istiod uses (pkg/config/mesh ApplyMeshConfig ->
+// pkg/util/protomarshal ApplyYAML: YAML turned into JSON, then
+// github.com/golang/protobuf/jsonpb). So field names are exact (the JSON
+// name or the proto name), a value of the wrong JSON type fails the whole
+// config (as it fails istiod), null keeps the default, a nested message
+// replaces the default (an "outboundTrafficPolicy" object without a mode
+// means REGISTRY_ONLY, the enum's zero value) and durations are Go
+// durations (jsonpb uses time.ParseDuration), non-negative, in whole
+// milliseconds (istiod's validation).
+//
+// Unknown fields are dropped with a warning naming each one, as istiod
+// drops them. An enum value this API version does not know (a newer
+// Istio's mode) is dropped with a warning too, so the rest of the config
+// still counts; istiod itself would reject the whole config there.
+func ParseMeshConfig(text string) (MeshConfig, []string, error) {
+	out, warnings, err := parseMeshConfig(text)
 	if err != nil {
-		return MeshConfig{}, fmt.Errorf("parsing mesh config: %w", err)
+		return MeshConfig{}, nil, fmt.Errorf("parsing mesh config: %w", err)
 	}
-	return out, nil
+	return out, warnings, nil
 }
 
-func parseMeshConfig(text string) (MeshConfig, error) {
-	out := MeshConfig{Found: true, OutboundTrafficPolicy: "ALLOW_ANY", EnableAutoMTLS: true}
+func parseMeshConfig(text string) (MeshConfig, []string, error) {
 	js, err := yaml.YAMLToJSON([]byte(text))
 	if err != nil {
-		return out, err
+		return MeshConfig{}, nil, err
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(js, &top); err != nil {
-		return out, fmt.Errorf("not a YAML map: %w", err)
+	var top map[string]any
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	if err := dec.Decode(&top); err != nil {
+		return MeshConfig{}, nil, fmt.Errorf("not a YAML map: %w", err)
 	}
-	if raw, ok := protoField(top, "rootNamespace", "root_namespace"); ok {
-		if err := json.Unmarshal(raw, &out.RootNamespace); err != nil {
-			return out, fmt.Errorf("rootNamespace: %w", err)
-		}
-	}
-	if raw, ok := protoField(top, "protocolDetectionTimeout", "protocol_detection_timeout"); ok {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return out, fmt.Errorf("protocolDetectionTimeout: %w", err)
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
-			return out, fmt.Errorf("protocolDetectionTimeout %q is not a duration", s)
-		}
-		if d%time.Millisecond != 0 {
-			return out, fmt.Errorf("protocolDetectionTimeout %q: istiod only accepts millisecond precision", s)
-		}
-		out.ProtocolDetectionTimeout = d
-	}
-	if raw, ok := protoField(top, "outboundTrafficPolicy", "outbound_traffic_policy"); ok {
-		var otp map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &otp); err != nil {
-			return out, fmt.Errorf("outboundTrafficPolicy: %w", err)
-		}
-		out.OutboundTrafficPolicy = "REGISTRY_ONLY"
-		if mode, ok := protoField(otp, "mode", "mode"); ok {
-			switch string(mode) {
-			case `"REGISTRY_ONLY"`, "0":
-			case `"ALLOW_ANY"`, "1":
-				out.OutboundTrafficPolicy = "ALLOW_ANY"
-			default:
-				return out, fmt.Errorf("outboundTrafficPolicy.mode %s is not REGISTRY_ONLY or ALLOW_ANY", mode)
+	mc := &meshv1alpha1.MeshConfig{}
+	var warnings []string
+	dropUnknown(top, mc.ProtoReflect().Descriptor(), "", &warnings)
+	if err := decodeJSONPB(top, mc); err != nil {
+		// Name the top-level field that fails: jsonpb's errors do not.
+		for _, k := range slices.Sorted(maps.Keys(top)) {
+			if err := decodeJSONPB(map[string]any{k: top[k]}, &meshv1alpha1.MeshConfig{}); err != nil {
+				return MeshConfig{}, nil, fmt.Errorf("%s: %w", k, err)
 			}
 		}
+		return MeshConfig{}, nil, err
 	}
-	if raw, ok := protoField(top, "enableAutoMtls", "enable_auto_mtls"); ok {
-		// A BoolValue: protobuf JSON writes it as a bare boolean.
-		if err := json.Unmarshal(raw, &out.EnableAutoMTLS); err != nil {
-			return out, fmt.Errorf("enableAutoMtls: %w", err)
+	out := MeshConfig{Found: true, OutboundTrafficPolicy: OutboundAllowAny, RootNamespace: mc.GetRootNamespace()}
+	if d := mc.GetProtocolDetectionTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return MeshConfig{}, nil, fmt.Errorf("protocolDetectionTimeout: %w", err)
+		}
+		t := d.AsDuration()
+		switch {
+		case t < 0:
+			return MeshConfig{}, nil, fmt.Errorf("protocolDetectionTimeout %s is negative", t)
+		case t%time.Millisecond != 0:
+			return MeshConfig{}, nil, fmt.Errorf("protocolDetectionTimeout %s: istiod only accepts millisecond precision", t)
+		}
+		out.ProtocolDetectionTimeout = t
+	}
+	// Istio's default mesh config has ALLOW_ANY; a policy object given
+	// replaces it whole, so its zero mode (REGISTRY_ONLY) applies.
+	if otp := mc.GetOutboundTrafficPolicy(); otp != nil {
+		out.OutboundTrafficPolicy = otp.GetMode().String()
+		if _, known := meshv1alpha1.MeshConfig_OutboundTrafficPolicy_Mode_name[int32(otp.GetMode())]; !known {
+			// istiod keeps the number and, neither ALLOW_ANY nor
+			// ALLOW_ANY_DYNAMIC_DNS, sends unknown destinations to
+			// BlackHoleCluster (listener_builder.go
+			// buildOutboundCatchAllNetworkFiltersOnly).
+			warnings = append(warnings, fmt.Sprintf("mesh config outboundTrafficPolicy.mode %d is not a mode this Istio API knows: judged as REGISTRY_ONLY, which is how istiod builds it", otp.GetMode()))
+			out.OutboundTrafficPolicy = OutboundRegistryOnly
 		}
 	}
-	if raw, ok := protoField(top, "defaultConfig", "default_config"); ok {
-		var dc map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &dc); err != nil {
-			return out, fmt.Errorf("defaultConfig: %w", err)
-		}
-		if raw, ok := protoField(dc, "proxyMetadata", "proxy_metadata"); ok {
-			var md map[string]string
-			if err := json.Unmarshal(raw, &md); err != nil {
-				return out, fmt.Errorf("defaultConfig.proxyMetadata: %w", err)
-			}
-			out.DNSCapture = proxyBool(md["ISTIO_META_DNS_CAPTURE"])
-			out.DNSAutoAllocate = proxyBool(md["ISTIO_META_DNS_AUTO_ALLOCATE"])
-		}
-	}
-	return out, nil
+	// enableAutoMtls is a BoolValue: unset means Istio's default, true.
+	out.EnableAutoMTLS = mc.GetEnableAutoMtls() == nil || mc.GetEnableAutoMtls().GetValue()
+	md := mc.GetDefaultConfig().GetProxyMetadata()
+	out.DNSCapture = proxyBool(md["ISTIO_META_DNS_CAPTURE"])
+	out.DNSAutoAllocate = proxyBool(md["ISTIO_META_DNS_AUTO_ALLOCATE"])
+	return out, warnings, nil
 }
 
-// protoField finds a field by its protobuf JSON name or its proto name, as
-// jsonpb does (exact case); a JSON null counts as absent.
-func protoField(m map[string]json.RawMessage, jsonName, protoName string) (json.RawMessage, bool) {
-	raw, ok := m[jsonName]
-	if !ok {
-		raw, ok = m[protoName]
+// Outbound traffic policy modes, as meshConfig.outboundTrafficPolicy.mode
+// spells them.
+const (
+	OutboundRegistryOnly       = "REGISTRY_ONLY"
+	OutboundAllowAny           = "ALLOW_ANY"
+	OutboundAllowAnyDynamicDNS = "ALLOW_ANY_DYNAMIC_DNS"
+)
+
+func decodeJSONPB(v map[string]any, m *meshv1alpha1.MeshConfig) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
-	if !ok || string(raw) == "null" {
-		return nil, false
+	return (&jsonpb.Unmarshaler{}).Unmarshal(bytes.NewReader(b), m)
+}
+
+// dropUnknown removes, in place, what the message type does not know: keys
+// that name no field (jsonpb matches the proto name or the JSON name,
+// exactly) and enum names that are no value of their enum, saying which.
+// Well-known types (Duration, Struct, wrappers) are left to jsonpb.
+func dropUnknown(obj map[string]any, md protoreflect.MessageDescriptor, prefix string, warnings *[]string) {
+	if strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return
 	}
-	return raw, true
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		fd := md.Fields().ByName(protoreflect.Name(k))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(k)
+		}
+		path := prefix + k
+		if fd == nil {
+			if !strings.HasPrefix(k, "[") {
+				*warnings = append(*warnings, fmt.Sprintf("mesh config field %s is not a field this Istio API knows: ignored, as istiod ignores it", path))
+				delete(obj, k)
+			}
+			continue
+		}
+		switch v := obj[k].(type) {
+		case map[string]any:
+			if fd.IsMap() {
+				for mk, mv := range v {
+					if !dropUnknownValue(mv, fd.MapValue(), path+"."+mk, warnings) {
+						delete(v, mk)
+					}
+				}
+			} else if !fd.IsList() && !dropUnknownValue(v, fd, path, warnings) {
+				delete(obj, k)
+			}
+		case []any:
+			if fd.IsList() {
+				kept := v[:0]
+				for i, e := range v {
+					if dropUnknownValue(e, fd, fmt.Sprintf("%s[%d]", path, i), warnings) {
+						kept = append(kept, e)
+					}
+				}
+				obj[k] = kept
+			}
+		default:
+			if !fd.IsList() && !fd.IsMap() && !dropUnknownValue(v, fd, path, warnings) {
+				delete(obj, k)
+			}
+		}
+	}
+}
+
+// dropUnknownValue cleans one value of field fd; false means drop it.
+func dropUnknownValue(v any, fd protoreflect.FieldDescriptor, path string, warnings *[]string) bool {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		if m, ok := v.(map[string]any); ok {
+			dropUnknown(m, fd.Message(), path+".", warnings)
+		}
+	case protoreflect.EnumKind:
+		if s, ok := v.(string); ok && fd.Enum().Values().ByName(protoreflect.Name(s)) == nil && fd.Enum().FullName() != "google.protobuf.NullValue" {
+			zero := fd.Enum().Values().ByNumber(0)
+			*warnings = append(*warnings, fmt.Sprintf("mesh config %s: %q is not a value this Istio API knows (a newer Istio's?): ignored, so it reads as %s; istiod of this API version would reject the whole config", path, s, zero.Name()))
+			return false
+		}
+	}
+	return true
 }
 
 // proxyBool reads a proxyMetadata switch as the proxy does: pilot-agent's
@@ -122,7 +197,7 @@ func DefaultMeshConfig(istioNamespace string) MeshConfig {
 	return MeshConfig{
 		Source:                "Istio defaults (no mesh config found in " + istioNamespace + ")",
 		RootNamespace:         istioNamespace,
-		OutboundTrafficPolicy: "ALLOW_ANY",
+		OutboundTrafficPolicy: OutboundAllowAny,
 		EnableAutoMTLS:        true,
 	}
 }
@@ -139,10 +214,13 @@ func meshConfigFrom(maps []corev1.ConfigMap, istioNamespace string, warnings []s
 		return maps[i].Name < maps[j].Name
 	})
 	for _, cm := range maps {
-		mc, err := ParseMeshConfig(cm.Data["mesh"])
+		mc, parseWarnings, err := ParseMeshConfig(cm.Data["mesh"])
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("ConfigMap %s/%s: %v; trying the next one", cm.Namespace, cm.Name, err))
 			continue
+		}
+		for _, w := range parseWarnings {
+			warnings = append(warnings, fmt.Sprintf("ConfigMap %s/%s: %s", cm.Namespace, cm.Name, w))
 		}
 		mc.Source = cm.Namespace + "/" + cm.Name
 		if mc.RootNamespace == "" {

@@ -27,10 +27,10 @@ func TestParseMeshConfig(t *testing.T) {
 		{"timeout 1m30s", "protocolDetectionTimeout: 1m30s", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = 90 * time.Second }), ""},
 		{"timeout 1.5s", "protocolDetectionTimeout: 1.5s", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = 1500 * time.Millisecond }), ""},
 		{"timeout 1h", "protocolDetectionTimeout: 1h", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = time.Hour }), ""},
-		{"timeout without unit", `protocolDetectionTimeout: "5"`, MeshConfig{}, "not a duration"},
+		{"timeout without unit", `protocolDetectionTimeout: "5"`, MeshConfig{}, "protocolDetectionTimeout: bad Duration"},
 		{"timeout as a number", "protocolDetectionTimeout: 5", MeshConfig{}, "parsing mesh config"},
-		{"timeout negative", "protocolDetectionTimeout: -1s", MeshConfig{}, "not a duration"},
-		{"timeout garbage", "protocolDetectionTimeout: soon", MeshConfig{}, "not a duration"},
+		{"timeout negative", "protocolDetectionTimeout: -1s", MeshConfig{}, "negative"},
+		{"timeout garbage", "protocolDetectionTimeout: soon", MeshConfig{}, "protocolDetectionTimeout: bad Duration"},
 		{"timeout finer than ms", "protocolDetectionTimeout: 1500us", MeshConfig{}, "millisecond"},
 		{"timeout 1ms", "protocolDetectionTimeout: 1ms", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = time.Millisecond }), ""},
 		{"root namespace", "rootNamespace: mesh-root", with(func(m *MeshConfig) { m.RootNamespace = "mesh-root" }), ""},
@@ -60,15 +60,18 @@ outboundTrafficPolicy:
 		{"auto mTLS null keeps the default", "enableAutoMtls: null", def, ""},
 		{"auto mTLS must be a boolean", `enableAutoMtls: "no"`, MeshConfig{}, "enableAutoMtls"},
 		{"timeout null keeps the default", "protocolDetectionTimeout: null", def, ""},
-		{"timeout empty string", `protocolDetectionTimeout: ""`, MeshConfig{}, "not a duration"},
+		{"timeout empty string", `protocolDetectionTimeout: ""`, MeshConfig{}, "protocolDetectionTimeout: bad Duration"},
 		{"proto field name", "protocol_detection_timeout: 2s", with(func(m *MeshConfig) { m.ProtocolDetectionTimeout = 2 * time.Second }), ""},
-		{"field names are case-sensitive", "ProtocolDetectionTimeout: 2s\nRootNamespace: x", def, ""},
 		{"rootNamespace must be a string", "rootNamespace: 3", MeshConfig{}, "rootNamespace"},
 		{"outboundTrafficPolicy without mode is REGISTRY_ONLY", "outboundTrafficPolicy: {}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "REGISTRY_ONLY" }), ""},
 		{"outboundTrafficPolicy null keeps ALLOW_ANY", "outboundTrafficPolicy: null", def, ""},
 		{"outboundTrafficPolicy mode as enum number", "outboundTrafficPolicy: {mode: 0}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "REGISTRY_ONLY" }), ""},
 		{"outboundTrafficPolicy ALLOW_ANY as enum number", "outboundTrafficPolicy: {mode: 1}", def, ""},
-		{"outboundTrafficPolicy mode is case-sensitive", "outboundTrafficPolicy: {mode: registry_only}", MeshConfig{}, "outboundTrafficPolicy.mode"},
+		{"allow any dynamic dns (Istio 1.31)", "outboundTrafficPolicy: {mode: ALLOW_ANY_DYNAMIC_DNS}\nprotocolDetectionTimeout: 5s",
+			with(func(m *MeshConfig) {
+				m.OutboundTrafficPolicy, m.ProtocolDetectionTimeout = "ALLOW_ANY_DYNAMIC_DNS", 5*time.Second
+			}), ""},
+		{"allow any dynamic dns as enum number", "outboundTrafficPolicy: {mode: 3}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "ALLOW_ANY_DYNAMIC_DNS" }), ""},
 		{"defaultConfig null", "defaultConfig: null", def, ""},
 		{"not YAML", "protocolDetectionTimeout: [", MeshConfig{}, "parsing mesh config"},
 		{"a list, not a map", "- a\n- b\n", MeshConfig{}, "parsing mesh config"},
@@ -78,7 +81,7 @@ outboundTrafficPolicy:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseMeshConfig(tt.text)
+			got, _, err := ParseMeshConfig(tt.text)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("ParseMeshConfig error = %v, want one containing %q", err, tt.wantErr)
@@ -98,17 +101,72 @@ outboundTrafficPolicy:
 	}
 }
 
+// Unknown fields and enum values cost a warning naming them, never the
+// rest of the config: a newer Istio's mode, a typo, a field of another
+// version all leave protocolDetectionTimeout standing.
+func TestParseMeshConfigToleratesTheUnknown(t *testing.T) {
+	for _, tt := range []struct {
+		name, text string
+		want       MeshConfig
+		warnings   []string // each must appear in one warning, in order
+	}{
+		{"unknown top-level field", "protocolDetectionTimeout: 5s\nsomeFutureField: {a: 1}\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 5 * time.Second},
+			[]string{"someFutureField"}},
+		{"unknown nested fields, all named", "defaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}\n  futureKnob: 1\noutboundTrafficPolicy: {mode: ALLOW_ANY, egressProxyy: {}}\nprotocolDetectionTimeout: 1s\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: time.Second, DNSCapture: true},
+			[]string{"defaultConfig.futureKnob", "outboundTrafficPolicy.egressProxyy"}},
+		{"field names are case-sensitive", "ProtocolDetectionTimeout: 2s\nrootNamespace: x",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", RootNamespace: "x"},
+			[]string{"ProtocolDetectionTimeout"}},
+		{"unknown mode: the rest still counts", "outboundTrafficPolicy: {mode: ALLOW_SOME}\nprotocolDetectionTimeout: 5s\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY", ProtocolDetectionTimeout: 5 * time.Second},
+			[]string{`outboundTrafficPolicy.mode: "ALLOW_SOME"`}},
+		{"enum names are case-sensitive", "outboundTrafficPolicy: {mode: registry_only}",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{`"registry_only"`}},
+		{"unknown enum number", "outboundTrafficPolicy: {mode: 7}",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{"outboundTrafficPolicy.mode 7"}},
+		{"unknown enum in a list", "protocolDetectionTimeout: 2s\ndefaultConfig: {tracing: {}}\nextensionProviders: [{name: a, envoyOtelAls: {service: x, port: 1}}]\nh2UpgradePolicy: NOPE\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 2 * time.Second}, []string{"h2UpgradePolicy"}},
+		{"known fields: no warning", "accessLogFile: /dev/stdout\nenableAutoMtls: false\n",
+			MeshConfig{Found: true, EnableAutoMTLS: false, OutboundTrafficPolicy: "ALLOW_ANY"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings, err := ParseMeshConfig(tt.text)
+			if err != nil {
+				t.Fatalf("ParseMeshConfig: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("ParseMeshConfig =\n %+v\nwant\n %+v", got, tt.want)
+			}
+			if len(warnings) != len(tt.warnings) {
+				t.Fatalf("warnings %q, want %d", warnings, len(tt.warnings))
+			}
+			for i, w := range tt.warnings {
+				if !strings.Contains(warnings[i], w) {
+					t.Errorf("warning %q does not name %q", warnings[i], w)
+				}
+			}
+		})
+	}
+	// Through meshConfigFrom the warnings name the ConfigMap.
+	_, w := meshConfigFrom([]corev1.ConfigMap{cm("istio", "outboundTrafficPolicy: {mode: ALLOW_SOME}")}, "istio-system", nil)
+	if len(w) != 1 || !strings.HasPrefix(w[0], "ConfigMap istio-system/istio: mesh config outboundTrafficPolicy.mode") {
+		t.Errorf("warnings = %q", w)
+	}
+}
+
 func FuzzParseMeshConfig(f *testing.F) {
 	for _, s := range []string{
 		"", "protocolDetectionTimeout: 100ms", "protocolDetectionTimeout: -1s", "rootNamespace: x",
 		"defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n",
-		"outboundTrafficPolicy: {mode: REGISTRY_ONLY}", "{", "- [", "protocolDetectionTimeout: 9223372036854775807ns",
+		"outboundTrafficPolicy: {mode: REGISTRY_ONLY}", "outboundTrafficPolicy: {mode: NOPE}", "defaultConfig: {x: [1]}", "{", "- [", "protocolDetectionTimeout: 9223372036854775807ns",
 		"protocolDetectionTimeout: 99999999999h", "&a [*a]", "a: &a [*a, *a, *a]",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		mc, err := ParseMeshConfig(text)
+		mc, warnings, err := ParseMeshConfig(text)
 		if err != nil {
 			if mc != (MeshConfig{}) {
 				t.Fatalf("error %v with a non-zero config %+v", err, mc)
@@ -120,6 +178,11 @@ func FuzzParseMeshConfig(f *testing.F) {
 		}
 		if mc.ProtocolDetectionTimeout < 0 || mc.ProtocolDetectionTimeout%time.Millisecond != 0 {
 			t.Fatalf("timeout %v accepted", mc.ProtocolDetectionTimeout)
+		}
+		for _, w := range warnings {
+			if w == "" || strings.Contains(w, "\n") {
+				t.Fatalf("warning %q is not one line", w)
+			}
 		}
 	})
 }

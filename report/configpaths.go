@@ -2,7 +2,9 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -208,58 +210,88 @@ var (
 const KindPod = "Pod"
 
 // clientProfile is one kind of mesh client: pods that see a destination
-// the same way (namespace, Sidecar, workload-selected DestinationRules,
-// interception), judged once through a representative.
+// the same way (namespace where it matters, Sidecar, workload-selected
+// DestinationRules, interception), judged once through a representative.
+// A cluster has many pods and few profiles.
 type clientProfile struct {
 	pod     *cluster.Pod
 	count   int
 	members []*cluster.Pod
+	byNS    map[string]int
 }
 
 // without is the profile less the given pods (a Service's own backends
-// are not its clients); ok is false when nothing is left.
-func (c clientProfile) without(skip map[*cluster.Pod]bool) (clientProfile, bool) {
-	if len(skip) == 0 {
-		return c, true
-	}
-	out := clientProfile{}
-	for _, m := range c.members {
-		if !skip[m] {
-			if out.pod == nil {
-				out.pod = m
+// are not its clients); ok is false when nothing is left. It costs the
+// size of skip, not of the profile.
+func (c clientProfile) without(skip []*cluster.Pod, profileOf map[*cluster.Pod]int, self int) (clientProfile, bool) {
+	var mine map[*cluster.Pod]bool
+	for _, p := range skip {
+		if k, ok := profileOf[p]; ok && k == self {
+			if mine == nil {
+				mine = map[*cluster.Pod]bool{}
 			}
-			out.members = append(out.members, m)
+			mine[p] = true
 		}
 	}
-	out.count = len(out.members)
+	if len(mine) == 0 {
+		return c, true
+	}
+	out := clientProfile{count: c.count - len(mine), members: c.members, byNS: maps.Clone(c.byNS)}
+	for p := range mine {
+		if out.byNS[p.Namespace]--; out.byNS[p.Namespace] == 0 {
+			delete(out.byNS, p.Namespace)
+		}
+	}
+	for _, m := range c.members {
+		if !mine[m] {
+			out.pod = m
+			break
+		}
+	}
 	return out, out.count > 0
 }
 
-// clientProfiles groups the inventory's sidecar pods (a cluster has many
-// pods and few profiles).
-func clientProfiles(inv *cluster.Inventory) []clientProfile {
+// clientProfiles groups the inventory's sidecar pods; profileOf maps each
+// to its profile.
+func clientProfiles(inv *cluster.Inventory) ([]clientProfile, map[*cluster.Pod]int) {
+	// A client's namespace only changes which DestinationRule applies
+	// when the namespace has rules of its own, is the root, or a rule
+	// names it in exportTo; elsewhere every namespace sees the same.
+	nsMatters := map[string]bool{inv.Mesh.RootNamespace: true}
+	for _, d := range inv.DestinationRules {
+		nsMatters[d.Namespace] = true
+		for _, e := range d.ExportTo {
+			nsMatters[e] = true
+		}
+	}
 	index := map[string]int{}
+	profileOf := map[*cluster.Pod]int{}
 	var out []clientProfile
 	for i := range inv.Pods {
 		p := &inv.Pods[i]
 		if !p.HasSidecar {
 			continue
 		}
-		key := profileKey(inv, p)
-		if k, ok := index[key]; ok {
-			out[k].count++
-			out[k].members = append(out[k].members, p)
-			continue
+		key := profileKey(inv, p, nsMatters[p.Namespace])
+		k, ok := index[key]
+		if !ok {
+			k = len(out)
+			index[key] = k
+			out = append(out, clientProfile{pod: p, byNS: map[string]int{}})
 		}
-		index[key] = len(out)
-		out = append(out, clientProfile{pod: p, count: 1, members: []*cluster.Pod{p}})
+		out[k].count++
+		out[k].members = append(out[k].members, p)
+		out[k].byNS[p.Namespace]++
+		profileOf[p] = k
 	}
-	return out
+	return out, profileOf
 }
 
-func profileKey(inv *cluster.Inventory, p *cluster.Pod) string {
+func profileKey(inv *cluster.Inventory, p *cluster.Pod, nsMatters bool) string {
 	var b strings.Builder
-	b.WriteString(p.Namespace)
+	if nsMatters {
+		b.WriteString(p.Namespace)
+	}
 	if sc, ok := cluster.SelectSidecar(inv.Sidecars, inv.Mesh.RootNamespace, p); ok {
 		b.WriteString("|sc=" + sc.Namespace + "/" + sc.Name)
 	}
@@ -268,7 +300,9 @@ func profileKey(inv *cluster.Inventory, p *cluster.Pod) string {
 			b.WriteString("|dr=" + d.Name)
 		}
 	}
-	fmt.Fprintf(&b, "|ic=%v", p.Interception)
+	if !reflect.ValueOf(p.Interception).IsZero() {
+		fmt.Fprintf(&b, "|ic=%v", p.Interception)
+	}
 	return b.String()
 }
 
@@ -276,16 +310,12 @@ func profileKey(inv *cluster.Inventory, p *cluster.Pod) string {
 func clientsWord(ps []clientProfile) string {
 	byNS := map[string]int{}
 	for _, p := range ps {
-		byNS[p.pod.Namespace] += p.count
+		for ns, n := range p.byNS {
+			byNS[ns] += n
+		}
 	}
 	var parts []string
-	for _, ns := range slices.Sorted(func(yield func(string) bool) {
-		for ns := range byNS {
-			if !yield(ns) {
-				return
-			}
-		}
-	}) {
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 		n := byNS[ns]
 		word := "pods"
 		if n == 1 {
@@ -363,12 +393,8 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			add(key+"|permissive", MeshToMesh, prof, permissive)
 		}
 	}
-	backendSet := map[*cluster.Pod]bool{}
-	for _, b := range backends {
-		backendSet[b] = true
-	}
-	for _, prof := range j.clients {
-		prof, ok := prof.without(backendSet)
+	for k, prof := range j.clients {
+		prof, ok := prof.without(backends, j.profileOf, k)
 		if !ok {
 			continue
 		}

@@ -2,7 +2,9 @@ package report
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +31,12 @@ type Input struct {
 	// Static is true when no probing was attempted (scan --static); the
 	// report then says how to get proof.
 	Static bool
+	// BannerWait is how long the probes waited for a banner, and
+	// BannerWaitWhy why (BannerWait gives both). Silence through the mesh
+	// proves a hang only when the wait outlasted the mesh's own timeouts;
+	// zero means unknown, which proves nothing where the mesh has one.
+	BannerWait    time.Duration
+	BannerWaitWhy string
 }
 
 // delayedFraction: a banner that arrives through the mesh after this share
@@ -43,6 +51,7 @@ func Build(in Input) Report {
 		inv = &cluster.Inventory{}
 	}
 	j := newJudge(inv, in.Observations)
+	j.wait = in.BannerWait
 	findings := j.judgeAll(in.External)
 	SortFindings(findings)
 	r := Report{
@@ -53,14 +62,22 @@ func Build(in Input) Report {
 			Source:                     inv.Mesh.Source,
 			RootNamespace:              inv.Mesh.RootNamespace,
 			ProtocolDetectionTimeoutMs: inv.Mesh.ProtocolDetectionTimeout.Milliseconds(),
+			OutboundTrafficPolicy:      inv.Mesh.OutboundTrafficPolicy,
 		},
 		Summary: map[Verdict]int{},
 		Static:  in.Static || len(in.Observations) == 0,
+	}
+	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
+		// Not judged per port: see SF0305 and the issue-13 notes.
+		r.Warnings = append(r.Warnings, fmt.Sprintf("outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: every client sidecar's 15001 catch-all runs an HTTP inspector with Envoy's default %s timeout and then closes the connection; Envoy runs it before handing a connection to its port's listener, so server-first clients in the mesh may wait %s and fail even on declared ports (static verdicts do not model this yet; probes wait past it)", cluster.EnvoyListenerFiltersTimeout, cluster.EnvoyListenerFiltersTimeout))
 	}
 	for _, ns := range inv.Namespaces {
 		if ns.Ambient {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("namespace %s uses ambient mode: ztunnel does not sniff but a waypoint may; its ports are judged as if sidecars were absent", ns.Name))
 		}
+	}
+	if !r.Static && in.BannerWait > 0 {
+		r.Mesh.BannerWaitMs, r.Mesh.BannerWait = in.BannerWait.Milliseconds(), in.BannerWaitWhy
 	}
 	for _, f := range findings {
 		r.Summary[f.Verdict]++
@@ -160,23 +177,42 @@ type judge struct {
 	listeners map[uint32][]string
 	// clients are the mesh's client profiles and drIndex its
 	// DestinationRules, for the config-decided paths (configpaths.go).
-	clients []clientProfile
-	drIndex *cluster.DestinationRuleIndex
-	obs     map[TargetKey][]Observation
-	anyMesh bool
+	clients   []clientProfile
+	profileOf map[*cluster.Pod]int
+	drIndex   *cluster.DestinationRuleIndex
+	obs       map[TargetKey][]Observation
+	anyMesh   bool
+	// wait is the probes' banner wait (0: unknown).
+	wait time.Duration
+	// unmeshed counts the running pods without a sidecar (outside ambient
+	// namespaces), the clients of the external-to-mesh path, and where.
+	unmeshed           int
+	unmeshedNamespaces []string
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}}
+	ambient := map[string]bool{}
+	for _, ns := range inv.Namespaces {
+		ambient[ns.Name] = ns.Ambient
+	}
+	unmeshedIn := map[string]bool{}
 	for i := range inv.Pods {
 		p := &inv.Pods[i]
 		j.pods[p.Namespace+"/"+p.Name] = p
 		j.anyMesh = j.anyMesh || p.HasSidecar
+		// A finished pod is nobody's client; ztunnel's HBONE does not
+		// meet the sidecar's plaintext inspector.
+		if !p.HasSidecar && !ambient[p.Namespace] && p.Phase != "Succeeded" && p.Phase != "Failed" {
+			j.unmeshed++
+			unmeshedIn[p.Namespace] = true
+		}
 	}
+	j.unmeshedNamespaces = slices.Sorted(maps.Keys(unmeshedIn))
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
-	j.clients = clientProfiles(inv)
+	j.clients, j.profileOf = clientProfiles(inv)
 	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
 	return j
 }
@@ -258,10 +294,76 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	if !f.ServerInMesh {
 		f.Scenario = MeshToExternal
 	}
+	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
 	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
+}
+
+// externalToMeshRisk judges, from the inventory, the path of clients
+// without a sidecar into a Service port: under PERMISSIVE the server's
+// sidecar runs the TLS inspector on every port (declared or not), which
+// waits for a server-first client, so the path is at risk wherever such
+// clients exist. Nil when it is not. As for mesh clients, a port declared
+// HTTP is only suspect on a hint other than an image (strongHints): a
+// database's metrics port is HTTP.
+func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() || j.unmeshed == 0 {
+		return nil
+	}
+	if p.Resolved.Protocol.HTTPFamily() && !strongHints {
+		return nil
+	}
+	who := fmt.Sprintf("%d pod(s) without a sidecar in %d namespace(s): %s", j.unmeshed, len(j.unmeshedNamespaces), strings.Join(j.unmeshedNamespaces, ", "))
+	hints := strings.Join(f.Hints, ", ")
+	if d := j.inv.Mesh.ProtocolDetectionTimeout; d > 0 {
+		jd := rulePermissiveUnmeshedTimeout.with(who, hints, d)
+		return &jd
+	}
+	jd := rulePermissiveUnmeshed.with(who, hints)
+	return &jd
+}
+
+// staticPaths lists the client paths no probe covered, judged from the
+// inventory, beside the probed ones, so a static finding lists its paths
+// like an active one: the mesh client's path (the finding's own static
+// verdict, refined by a direct probe if one ran) and, for a Service port,
+// the external-to-mesh path when extern is set. The finding takes the
+// worst path's verdict.
+func (j *judge) staticPaths(f *Finding, static judgement, extern *judgement) {
+	probed := map[Scenario]bool{}
+	for _, p := range f.Paths {
+		probed[p.Scenario] = true
+	}
+	meshScenario := MeshToMesh
+	if !f.ServerInMesh {
+		meshScenario = MeshToExternal
+	}
+	switch {
+	case len(f.Paths) == 0:
+		f.Paths = append(f.Paths, PathVerdict{Scenario: f.Scenario, Verdict: f.Verdict, Code: f.Code, Reason: f.Reason})
+	case !probed[meshScenario] && f.Kind == KindService:
+		f.Paths = append(f.Paths, PathVerdict{Scenario: meshScenario, Verdict: static.rule.Verdict, Code: static.rule.Code, Reason: static.reason})
+	}
+	if extern != nil && !probed[ExternalToMesh] {
+		f.Paths = append(f.Paths, PathVerdict{Scenario: ExternalToMesh, Verdict: extern.rule.Verdict, Code: extern.rule.Code, Reason: extern.reason})
+	}
+	sort.SliceStable(f.Paths, func(a, b int) bool { return f.Paths[a].Verdict.Severity() < f.Paths[b].Verdict.Severity() })
+	worst := f.Paths[0]
+	f.Verdict, f.Code, f.Reason, f.Scenario = worst.Verdict, worst.Code, worst.Reason, worst.Scenario
+}
+
+// mustRule finds a registered rule by code; every code the engine sets
+// is registered (TestRulesRegistry), so nil means a bug in this file.
+func mustRule(c Code) *Rule {
+	for _, r := range registry {
+		if r.Code == c {
+			return r
+		}
+	}
+	return nil
 }
 
 // staticVerdict judges from the inventory alone.
@@ -340,6 +442,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, judgement{}, nil)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
@@ -364,11 +467,16 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.set(ruleMeshAbsent.with())
 	case collides:
 		f.set(ruleExternalCollision.with(strings.Join(c.Services, ", "), t.Port))
+	case j.inv.Mesh.OutboundTrafficPolicy == cluster.OutboundRegistryOnly:
+		f.set(ruleRegistryOnlyBlackHole.with())
+	case j.inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS:
+		f.set(ruleDynamicDNSCatchAll.with(cluster.EnvoyListenerFiltersTimeout))
 	default:
 		f.Protocol = string(cluster.ProtocolTCP)
 		f.set(ruleExternalPassthrough.with(t.Port))
 	}
 	j.activeVerdict(&f)
+	j.staticPaths(&f, judgement{}, nil)
 	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
@@ -535,6 +643,11 @@ func (j *judge) pathJudgement(r, d *probe.Result, f *Finding, via string, outsid
 			// lets plaintext through: rejection, whether it resets or waits.
 			return ruleStrictSilent.with()
 		case serverFirst:
+			// Silence is a hang only past every timeout of the mesh
+			// that could still end the wait on this path.
+			if bound, why := cluster.WaitBound(j.inv.Mesh, meshPathKind(f, outside)); bound > 0 && j.wait <= bound {
+				return ruleWaitTooShort.with(bannerWord(d), ms(d.FirstByteMs), via, waitWord(j.wait), why, SuggestedWait(bound))
+			}
 			return ruleDeadlock.with(bannerWord(d), ms(d.FirstByteMs), via)
 		case d != nil && d.Outcome == probe.OutcomeSilent:
 			return ruleBothSilent.with(via)
@@ -554,6 +667,64 @@ func (j *judge) pathJudgement(r, d *probe.Result, f *Finding, via string, outsid
 	default:
 		return rulePathUnreachable.with(via, describeFailure(*r))
 	}
+}
+
+// meshPathKind says which listeners a probe's connection met: the
+// server's virtualInbound for a client without a sidecar; for a mesh
+// client, a sniffing outbound listener when the port is sniffed or shares
+// a 0.0.0.0 listener, else only the 15001 catch-all.
+func meshPathKind(f *Finding, outside bool) string {
+	switch {
+	case outside:
+		return cluster.PathInbound
+	case f.Protocol == string(cluster.ProtocolAuto) || len(f.CollidesWith) > 0:
+		return cluster.PathMeshClient
+	}
+	return cluster.PathCatchAll
+}
+
+func waitWord(d time.Duration) string {
+	if d <= 0 {
+		return "unknown"
+	}
+	return d.String()
+}
+
+// waitMargin is what a banner wait adds to the mesh's own timeout, so a
+// banner the mesh releases at its timeout still arrives within the wait.
+const waitMargin = 2 * time.Second
+
+// SuggestedWait is the banner wait that outlasts a mesh timeout bound.
+func SuggestedWait(bound time.Duration) time.Duration {
+	return (bound + waitMargin).Round(time.Second)
+}
+
+// BannerWait picks the probes' banner wait: the user's --timeout when
+// given (set), else the default, raised past the longest timeout of the
+// mesh that could end a wait on any path, so silence proves a hang and a
+// delayed banner is seen as DELAYED. It says why (for Report.Mesh) and,
+// when the wait differs from what the user would expect or is too short
+// to prove a hang, a note for the report's warnings.
+func BannerWait(mc cluster.MeshConfig, timeout time.Duration, set bool) (wait time.Duration, why, note string) {
+	var longest time.Duration
+	var longestWhy string
+	for _, path := range []string{cluster.PathMeshClient, cluster.PathCatchAll, cluster.PathInbound} {
+		if b, w := cluster.WaitBound(mc, path); b > longest {
+			longest, longestWhy = b, w
+		}
+	}
+	if set {
+		if longest > 0 && timeout <= longest {
+			note = fmt.Sprintf("--timeout %s is not longer than %s: silence through the mesh there cannot prove a DEADLOCK (AT-RISK instead); --timeout %s can", timeout, longestWhy, SuggestedWait(longest))
+		}
+		return timeout, fmt.Sprintf("--timeout %s", timeout), note
+	}
+	if longest == 0 || SuggestedWait(longest) <= timeout {
+		return timeout, fmt.Sprintf("the default %s; nothing in the mesh ends a wait sooner (--timeout overrides)", timeout), ""
+	}
+	wait = SuggestedWait(longest)
+	why = fmt.Sprintf("%s, following the mesh: %s + %s margin, so a banner the mesh releases late still arrives (--timeout overrides)", wait, longestWhy, waitMargin)
+	return wait, why, fmt.Sprintf("probes wait %s for a banner, not %s: %s + %s, so silence proves a hang and a late banner shows as DELAYED (--timeout overrides)", wait, timeout, longestWhy, waitMargin)
 }
 
 func describeFailure(r probe.Result) string {

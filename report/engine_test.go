@@ -173,6 +173,7 @@ func TestBuildRules(t *testing.T) {
 	plainDB := pod(ns, "db-0", "db", false, "docker.io/library/mysql:8.4")
 	meshNoHint := pod(ns, "app-0", "app", true, "ghcr.io/acme/app:1.0")
 	meshMail := pod(ns, "mail-0", "mail", true, "ghcr.io/acme/relay:1")
+	plainDB2 := pod("legacy", "client-0", "client", false) // a client without a sidecar
 
 	withTimeout := func(inv *cluster.Inventory, d time.Duration) *cluster.Inventory {
 		inv.Mesh.ProtocolDetectionTimeout = d
@@ -191,7 +192,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB))},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"image:mysql"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -241,7 +242,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("", 110, "", "")))},
 			key:  svcKey(ns, "mailbox", 110), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"port:110/pop3"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -256,7 +257,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mailbox", "app", []cluster.Pod{meshNoHint}, tport("mailbox", 143, "", "")))},
 			key:  svcKey(ns, "mailbox", 143), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"port:143/imap"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -268,14 +269,14 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "bus", "app", []cluster.Pod{meshNoHint}, tport("client", 4222, "", "")))},
 			key:  svcKey(ns, "bus", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "Service name hint: AT-RISK",
 			code: "SF0102",
 			in:   Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "mariadb", "app", []cluster.Pod{meshNoHint}, tport("db", 3307, "", "")))},
 			key:  svcKey(ns, "mariadb", 3307), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"service:mariadb"}) {
 					t.Errorf("hints %v", f.Hints)
@@ -298,6 +299,56 @@ func TestBuildRules(t *testing.T) {
 					t.Errorf("protocol %s/%s", f.Protocol, f.ProtocolSource)
 				}
 			},
+		},
+		{
+			// The seed's third scenario without probes: a declared port,
+			// PERMISSIVE, and clients without a sidecar in the cluster.
+			name: "declared-TCP mysql under PERMISSIVE, pods without a sidecar exist: AT-RISK external-to-mesh",
+			code: "SF0203",
+			in: Input{Inventory: func() *cluster.Inventory {
+				a, b, c := pod("batch", "report-0", "report", false), pod("batch", "report-1", "report", false), pod("legacy", "cron-0", "cron", false)
+				done := pod("legacy", "job-0", "job", false)
+				done.Phase = "Succeeded"
+				amb := pod("ambient", "client-0", "client", false)
+				inv := meshInv([]cluster.Pod{meshDB, a, b, c, done, amb}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))
+				inv.Namespaces = []cluster.Namespace{{Name: "ambient", Ambient: true}}
+				return inv
+			}()},
+			key: dbKey, verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "3 pod(s) without a sidecar in 2 namespace(s): batch, legacy") {
+					t.Errorf("reason %q does not say how many and where", f.Reason)
+				}
+				assertPathCodes(t, f, "SF0203", "SF0109")
+				if f.Paths[1].Scenario != MeshToMesh || f.Paths[1].Verdict != OK {
+					t.Errorf("mesh path %+v", f.Paths[1])
+				}
+			},
+		},
+		{
+			name: "declared-TCP mysql under PERMISSIVE with protocolDetectionTimeout: AT-RISK external-to-mesh, delayed",
+			code: "SF0204",
+			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", ""))), 2*time.Second)},
+			key:  dbKey, verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
+		},
+		{
+			name: "declared-TCP mysql under PERMISSIVE, every pod in the mesh: OK, one path",
+			code: "SF0109",
+			in:   Input{Inventory: meshInv([]cluster.Pod{meshDB}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))},
+			key:  dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
+			check: func(t *testing.T, f Finding) { assertPathCodes(t, f, "SF0109") },
+		},
+		{
+			name: "declared-TCP mysql under STRICT with pods without a sidecar: OK, no sniffing path",
+			code: "SF0109",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))
+				inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: ns, Name: "strict", Mode: cluster.MTLSStrict}}
+				return inv
+			}()},
+			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "appProtocol tcp: OK",
@@ -327,7 +378,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint},
 				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"), tport("tcp-cluster", 6222, "", "")))},
 			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixTLS},
+			fixes: []string{FixAppProtocol, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !f.AppProtocolTrap || f.Protocol != "auto" {
 					t.Errorf("trap %v protocol %s", f.AppProtocolTrap, f.Protocol)
@@ -350,7 +401,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: meshInv([]cluster.Pod{pod(ns, "db-0", "db", true, "bitnami/mariadb:11.4")},
 				svc(ns, "orders", "db", []cluster.Pod{pod(ns, "db-0", "db", true)}, tport("http-mysql", 8080, "", "")))},
 			key: svcKey(ns, "orders", 8080), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "declared HTTP") {
 					t.Errorf("reason %q", f.Reason)
@@ -398,7 +449,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0102",
 			in:   Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{meshDB}, Services: []cluster.Service{dbSvc(meshDB)}}},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 
 		// --- active ---
@@ -574,7 +625,7 @@ func TestBuildRules(t *testing.T) {
 			code: "SF0103",
 			in:   Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second)},
 			key:  dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "appProtocol trap with hints and protocolDetectionTimeout: AT-RISK",
@@ -582,7 +633,7 @@ func TestBuildRules(t *testing.T) {
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshNoHint},
 				svc(ns, "nats", "app", []cluster.Pod{meshNoHint}, tport("tcp-nats", 4222, "", "nats.io/client"))), 5*time.Second)},
 			key: svcKey(ns, "nats", 4222), verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixTLS},
+			fixes: []string{FixAppProtocol, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 		},
 		{
 			name: "appProtocol trap without hints: AT-RISK, the declaration failed",
@@ -617,6 +668,76 @@ func TestBuildRules(t *testing.T) {
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+		},
+		{
+			// The false DEADLOCK of issue 13: the probe gave up (3s)
+			// before the mesh would have (5s).
+			name: "mesh silent within a wait shorter than protocolDetectionTimeout: AT-RISK, never DEADLOCK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 3 * time.Second, Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "--timeout 7s") || !strings.Contains(f.Reason, "protocolDetectionTimeout 5s") {
+					t.Errorf("reason %q does not say what to pass", f.Reason)
+				}
+			},
+		},
+		{
+			name: "mesh silent, wait unknown, protocolDetectionTimeout set: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+		},
+		{
+			name: "mesh silent past protocolDetectionTimeout: DEADLOCK",
+			code: "SF0401",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 7 * time.Second, Observations: []Observation{
+				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, VantageMeshClient, silent()),
+			}},
+			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
+		},
+		{
+			name: "outside client silent within a wait shorter than the inbound timeout: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))), 4*time.Second),
+				BannerWait: 4 * time.Second, Observations: []Observation{
+					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
+				}},
+			key: svcKey(ns, "mail", 2525), verdict: AtRisk, scenario: ExternalToMesh,
+			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
+		},
+		{
+			// ALLOW_ANY_DYNAMIC_DNS: the 15001 catch-all's HTTP inspector
+			// waits Envoy's 15s even with protocolDetectionTimeout 0s.
+			name: "external target, ALLOW_ANY_DYNAMIC_DNS, silent within 15s: AT-RISK",
+			code: "SF0502",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}, BannerWait: 3 * time.Second,
+				Observations: []Observation{
+					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
+					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageMeshClient, silent()),
+				}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
+			check: func(t *testing.T, f Finding) {
+				if !strings.Contains(f.Reason, "15s") || !strings.Contains(f.Reason, "--timeout 17s") {
+					t.Errorf("reason %q", f.Reason)
+				}
+			},
 		},
 		{
 			name: "outside client silent, direct banner, PERMISSIVE on a declared port: DEADLOCK external-to-mesh",
@@ -736,7 +857,7 @@ func TestBuildRules(t *testing.T) {
 				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
-			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
+			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(strings.Join(f.Notes, "\n"), "could not connect") {
 					t.Errorf("notes %v", f.Notes)
@@ -880,6 +1001,28 @@ func TestBuildRules(t *testing.T) {
 					t.Errorf("protocol %q", f.Protocol)
 				}
 			},
+		},
+		{
+			name: "external target under REGISTRY_ONLY: AT-RISK, BlackHoleCluster",
+			code: "SF0304",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundRegistryOnly
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
+		},
+		{
+			name: "external target under ALLOW_ANY_DYNAMIC_DNS: AT-RISK, the catch-all inspects",
+			code: "SF0305",
+			in: Input{Inventory: func() *cluster.Inventory {
+				inv := meshInv([]cluster.Pod{meshNoHint})
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
+				return inv
+			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 		{
 			// A sniffed ClusterIP port binds its VIP, not 0.0.0.0: no collision.
@@ -1070,7 +1213,7 @@ func representativeInput() Input {
 		svc(shop, "orders-db", "orders-db", []cluster.Pod{db}, tport("db", 3307, "3306", "")),
 		svc(shop, "legacy-db", "legacy-db", []cluster.Pod{legacy}, tport("mysql-legacy", 3308, "3306", "mysql.com/x"), tport("metrics", 9104, "", "")),
 		svc(shop, "pg", "pg", []cluster.Pod{pg}, tport("pg", 5432, "", "")),
-		svc(shop, "gone", "gone", []cluster.Pod{gone}, tport("smtp", 2526, "", "")),
+		svc(shop, "gone", "gone", []cluster.Pod{gone}, tport("app", 2526, "", "")),
 		svc(mail, "relay", "relay", []cluster.Pod{relay}, tport("tcp-smtp", 25, "2525", ""), tport("submission", 587, "", "")),
 		svc(mail, "imap", "imap", []cluster.Pod{imap}, tport("imap", 143, "", "")),
 		svc(web, "frontend", "frontend", []cluster.Pod{front}, tport("http-web", 10000, "8080", "")),
@@ -1089,9 +1232,12 @@ func representativeInput() Input {
 	inv.Warnings = []string{"no istio ConfigMap readable: assuming Istio's defaults"}
 	k := func(ns, name string, port int32) TargetKey { return svcKey(ns, name, port) }
 	ext := TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}
+	wait, why, _ := BannerWait(inv.Mesh, 3*time.Second, false) // as a plain scan waits
 	return Input{
-		Inventory: inv,
-		External:  []ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
+		Inventory:     inv,
+		BannerWait:    wait,
+		BannerWaitWhy: why,
+		External:      []ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
 		Observations: []Observation{
 			// DEADLOCK mesh-to-mesh
 			obs(k(shop, "orders-db", 3307), VantageDirect, banner(1.3, "J\x00\x00\x00\n8.4.2\x00", "mysql")),

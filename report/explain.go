@@ -107,7 +107,10 @@ portLevelMtls: {TARGETPORT: {mode: DISABLE}}. That makes the port plaintext
 and unauthenticated for every client: fix --apply needs --allow-plaintext. Istio
 applies only the oldest workload-level policy to a pod, so the tool extends an
 existing one instead of adding a second. Better, where possible: put the client
-in the mesh.`,
+in the mesh.
+Without probes, the tool flags this path (SF0203) on a server-first port behind
+a PERMISSIVE sidecar whenever the scanned namespaces hold pods without a sidecar,
+and says how many and where.`,
 }
 
 // Topics lists what explain knows, verdicts first.

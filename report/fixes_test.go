@@ -251,7 +251,7 @@ func TestPlanMergesServicePorts(t *testing.T) {
 			t.Errorf("the applied fix is also an alternative: %+v", a)
 		}
 	}
-	if len(plan.Alternatives) != 4 { // rename and tls, twice
+	if len(plan.Alternatives) != 8 { // rename, tls, excludeInboundPorts and excludeOutboundPorts, twice
 		t.Errorf("%d alternatives", len(plan.Alternatives))
 	}
 }

@@ -243,6 +243,28 @@ var (
 	})
 )
 
+// The external-to-mesh path judged from the inventory.
+var (
+	rulePermissiveUnmeshed = rule(Rule{
+		Code: "SF0203", Name: "PermissiveServerFirstUnmeshedClients", Verdict: AtRisk,
+		Template: "%s can reach it, and under PERMISSIVE mTLS the server's sidecar waits for a client's first bytes to tell mTLS from plaintext, even on a declared port; %s suggest a server-first protocol",
+		Args:     []string{"unmeshedPods", "hints"},
+		Explain: "The external-to-mesh path, from the inventory: the port's effective PeerAuthentication mode is\n" +
+			"PERMISSIVE, so the server's virtualInbound listener runs the TLS inspector on it (whatever its\n" +
+			"protocol), which waits for the client's first bytes; pods without a sidecar exist, and a\n" +
+			"server-first client among them waits for the banner. Declaring the port TCP does not help this\n" +
+			"path; a port-level DISABLE (or the client in the mesh) does.",
+		Source: "pilot/pkg/networking/core/listener_inbound.go populateListenerFilters (tls_inspector where a chain matches transport_protocol tls: PERMISSIVE)",
+	})
+	rulePermissiveUnmeshedTimeout = rule(Rule{
+		Code: "SF0204", Name: "PermissiveServerFirstUnmeshedClientsDetectionTimeout", Verdict: AtRisk,
+		Template: "%s can reach it, and under PERMISSIVE mTLS the server's sidecar waits for a client's first bytes to tell mTLS from plaintext, even on a declared port; %s suggest a server-first protocol; with protocolDetectionTimeout %s they wait that long instead of forever",
+		Args:     []string{"unmeshedPods", "hints", "protocolDetectionTimeout"},
+		Explain:  "As SF0203, with protocolDetectionTimeout set: virtualInbound gives up inspecting after it and passes the connection, so those clients are delayed rather than hung.",
+		Source:   "pilot/pkg/networking/core/listener_inbound.go buildInboundListener (listener_filters_timeout = protocolDetectionTimeout, continue)",
+	})
+)
+
 // SF03xx: outbound listeners, ServiceEntries, external targets.
 var (
 	ruleSENoAddressCollision = rule(Rule{
@@ -269,6 +291,31 @@ var (
 		Explain: "No outbound listener claims the port, so traffic to the external destination takes the\n" +
 			"15001 catch-all to the PassthroughCluster, which does not sniff (under ALLOW_ANY).",
 		Source: "pilot/pkg/networking/core/listener_builder.go buildVirtualOutboundListener, buildOutboundCatchAllNetworkFilterChains",
+	})
+)
+
+// Outbound traffic policy, as Istio builds the 15001 catch-all.
+var (
+	ruleRegistryOnlyBlackHole = rule(Rule{
+		Code: "SF0304", Name: "RegistryOnlyBlackHole", Verdict: AtRisk,
+		Template: "outboundTrafficPolicy REGISTRY_ONLY and no ServiceEntry declares it: mesh clients' sidecars send it to BlackHoleCluster, so the connection opens and is closed at once",
+		Explain: "Under REGISTRY_ONLY the 15001 catch-all's fallthrough chain is a tcp_proxy to\n" +
+			"BlackHoleCluster: an unknown destination is not sniffed but refused (connect, then closed), for\n" +
+			"every protocol. A ServiceEntry with protocol TCP both registers it and keeps it unsniffed. (A\n" +
+			"0.0.0.0:PORT listener on the port, SF0302, sniffs first and waits as before.)",
+		Source: "pilot/pkg/networking/core/listener_builder.go buildOutboundCatchAllNetworkFiltersOnly (BlackHoleCluster unless ALLOW_ANY or ALLOW_ANY_DYNAMIC_DNS)",
+	})
+	ruleDynamicDNSCatchAll = rule(Rule{
+		Code: "SF0305", Name: "DynamicDNSCatchAllInspector", Verdict: AtRisk,
+		Template: "outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS puts an HTTP inspector on the 15001 catch-all of every client sidecar: it waits %s (Envoy's default listener-filter timeout) for the client's first bytes, then closes the connection",
+		Args:     []string{"envoyTimeout"},
+		Explain: "Istio 1.31's ALLOW_ANY_DYNAMIC_DNS (mesh config only) adds an HTTP inspector to the\n" +
+			"virtualOutbound (15001) listener, to send plaintext HTTP to the dynamic forward proxy, and sets\n" +
+			"no listener_filters_timeout, so Envoy's 15s default applies, with\n" +
+			"continue_on_listener_filters_timeout unset: the socket is closed after it. A server-first\n" +
+			"destination that only the catch-all sees waits 15s, then fails. A ServiceEntry with protocol TCP\n" +
+			"gives it its own listener.",
+		Source: "pilot/pkg/networking/core/listener_builder.go buildVirtualOutboundListener (HTTP inspector when IsAllowAnyDynamicDNSOutbound; no timeout set)",
 	})
 )
 
@@ -366,6 +413,20 @@ var (
 		Code: "SF0501", Name: "MeshAbsent", Verdict: OK,
 		Template: "Istio is not installed and no pod has a sidecar: nothing sniffs this port",
 		Explain:  "No Istio CRDs and no pod with a sidecar: no Envoy is on any path, so nothing sniffs.",
+	})
+)
+
+var (
+	ruleWaitTooShort = rule(Rule{
+		Code: "SF0502", Name: "ProbeWaitShorterThanMesh", Verdict: AtRisk,
+		Template: "the server speaks first (%s in %s directly) and nothing arrives %s within the probe's %s wait, but %s could still end that wait: scan again with --timeout %s to tell DEADLOCK from DELAYED",
+		Args:     []string{"banner", "firstByte", "path", "wait", "meshTimeout", "suggestedTimeout"},
+		Explain: "DEADLOCK claims a hang, so silence through the mesh counts only when the probe waited longer\n" +
+			"than every timeout of the mesh that could still end the wait on that path: protocolDetectionTimeout\n" +
+			"(when > 0) on sniffing listeners, Envoy's 15s default where Istio sets no timeout (the 15001\n" +
+			"catch-all under ALLOW_ANY_DYNAMIC_DNS). This probe gave up first, so the banner may still have\n" +
+			"come (DELAYED). Without --timeout, scan waits that long by itself.",
+		Source: "pilot/pkg/networking/core/listener.go buildListenerFromEntry, listener_inbound.go buildInboundListener (listener_filters_timeout = protocolDetectionTimeout); listener_builder.go buildVirtualOutboundListener (no timeout: Envoy's 15s)",
 	})
 )
 

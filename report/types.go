@@ -213,6 +213,14 @@ type MeshSummary struct {
 	Source                     string `json:"source"`
 	RootNamespace              string `json:"rootNamespace"`
 	ProtocolDetectionTimeoutMs int64  `json:"protocolDetectionTimeoutMs"`
+	// OutboundTrafficPolicy is the mesh's mode (ALLOW_ANY, REGISTRY_ONLY,
+	// ALLOW_ANY_DYNAMIC_DNS).
+	OutboundTrafficPolicy string `json:"outboundTrafficPolicy,omitempty"`
+	// BannerWaitMs is how long probes waited for a banner, and BannerWait
+	// why that long (the user's --timeout, or the mesh's own timeouts);
+	// absent in a static report.
+	BannerWaitMs int64  `json:"bannerWaitMs,omitempty"`
+	BannerWait   string `json:"bannerWait,omitempty"`
 }
 
 // PathVerdict is the verdict for one client path of a target.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
@@ -47,17 +48,22 @@ type scanFlags struct {
 	observed   *[]report.Observation
 	// lastScan receives the scan's resolved settings (fix --apply).
 	lastScan **scanRun
+
+	// flags tells whether --timeout was given: otherwise the banner wait
+	// follows the mesh's own timeouts.
+	flags *pflag.FlagSet
 }
 
 func (f *scanFlags) add(cmd *cobra.Command) {
 	d := probe.DefaultOptions()
 	fl := cmd.Flags()
+	f.flags = fl
 	fl.BoolVar(&f.static, "static", false, "Judge from the cluster's objects only: no connection to any target (same as --vantage none)")
 	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "pods" (short-lived probe pods with and without a sidecar, plus a port-forward to each server for the direct path), "self" (dial targets from where this command runs), "none" (static verdicts), "auto" (self inside a pod, pods elsewhere)`)
 	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", `With --vantage self: does this process sit behind a sidecar? "true", "false", or "auto" (true inside a pod whose istio-proxy is found)`)
 	fl.StringVar(&f.istioNamespace, "istio-namespace", cluster.DefaultIstioNamespace, "Namespace of the Istio control plane and its mesh ConfigMap (istio, istio-<rev>)")
 	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
-	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner; set it above the mesh's protocolDetectionTimeout to see DELAYED")
+	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner (default: this, or longer where the mesh's protocolDetectionTimeout or Envoy's 15s catch-all timeout could end a wait later, so silence proves a hang)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
 	fl.IntVar(&f.concurrency, "concurrency", 32, "With probes: how many targets to probe at once")
 	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), "With --vantage pods or --from-pod: the image that runs `kubectl-serverfirst agent`")
@@ -345,6 +351,16 @@ func (s *scanRun) load(ctx context.Context) (*cluster.Inventory, error) {
 func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe report.Reprobe, progress io.Writer) report.Input {
 	f := s.f
 	in := report.Input{Inventory: inv, External: s.externals, Static: s.static()}
+	// Silence proves a hang only past the mesh's own timeouts: unless the
+	// user chose, every probe below waits that long.
+	if !in.Static {
+		var note string
+		f.timeout, in.BannerWaitWhy, note = report.BannerWait(inv.Mesh, f.timeout, f.flags != nil && f.flags.Changed("timeout"))
+		in.BannerWait = f.timeout
+		if note != "" {
+			inv.Warnings = append(inv.Warnings, note)
+		}
+	}
 	if s.vantage == "self" {
 		inMesh, _ := selfInMesh(f.selfInMesh, inv) // checked by prepareScan
 		o := f.probeOptions()

@@ -34,6 +34,13 @@ import (
 // (fakePortForward) the direct path, dialling loopback only.
 func seedSidecars(t *testing.T, env *testenv.Env, ns string, servers map[string]func(net.Conn)) {
 	t.Helper()
+	seedSidecarsWith(t, env, ns, func(func(net.Conn)) func(net.Conn) { return waitForClient }, servers)
+}
+
+// seedSidecarsWith is seedSidecars with another stand-in sidecar: given
+// the server's handler, it returns what a client of the pod IP meets.
+func seedSidecarsWith(t *testing.T, env *testenv.Env, ns string, sidecarFor func(server func(net.Conn)) func(net.Conn), servers map[string]func(net.Conn)) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := env.CreateNamespace(ctx, ns, map[string]string{"istio-injection": "enabled"}); err != nil {
 		t.Fatal(err)
@@ -48,7 +55,7 @@ func seedSidecars(t *testing.T, env *testenv.Env, ns string, servers map[string]
 		if err != nil {
 			t.Fatal(err)
 		}
-		serve(t, sidecar, waitForClient)
+		serve(t, sidecar, sidecarFor(handle))
 		pod, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name + "-0", Labels: map[string]string{"app": name},
 				Annotations: map[string]string{"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}},

@@ -148,6 +148,24 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 		}
 	})
 
+	// The seed's third scenario without probes (issue 13): a declared-TCP
+	// MySQL behind a PERMISSIVE sidecar, and a pod without a sidecar in
+	// the cluster (legacy/ftp-0).
+	t.Run("static external-to-mesh path", func(t *testing.T) {
+		f := findingOf(t, kc, "Service/orders-db-tcp/3308")
+		if f.Verdict != report.AtRisk || f.Code != "SF0203" || f.Scenario != report.ExternalToMesh ||
+			!strings.Contains(f.Reason, "1 pod(s) without a sidecar in 1 namespace(s): legacy") {
+			t.Errorf("orders-db-tcp:3308 is %s %s %s (%s), want AT-RISK SF0203 external-to-mesh naming legacy", f.Verdict, f.Code, f.Scenario, f.Reason)
+		}
+		var codes []report.Code
+		for _, p := range f.Paths {
+			codes = append(codes, p.Code)
+		}
+		if len(codes) != 2 || codes[0] != "SF0203" || codes[1] != "SF0109" {
+			t.Errorf("paths %v, want the external-to-mesh risk and the OK mesh path", codes)
+		}
+	})
+
 	t.Run("static JSON contract", func(t *testing.T) {
 		out, _, err := run(t, "", "scan", "--static", "-n", "shop", "--kubeconfig", kc, "-o", "json")
 		if err != nil {
@@ -272,9 +290,23 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
-		for _, k := range []string{"Service/orders-db/3307", "Service/mail/2525", "Service/queue/4222", "Service/ftp/21", "ServiceEntry/ext-smtp/25"} {
+		for _, k := range []string{"Service/ftp/21", "ServiceEntry/ext-smtp/25"} {
 			if got := verdictOf(t, kc, k); got != "OK" {
 				t.Errorf("after fix --apply, %s is %s, want OK", k, got)
+			}
+		}
+		// The mesh clients' path is fixed; clients without a sidecar
+		// (legacy/ftp-0) still meet the PERMISSIVE TLS inspector, whose
+		// fix (a port-level DISABLE) needs --allow-plaintext.
+		for _, k := range []string{"Service/orders-db/3307", "Service/mail/2525", "Service/queue/4222"} {
+			f := findingOf(t, kc, k)
+			if f.Verdict != report.AtRisk || f.Code != "SF0203" || !strings.Contains(f.Reason, "1 pod(s) without a sidecar in 1 namespace(s): legacy") {
+				t.Errorf("after fix --apply, %s is %s %s (%s), want AT-RISK SF0203 external-to-mesh", k, f.Verdict, f.Code, f.Reason)
+			}
+			for _, p := range f.Paths {
+				if p.Scenario == report.MeshToMesh && p.Verdict != report.OK {
+					t.Errorf("after fix --apply, %s mesh-to-mesh is %s (%s), want OK", k, p.Verdict, p.Reason)
+				}
 			}
 		}
 		// The other port of the mail Service survived the merge.
@@ -304,6 +336,11 @@ func jsonNumber(v any) string {
 
 func verdictOf(t *testing.T, kc, key string) string {
 	t.Helper()
+	return string(findingOf(t, kc, key).Verdict)
+}
+
+func findingOf(t *testing.T, kc, key string) report.Finding {
+	t.Helper()
 	out, errOut, err := run(t, "", "scan", "--static", "-A", "--kubeconfig", kc, "-o", "json")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
@@ -314,9 +351,9 @@ func verdictOf(t *testing.T, kc, key string) string {
 	}
 	for _, f := range doc.Findings {
 		if f.Kind+"/"+f.Name+"/"+jsonNumber(f.Port) == key {
-			return string(f.Verdict)
+			return f
 		}
 	}
 	t.Fatalf("no finding %s", key)
-	return ""
+	return report.Finding{}
 }
