@@ -262,7 +262,7 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 	requests := s.root.requests.Load()
 	b := verifyBackoff
 	var checks []report.PathCheck
-	round := 0
+	round, timedOut := 0, false
 	for {
 		round++
 		inv, err := s.load(ctx)
@@ -283,6 +283,7 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 		}
 		wait := min(b.Step(), time.Until(deadline))
 		if wait <= 0 {
+			timedOut = true
 			break
 		}
 		waiting := 0
@@ -310,7 +311,13 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 		}
 	}
 	if failed > 0 {
-		return &exitError{code: 4, err: fmt.Errorf("%d of %d applied path(s) did not take within --verify-timeout %s", failed, len(checks), timeout)}
+		why := "what is still in the way is config, not a push the mesh has yet to make"
+		if timedOut {
+			why = fmt.Sprintf("--verify-timeout %s ended", timeout)
+		} else if s.static() {
+			why = "judged from the objects (a static scan)"
+		}
+		return &exitError{code: 4, err: fmt.Errorf("%d of %d applied path(s) did not take: %s", failed, len(checks), why)}
 	}
 	return nil
 }

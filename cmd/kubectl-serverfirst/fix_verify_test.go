@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	networkingapi "istio.io/api/networking/v1alpha3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
@@ -180,13 +178,7 @@ func TestFixApplyVerifyUndo(t *testing.T) {
 		}
 		// An egress listener on 3307 without a protocol: these clients sniff
 		// the port whatever the Service declares.
-		if _, err := ic.NetworkingV1().Sidecars("clients").Create(ctx, &networkingv1.Sidecar{
-			ObjectMeta: metav1.ObjectMeta{Name: "egress"},
-			Spec: networkingapi.Sidecar{Egress: []*networkingapi.IstioEgressListener{
-				{Port: &networkingapi.SidecarPort{Number: 3307, Name: "db"}, Hosts: []string{"shop/*"}},
-				{Hosts: []string{"*/*"}},
-			}},
-		}, metav1.CreateOptions{}); err != nil {
+		if _, err := ic.NetworkingV1().Sidecars("clients").Create(ctx, testenv.SniffingEgressSidecar(3307, "shop"), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		_, errOut, err := run(t, "", "fix", "-A", "--static", "--apply", "--yes", "--record", record, "--kubeconfig", kc)

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	networkingapi "istio.io/api/networking/v1alpha3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
@@ -113,13 +111,7 @@ func TestFixApplyVerifiesOnTheDemo(t *testing.T) {
 	// listener without a protocol: the Service fix cannot help its pods.
 	fx.namespace(t, "clients", map[string]string{"istio-injection": "enabled"})
 	fx.pod(t, "clients", "app", "docker.io/library/busybox:1.36", 8080)
-	if _, err := ic.NetworkingV1().Sidecars("clients").Create(ctx, &networkingv1.Sidecar{
-		ObjectMeta: metav1.ObjectMeta{Name: "egress"},
-		Spec: networkingapi.Sidecar{Egress: []*networkingapi.IstioEgressListener{
-			{Port: &networkingapi.SidecarPort{Number: 3307, Name: "db"}, Hosts: []string{"shop/*"}},
-			{Hosts: []string{"*/*"}},
-		}},
-	}, metav1.CreateOptions{}); err != nil {
+	if _, err := ic.NetworkingV1().Sidecars("clients").Create(ctx, testenv.SniffingEgressSidecar(3307, "shop"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := world.WaitPodsReady(ctx, fx.env.Client, "clients/app"); err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -57,4 +59,18 @@ func DiffStates(want, got map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// SniffingEgressSidecar is a Sidecar resource named "egress" whose egress
+// listener on port imports importNS's services without a protocol, so its
+// namespace's clients sniff that port whatever the Service declares
+// (SF0804); a second listener keeps every other host in scope.
+func SniffingEgressSidecar(port uint32, importNS string) *networkingv1.Sidecar {
+	return &networkingv1.Sidecar{
+		ObjectMeta: metav1.ObjectMeta{Name: "egress"},
+		Spec: networkingapi.Sidecar{Egress: []*networkingapi.IstioEgressListener{
+			{Port: &networkingapi.SidecarPort{Number: port, Name: "sniffed"}, Hosts: []string{importNS + "/*"}},
+			{Hosts: []string{"*/*"}},
+		}},
+	}
 }
