@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,12 +116,11 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 			if !f.apply {
 				return nil
 			}
-			began := time.Now()
 			applied, err := applyPlan(cmd.Context(), root, f, plan)
 			if err != nil || len(applied) == 0 || f.noVerify {
 				return err
 			}
-			return verifyFix(cmd.Context(), scanned, r, observed, applied, f.verifyTimeout, began, root.streams.ErrOut)
+			return verifyFix(cmd.Context(), scanned, r, observed, applied, f.verifyTimeout, time.Now(), root.streams.ErrOut)
 		},
 	}
 	f.add(cmd)
@@ -263,6 +263,7 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 	b := verifyBackoff
 	var checks []report.PathCheck
 	round, timedOut := 0, false
+	var warned []string
 	for {
 		round++
 		inv, err := s.load(ctx)
@@ -277,7 +278,16 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 		if ctx.Err() != nil {
 			return &exitError{code: 130, err: errors.New("interrupted")}
 		}
-		checks = report.CheckPaths(paths, before, report.Build(in))
+		after := report.Build(in)
+		checks = report.CheckPaths(paths, before, after)
+		// A probe that could not run leaves its path to a static
+		// judgement: say why.
+		for _, w := range after.Warnings {
+			if !slices.Contains(before.Warnings, w) && !slices.Contains(warned, w) {
+				warned = append(warned, w)
+				fmt.Fprintf(errOut, "verify: warning: %s\n", w)
+			}
+		}
 		if s.static() || report.AllSettled(checks) {
 			break
 		}
