@@ -185,9 +185,10 @@ type judge struct {
 	// wait is the probes' banner wait (0: unknown).
 	wait time.Duration
 	// unmeshed counts the running pods without a sidecar (outside ambient
-	// namespaces), the clients of the external-to-mesh path, and where.
-	unmeshed           int
-	unmeshedNamespaces []string
+	// namespaces), the clients of the external-to-mesh path; unmeshedWho
+	// says how many and where, once for every finding that cites them.
+	unmeshed    int
+	unmeshedWho string
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
@@ -208,7 +209,7 @@ func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
 			unmeshedIn[p.Namespace] = true
 		}
 	}
-	j.unmeshedNamespaces = slices.Sorted(maps.Keys(unmeshedIn))
+	j.unmeshedWho = unmeshedWho(j.unmeshed, slices.Sorted(maps.Keys(unmeshedIn)))
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
@@ -316,7 +317,7 @@ func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints
 	if p.Resolved.Protocol.HTTPFamily() && !strongHints {
 		return nil
 	}
-	who := fmt.Sprintf("%d pod(s) without a sidecar in %d namespace(s): %s", j.unmeshed, len(j.unmeshedNamespaces), strings.Join(j.unmeshedNamespaces, ", "))
+	who := j.unmeshedWho
 	hints := strings.Join(f.Hints, ", ")
 	if d := j.inv.Mesh.ProtocolDetectionTimeout; d > 0 {
 		jd := rulePermissiveUnmeshedTimeout.with(who, hints, d)
@@ -324,6 +325,18 @@ func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints
 	}
 	jd := rulePermissiveUnmeshed.with(who, hints)
 	return &jd
+}
+
+// maxNamedNamespaces caps the namespaces a reason names: on a big cluster
+// every PERMISSIVE server-first port cites the same clients.
+const maxNamedNamespaces = 5
+
+func unmeshedWho(pods int, namespaces []string) string {
+	named := strings.Join(namespaces[:min(len(namespaces), maxNamedNamespaces)], ", ")
+	if more := len(namespaces) - maxNamedNamespaces; more > 0 {
+		named += fmt.Sprintf(" and %d more", more)
+	}
+	return fmt.Sprintf("%d pod(s) without a sidecar in %d namespace(s): %s", pods, len(namespaces), named)
 }
 
 // staticPaths lists the client paths no probe covered, judged from the

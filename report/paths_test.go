@@ -81,3 +81,19 @@ func TestDynamicDNSWarning(t *testing.T) {
 		t.Errorf("no mesh: %d warnings", n)
 	}
 }
+
+func TestUnmeshedWhoNamesAFew(t *testing.T) {
+	for _, tt := range []struct {
+		pods int
+		ns   []string
+		want string
+	}{
+		{1, []string{"legacy"}, "1 pod(s) without a sidecar in 1 namespace(s): legacy"},
+		{9, []string{"a", "b", "c", "d", "e"}, "9 pod(s) without a sidecar in 5 namespace(s): a, b, c, d, e"},
+		{9, []string{"a", "b", "c", "d", "e", "f", "g"}, "9 pod(s) without a sidecar in 7 namespace(s): a, b, c, d, e and 2 more"},
+	} {
+		if got := unmeshedWho(tt.pods, tt.ns); got != tt.want {
+			t.Errorf("unmeshedWho(%d, %v) = %q, want %q", tt.pods, tt.ns, got, tt.want)
+		}
+	}
+}
