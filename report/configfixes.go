@@ -31,23 +31,64 @@ func drTLSFix(rule, host, namespace string, port int32, mode cluster.ClientTLSMo
 		meta = map[string]any{"namespace": ns, "name": name}
 		notes = append(notes, portLevelSettingsFYI)
 	}
-	obj := map[string]any{
-		"apiVersion": "networking.istio.io/v1",
-		"kind":       "DestinationRule",
-		"metadata":   meta,
-		"spec": map[string]any{
-			"host": host,
-			"trafficPolicy": map[string]any{"portLevelSettings": []any{
-				map[string]any{"port": map[string]any{"number": int64(port)}, "tls": map[string]any{"mode": string(mode)}},
-			}},
-		},
+	manifest, ok := drManifest(ns, name, rule == "", host, port, mode)
+	if !ok {
+		obj := map[string]any{
+			"apiVersion": "networking.istio.io/v1",
+			"kind":       "DestinationRule",
+			"metadata":   meta,
+			"spec": map[string]any{
+				"host": host,
+				"trafficPolicy": map[string]any{"portLevelSettings": []any{
+					map[string]any{"port": map[string]any{"number": int64(port)}, "tls": map[string]any{"mode": string(mode)}},
+				}},
+			},
+		}
+		manifest = toYAML(obj)
 	}
-	fix := Fix{Type: FixDestinationRule, Scenario: MeshToMesh, Title: title, Why: why, Manifest: toYAML(obj), Notes: notes}
+	fix := Fix{Type: FixDestinationRule, Scenario: MeshToMesh, Title: title, Why: why, Manifest: manifest, Notes: notes}
 	if mode == cluster.TLSDisable {
 		fix.WeakensSecurity = true
 		fix.Notes = append(fix.Notes, fmt.Sprintf("SECURITY: mesh clients then send port %d in plaintext, without mTLS identity", port))
 	}
 	return fix
+}
+
+// drManifest writes drTLSFix's manifest as toYAML would, without its
+// marshalling round trip (a big cluster has thousands of these); ok is
+// false when a name needs YAML quoting, for toYAML to handle.
+func drManifest(ns, name string, managed bool, host string, port int32, mode cluster.ClientTLSMode) (string, bool) {
+	for _, s := range []string{ns, name, host} {
+		if !plainYAMLName(s) {
+			return "", false
+		}
+	}
+	var b strings.Builder
+	b.WriteString("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n")
+	if managed {
+		b.WriteString("  labels:\n    " + ManagedByLabel + ": " + ManagerName + "\n")
+	}
+	fmt.Fprintf(&b, "  name: %s\n  namespace: %s\nspec:\n  host: %s\n  trafficPolicy:\n    portLevelSettings:\n    - port:\n        number: %d\n      tls:\n        mode: %s\n", name, ns, host, port, mode)
+	return b.String(), true
+}
+
+// plainYAMLName: a Kubernetes name YAML reads back as the same string
+// without quotes (starts with a letter, DNS characters, not a YAML 1.1
+// boolean or null).
+func plainYAMLName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	switch s {
+	case "y", "n", "yes", "no", "on", "off", "true", "false", "null":
+		return false
+	}
+	return true
 }
 
 // configFixes adds the fixes of the config-decided paths (SF06xx-SF08xx)

@@ -269,3 +269,37 @@ func TestPodPortFindings(t *testing.T) {
 		})
 	}
 }
+
+// TestDRManifestMatchesToYAML: the fast DestinationRule manifest is byte
+// for byte what toYAML writes, and names YAML would misread fall back.
+func TestDRManifestMatchesToYAML(t *testing.T) {
+	for _, c := range []struct {
+		ns, name, host string
+		managed, plain bool
+	}{
+		{"shop", "serverfirst-db-3306", "db.shop.svc.cluster.local", true, true},
+		{"shop", "db", "db", false, true},
+		{"123", "x", "x.123.svc.cluster.local", true, false},
+		{"yes", "x", "x.yes.svc.cluster.local", false, false},
+		{"a", "1e3", "h", false, false},
+	} {
+		fix := drTLSFix(map[bool]string{true: "", false: c.ns + "/" + c.name}[c.managed], c.host, c.ns, 3306, cluster.TLSDisable, "t", "w")
+		meta := map[string]any{"namespace": c.ns, "name": c.name}
+		if c.managed {
+			meta = map[string]any{"namespace": c.ns, "name": truncateLabel(managedDRNamePrefix+strings.SplitN(c.host, ".", 2)[0]+"-3306", 63), "labels": map[string]any{ManagedByLabel: ManagerName}}
+		}
+		want := toYAML(map[string]any{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": meta,
+			"spec": map[string]any{"host": c.host, "trafficPolicy": map[string]any{"portLevelSettings": []any{
+				map[string]any{"port": map[string]any{"number": int64(3306)}, "tls": map[string]any{"mode": "DISABLE"}}}}}})
+		if fix.Manifest != want {
+			t.Errorf("%+v: manifest\n%s\nwant\n%s", c, fix.Manifest, want)
+		}
+		_, plain := drManifest(c.ns, c.name, c.managed, c.host, 3306, cluster.TLSDisable)
+		if c.managed {
+			_, plain = drManifest(c.ns, meta["name"].(string), true, c.host, 3306, cluster.TLSDisable)
+		}
+		if plain != c.plain {
+			t.Errorf("%+v: fast path %v, want %v", c, plain, c.plain)
+		}
+	}
+}

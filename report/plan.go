@@ -19,6 +19,9 @@ type PlannedObject struct {
 	Notes []string
 	// WeakensSecurity: some change opens a plaintext path.
 	WeakensSecurity bool
+	// Paths are the client paths the object's changes repair (what
+	// fix --apply verifies).
+	Paths []PathKey
 }
 
 // Manifest is the object as YAML.
@@ -76,7 +79,7 @@ func Plan(r Report) FixPlan {
 			if len(scenarios) > 1 && sc != "" {
 				ref += " (" + string(sc) + ")"
 			}
-			plan.add(byScenario[sc], ref, groups, &order)
+			plan.add(byScenario[sc], ref, PathKey{Target: f.Key(), Scenario: sc}, groups, &order)
 		}
 	}
 	sort.Strings(order)
@@ -98,7 +101,7 @@ type planGroup struct {
 // add picks the best fix with a manifest among fixes (one path of one
 // finding), files the rest as alternatives, and merges the change into
 // its object's group.
-func (plan *FixPlan) add(fixes []Fix, ref string, groups map[string]*planGroup, order *[]string) {
+func (plan *FixPlan) add(fixes []Fix, ref string, path PathKey, groups map[string]*planGroup, order *[]string) {
 	{
 		best := -1
 		for i, fix := range fixes {
@@ -127,6 +130,9 @@ func (plan *FixPlan) add(fixes []Fix, ref string, groups map[string]*planGroup, 
 			*order = append(*order, key)
 		}
 		g.changes = append(g.changes, c)
+		if !slices.Contains(g.obj.Paths, path) {
+			g.obj.Paths = append(g.obj.Paths, path)
+		}
 		g.obj.Reasons = append(g.obj.Reasons, ref+": "+fix.Title)
 		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
 		for _, n := range fix.Notes {

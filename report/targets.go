@@ -24,6 +24,23 @@ type ProbeTask struct {
 // ready pod), each ServiceEntry port at its first address or concrete host,
 // and each external target.
 func PlanSelfProbes(inv *cluster.Inventory, externals []ExternalTarget, inMesh bool) []ProbeTask {
+	return planProbes(inv, externals, inMesh, nil)
+}
+
+// PlanReprobes is PlanSelfProbes for fix --apply's verification: only the
+// targets of r, each of them even where worthProbing would skip it (the
+// fix that declared the port is what is being verified).
+func PlanReprobes(inv *cluster.Inventory, externals []ExternalTarget, inMesh bool, r Reprobe) []ProbeTask {
+	var out []ProbeTask
+	for _, t := range planProbes(inv, externals, inMesh, r) {
+		if r[t.Key] != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func planProbes(inv *cluster.Inventory, externals []ExternalTarget, inMesh bool, force Reprobe) []ProbeTask {
 	var out []ProbeTask
 	pods := map[string]cluster.Pod{}
 	for _, p := range inv.Pods {
@@ -37,10 +54,10 @@ func PlanSelfProbes(inv *cluster.Inventory, externals []ExternalTarget, inMesh b
 			if p.Protocol != "TCP" {
 				continue
 			}
-			if !worthProbing(s, p, pods) {
+			key := TargetKey{Kind: KindService, Namespace: s.Namespace, Name: s.Name, Port: p.Port}
+			if force[key] == nil && !worthProbing(s, p, pods) {
 				continue
 			}
-			key := TargetKey{Kind: KindService, Namespace: s.Namespace, Name: s.Name, Port: p.Port}
 			if s.ClusterIP != "" && s.ClusterIP != "None" {
 				add(key, s.ClusterIP, int(p.Port))
 				continue

@@ -67,7 +67,34 @@ func ClientClass(ns cluster.Namespace, own OwnClientConfig) string {
 // first namespace (in name order) and probe the targets of all its
 // namespaces.
 func PlanProbesByClass(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, own OwnClientConfig) Plan {
-	tasks := report.PlanSelfProbes(inv, externals, false)
+	return planFrom(report.PlanSelfProbes(inv, externals, false), inv, outside, own)
+}
+
+// PlanReprobes is the plan to probe some client paths again (fix --apply's
+// verification): the probe pods' targets r wants, by target and whether
+// the pod has a sidecar, pods left with none dropped, and no direct path
+// (no fix changes what the server itself sends).
+func PlanReprobes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, r report.Reprobe) Plan {
+	full := planFrom(report.PlanReprobes(inv, externals, false, r), inv, outside, nil)
+	var out Plan
+	for _, pp := range full.Pods {
+		var targets []AgentTarget
+		for _, t := range pp.Targets {
+			if k, ok := report.ParseTargetKey(t.Key); ok && r.Wants(k, pp.InMesh) {
+				targets = append(targets, t)
+			}
+		}
+		if len(targets) > 0 {
+			pp.Targets = targets
+			out.Pods = append(out.Pods, pp)
+		}
+	}
+	return out
+}
+
+// planFrom spreads probe tasks over one pair of probe pods per client class
+// (own as in PlanProbesByClass) and plans the direct paths.
+func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, own OwnClientConfig) Plan {
 	byNS := map[string][]AgentTarget{}
 	var namespaces []string
 	for _, t := range tasks {

@@ -7,14 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -24,6 +28,10 @@ type fixFlags struct {
 	apply          bool
 	yes            bool
 	allowPlaintext bool
+	noVerify       bool
+	verifyTimeout  time.Duration
+	record         string
+	undo           bool
 }
 
 const fixExample = `  # Print the fixes for my namespace and apply them with kubectl:
@@ -32,17 +40,21 @@ const fixExample = `  # Print the fixes for my namespace and apply them with kub
   # Every alternative too, as comments:
   kubectl serverfirst fix -A --all
 
-  # Apply with server-side apply (dry-run first, then asks):
+  # Apply with server-side apply (dry-run first, then asks), then probe
+  # the affected paths again until the fixes took:
   kubectl serverfirst fix -n shop --apply
 
   # Unattended, including fixes that disable mTLS on a port for clients without sidecars:
-  kubectl serverfirst fix -n shop --apply --yes --allow-plaintext`
+  kubectl serverfirst fix -n shop --apply --yes --allow-plaintext
+
+  # Put back what the last fix --apply changed (dry-run first, then asks):
+  kubectl serverfirst fix --undo`
 
 func newFixCommand(root *rootOptions) *cobra.Command {
 	f := &fixFlags{}
 	cmd := &cobra.Command{
 		Use:   "fix [flags]",
-		Short: "Print (or apply) the best fix for every affected port as YAML",
+		Short: "Print (or apply, verify and undo) the best fix for every affected port as YAML",
 		Long: `Scan like "scan" does, then print the best fix for every affected port as one
 multi-document YAML stream, ready for "kubectl apply -f -". Fixes to the same
 object are merged into one document; every document repeats the object's whole
@@ -57,10 +69,42 @@ Which fix, by scenario:
 
 --apply uses server-side apply (field manager "kubectl-serverfirst"): a dry
 run of every object first, then a confirmation unless --yes. Nothing is changed
-without --apply. Re-running after a successful fix finds nothing to do.`,
+without --apply. Re-running after a successful fix finds nothing to do.
+
+Then it verifies: the mesh takes a change in a second or a minute (istiod
+pushes, every proxy reloads), so it probes exactly the paths the applied
+fixes repair again, from the scan's own vantages (the direct path is not
+probed again: no fix changes what the server sends), with backoff, until
+each passes or --verify-timeout ends, and prints per path what the probe saw
+before and after ("mesh-client silent -> banner 1.8ms"). A path nothing
+probed (a static scan, a target no vantage reaches) is judged again from the
+objects, and says so. --no-verify stops after applying.
+
+Every object it applies is recorded first (the object as it was, or that it
+did not exist; the field manager) in a record file: --record FILE, by
+default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json (else
+~/.local/state/...). A file, not a ConfigMap in the cluster: it needs no
+right beyond the fix's own, it survives the objects and the namespace, and
+you can keep it (it is JSON, readable by you only). --undo puts back what the
+last recorded --apply changed, through the same dry run and confirmation:
+the specs, labels and annotations as they were, byte for byte, and deletes
+the objects the fix created; it refuses objects that changed since.
+
+Exit status: 0 when the scan ran (and, with --apply, every applied fix
+verified); 4 when some applied fix did not take by --verify-timeout (the
+lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 		Example: fixExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.undo {
+				if f.apply {
+					return errors.New("--undo and --apply: give one")
+				}
+				return undoFix(cmd.Context(), root, f)
+			}
+			var scanned *scanRun
+			var observed []report.Observation
+			f.lastScan, f.observed = &scanned, &observed
 			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -72,29 +116,54 @@ without --apply. Re-running after a successful fix finds nothing to do.`,
 			if !f.apply {
 				return nil
 			}
-			return applyPlan(cmd.Context(), root, f, plan)
+			applied, err := applyPlan(cmd.Context(), root, f, plan)
+			if err != nil || len(applied) == 0 || f.noVerify {
+				return err
+			}
+			return verifyFix(cmd.Context(), scanned, r, observed, applied, f.verifyTimeout, time.Now(), root.streams.ErrOut)
 		},
 	}
 	f.add(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&f.all, "all", false, "Also print every alternative fix, as comments")
-	fl.BoolVar(&f.apply, "apply", false, "Apply the fixes with server-side apply (dry-run first; asks unless --yes)")
-	fl.BoolVarP(&f.yes, "yes", "y", false, "With --apply: do not ask for confirmation")
+	fl.BoolVar(&f.apply, "apply", false, "Apply the fixes with server-side apply (dry-run first; asks unless --yes), record them, then verify them")
+	fl.BoolVarP(&f.yes, "yes", "y", false, "With --apply or --undo: do not ask for confirmation")
 	fl.BoolVar(&f.allowPlaintext, "allow-plaintext", false, "With --apply: also apply fixes that disable mTLS on a port (PeerAuthentication DISABLE)")
+	fl.BoolVar(&f.noVerify, "no-verify", false, "With --apply: stop after applying; do not probe the affected paths again")
+	fl.DurationVar(&f.verifyTimeout, "verify-timeout", 60*time.Second, "With --apply: how long to keep probing the affected paths again until each passes (exit 4 after it)")
+	fl.StringVar(&f.record, "record", "", "With --apply: append what was changed to this file; with --undo: undo the last fix recorded in it (default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json)")
+	fl.BoolVar(&f.undo, "undo", false, "Put back what the last recorded fix --apply changed (dry-run first; asks unless --yes); no scan")
 	return cmd
 }
 
-// resources maps the kinds fixes produce to their API resources.
-var resources = map[string]schema.GroupVersionResource{
-	"v1/Service":                              {Version: "v1", Resource: "services"},
-	"networking.istio.io/v1/ServiceEntry":     {Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
-	"networking.istio.io/v1/DestinationRule":  {Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
-	"security.istio.io/v1/PeerAuthentication": {Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
+func (f *fixFlags) recordPath() (string, error) {
+	if f.record != "" {
+		return f.record, nil
+	}
+	return report.DefaultRecordPath()
 }
 
-// applyPlan dry-runs every object, asks, then applies. An object that
-// weakens security is skipped unless --allow-plaintext.
-func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.FixPlan) error {
+func refOf(o report.PlannedObject) cluster.ObjectRef {
+	return cluster.ObjectRef{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+}
+
+// applier is the dynamic client under the tool's field manager.
+func applier(root *rootOptions) (cluster.Applier, string, error) {
+	_, cfg, err := root.clients()
+	if err != nil {
+		return cluster.Applier{}, "", err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return cluster.Applier{}, "", err
+	}
+	return cluster.Applier{Dyn: dyn, FieldManager: report.ManagerName}, cfg.Host, nil
+}
+
+// applyPlan dry-runs every object, asks, records, then applies, and
+// returns what it applied. An object that weakens security is skipped
+// unless --allow-plaintext.
+func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.FixPlan) ([]report.PlannedObject, error) {
 	errOut := root.streams.ErrOut
 	var todo []report.PlannedObject
 	for _, o := range plan.Objects {
@@ -106,58 +175,251 @@ func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.
 	}
 	if len(todo) == 0 {
 		fmt.Fprintln(errOut, "nothing to apply")
-		return nil
+		return nil, nil
 	}
-	_, cfg, err := root.clients()
+	// The record file is read before anything changes: a fix that could
+	// not be undone is not applied.
+	recordPath, err := f.recordPath()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	records, err := report.ReadRecords(recordPath)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	ap, server, err := applier(root)
+	if err != nil {
+		return nil, err
 	}
 	for _, o := range todo {
-		if err := applyObject(ctx, dyn, o, true); err != nil {
-			return fmt.Errorf("dry run of %s failed, nothing applied: %w", o.Ref(), err)
+		if _, err := ap.Apply(ctx, refOf(o), o.Object, true); err != nil {
+			return nil, fmt.Errorf("dry run of %s failed, nothing applied: %w", o.Ref(), err)
 		}
 	}
 	fmt.Fprintf(errOut, "dry run passed for %d object(s)\n", len(todo))
 	if !f.yes {
 		ok, err := confirm(root.streams.In, errOut, fmt.Sprintf("Apply %d object(s) with server-side apply? [y/N] ", len(todo)))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !ok {
-			return errors.New("not applied (answer was not yes)")
+			return nil, errors.New("not applied (answer was not yes)")
 		}
 	}
-	for _, o := range todo {
-		if err := applyObject(ctx, dyn, o, false); err != nil {
-			return fmt.Errorf("applying %s: %w", o.Ref(), err)
+	rec := report.FixRecord{AppliedAt: time.Now().UTC(), Server: server, FieldManager: report.ManagerName}
+	save := func() error { return report.WriteRecords(recordPath, append(records, rec)) }
+	for i, o := range todo {
+		prev, err := ap.Get(ctx, refOf(o))
+		if err != nil {
+			return todo[:i], fmt.Errorf("reading %s before applying it: %w", o.Ref(), err)
+		}
+		ro := report.RecordedObject{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Created: prev == nil, Applying: true}
+		if prev != nil {
+			if ro.Previous, err = json.Marshal(prev.Object); err != nil {
+				return todo[:i], err
+			}
+		}
+		rec.Objects = append(rec.Objects, ro)
+		if err := save(); err != nil {
+			return todo[:i], fmt.Errorf("%w: %s not applied", err, o.Ref())
+		}
+		got, err := ap.Apply(ctx, refOf(o), o.Object, false)
+		if err != nil {
+			return todo[:i], fmt.Errorf("applying %s: %w", o.Ref(), err)
+		}
+		last := &rec.Objects[len(rec.Objects)-1]
+		last.Applying, last.UID = false, string(got.GetUID())
+		if last.Applied, err = json.Marshal(got.Object); err != nil {
+			return todo[:i+1], err
+		}
+		if err := save(); err != nil {
+			return todo[:i+1], err
 		}
 		fmt.Fprintf(errOut, "%s applied\n", o.Ref())
+	}
+	fmt.Fprintf(errOut, "recorded in %s (fix --undo puts it back)\n", recordPath)
+	return todo, nil
+}
+
+// applyObject is one server-side apply of a planned object (tests).
+func applyObject(ctx context.Context, dyn dynamic.Interface, o report.PlannedObject, dryRun bool) error {
+	_, err := cluster.Applier{Dyn: dyn, FieldManager: report.ManagerName}.Apply(ctx, refOf(o), o.Object, dryRun)
+	return err
+}
+
+// verifyBackoff paces the rounds: the first right after applying (a
+// sidecar may have its config already), then slower, as istiod pushes.
+var verifyBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.1, Steps: math.MaxInt32, Cap: 8 * time.Second}
+
+// verifyFix probes the applied fixes' paths again with the scan's own
+// vantages until each took or the timeout ends, and prints every path
+// before -> after. Exit 4 when some did not take.
+func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs []report.Observation, applied []report.PlannedObject,
+	timeout time.Duration, began time.Time, errOut io.Writer) error {
+	paths := report.AppliedPaths(applied)
+	reprobe := report.ReprobeFor(paths)
+	deadline := began.Add(timeout)
+	requests := s.root.requests.Load()
+	b := verifyBackoff
+	var checks []report.PathCheck
+	round, timedOut := 0, false
+	var warned []string
+	for {
+		round++
+		inv, err := s.load(ctx)
+		if err != nil {
+			return err
+		}
+		in := report.Input{Inventory: inv, External: s.externals, Static: true}
+		if !s.static() {
+			in = s.gather(ctx, inv, reprobe, io.Discard)
+			in.Observations = reprobe.Merge(beforeObs, in.Observations)
+		}
+		if ctx.Err() != nil {
+			return &exitError{code: 130, err: errors.New("interrupted")}
+		}
+		after := report.Build(in)
+		checks = report.CheckPaths(paths, before, after)
+		// A probe that could not run leaves its path to a static
+		// judgement: say why.
+		for _, w := range after.Warnings {
+			if !slices.Contains(before.Warnings, w) && !slices.Contains(warned, w) {
+				warned = append(warned, w)
+				fmt.Fprintf(errOut, "verify: warning: %s\n", w)
+			}
+		}
+		if s.static() || report.AllSettled(checks) {
+			break
+		}
+		wait := min(b.Step(), time.Until(deadline))
+		if wait <= 0 {
+			timedOut = true
+			break
+		}
+		waiting := 0
+		for _, c := range checks {
+			if !c.Settled() {
+				waiting++
+			}
+		}
+		fmt.Fprintf(errOut, "verify round %d: %d of %d path(s) do not pass yet; again in %s\n", round, waiting, len(checks), wait.Round(100*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return &exitError{code: 130, err: errors.New("interrupted")}
+		case <-time.After(wait):
+		}
+	}
+	if err := report.RenderChecks(errOut, checks); err != nil {
+		return err
+	}
+	fmt.Fprintf(errOut, "verification: %s from apply, %d round(s), %d API request(s)\n",
+		time.Since(began).Round(time.Millisecond), round, s.root.requests.Load()-requests)
+	failed := 0
+	for _, c := range checks {
+		if !c.Took() {
+			failed++
+		}
+	}
+	if failed > 0 {
+		why := "what is still in the way is config, not a push the mesh has yet to make"
+		if timedOut {
+			why = fmt.Sprintf("--verify-timeout %s ended", timeout)
+		} else if s.static() {
+			why = "judged from the objects (a static scan)"
+		}
+		return &exitError{code: 4, err: fmt.Errorf("%d of %d applied path(s) did not take: %s", failed, len(checks), why)}
 	}
 	return nil
 }
 
-func applyObject(ctx context.Context, dyn dynamic.Interface, o report.PlannedObject, dryRun bool) error {
-	gvr, ok := resources[o.APIVersion+"/"+o.Kind]
-	if !ok {
-		return fmt.Errorf("no API resource known for %s %s", o.APIVersion, o.Kind)
-	}
-	body, err := json.Marshal(o.Object)
+// undoFix puts back what the last recorded fix --apply changed: every
+// object in reverse order, dry run first, then after confirmation.
+func undoFix(ctx context.Context, root *rootOptions, f *fixFlags) error {
+	errOut := root.streams.ErrOut
+	recordPath, err := f.recordPath()
 	if err != nil {
 		return err
 	}
-	opts := metav1.PatchOptions{FieldManager: report.ManagerName, Force: ptrTo(true)}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
+	records, err := report.ReadRecords(recordPath)
+	if err != nil {
+		return err
 	}
-	_, err = dyn.Resource(gvr).Namespace(o.Namespace).Patch(ctx, o.Name, types.ApplyPatchType, body, opts)
-	return err
+	if len(records) == 0 {
+		return fmt.Errorf("nothing to undo: no fix recorded in %s", recordPath)
+	}
+	rec := records[len(records)-1]
+	ap, server, err := applier(root)
+	if err != nil {
+		return err
+	}
+	if rec.Server != server {
+		return fmt.Errorf("the last fix in %s went to %s, not %s: use the kubeconfig it was applied with", recordPath, rec.Server, server)
+	}
+	type step struct {
+		o          report.RecordedObject
+		do         func(dry bool) error
+		what, done string
+	}
+	var steps []step
+	for i := len(rec.Objects) - 1; i >= 0; i-- {
+		o := rec.Objects[i]
+		ref := cluster.ObjectRef{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+		applied, err := unstructuredOf(o.Applied)
+		if err != nil {
+			return fmt.Errorf("fix record %s: %s: %w", recordPath, o.Ref(), err)
+		}
+		if o.Created {
+			uid := types.UID(o.UID)
+			steps = append(steps, step{o, func(dry bool) error { return ap.DeleteCreated(ctx, ref, uid, applied, dry) }, "delete " + o.Ref() + " (the fix created it)", o.Ref() + " deleted"})
+			continue
+		}
+		prev, err := unstructuredOf(o.Previous)
+		if err != nil || prev == nil {
+			return fmt.Errorf("fix record %s: %s has no previous object", recordPath, o.Ref())
+		}
+		steps = append(steps, step{o, func(dry bool) error { return ap.Restore(ctx, ref, prev, applied, dry) }, "restore " + o.Ref() + " as it was before the fix", o.Ref() + " restored"})
+	}
+	for _, s := range steps {
+		if err := s.do(true); err != nil {
+			return fmt.Errorf("dry run of the undo failed, nothing changed: %w", err)
+		}
+		fmt.Fprintf(errOut, "would %s\n", s.what)
+	}
+	fmt.Fprintf(errOut, "dry run passed for %d object(s) of the fix applied %s\n", len(steps), rec.AppliedAt.Format(time.RFC3339))
+	if !f.yes {
+		ok, err := confirm(root.streams.In, errOut, fmt.Sprintf("Undo the fix (%d object(s))? [y/N] ", len(steps)))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("not undone (answer was not yes)")
+		}
+	}
+	for i, s := range steps {
+		if err := s.do(false); err != nil {
+			// What was undone stays undone; the record keeps the rest.
+			rec.Objects = rec.Objects[:len(rec.Objects)-i]
+			records[len(records)-1] = rec
+			if werr := report.WriteRecords(recordPath, records); werr != nil {
+				return errors.Join(err, werr)
+			}
+			return fmt.Errorf("undo stopped at %s: %w", s.o.Ref(), err)
+		}
+		fmt.Fprintln(errOut, s.done)
+	}
+	return report.WriteRecords(recordPath, records[:len(records)-1])
 }
 
-func ptrTo[T any](v T) *T { return &v }
+func unstructuredOf(raw json.RawMessage) (*unstructured.Unstructured, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
 
 // confirm asks on errOut and reads one line; anything but y/yes is no,
 // and so is end of input (no terminal, no --yes).

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sync/atomic"
+
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -15,6 +17,9 @@ type rootOptions struct {
 	// inCluster: use the pod's ServiceAccount (rest.InClusterConfig)
 	// instead of the kubeconfig flags (scan --in-cluster).
 	inCluster bool
+	// requests counts the API requests of every client built (fix
+	// --apply reports what verifying cost).
+	requests atomic.Int64
 }
 
 // NewRootCommand builds the command tree. It has no side effects until a

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,6 +46,8 @@ type scanFlags struct {
 	// scan's in-cluster flags only (scan_publish.go).
 	planFilter func([]report.ProbeTask) []report.ProbeTask
 	observed   *[]report.Observation
+	// lastScan receives the scan's resolved settings (fix --apply).
+	lastScan **scanRun
 
 	// flags tells whether --timeout was given: otherwise the banner wait
 	// follows the mesh's own timeouts.
@@ -253,6 +258,7 @@ func (o *rootOptions) clients() (cluster.Clients, *rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "kubectl-serverfirst/" + version
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt, &o.requests} })
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return cluster.Clients{}, nil, err
@@ -278,12 +284,43 @@ func (o *rootOptions) scanNamespaces() ([]string, error) {
 
 // runScan is the whole pipeline: inventory -> targets -> probes -> report.
 func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.Writer) (report.Report, error) {
-	if err := f.limits.validate(); err != nil {
+	s, err := prepareScan(root, f)
+	if err != nil {
 		return report.Report{}, err
+	}
+	inv, err := s.load(ctx)
+	if err != nil {
+		return report.Report{}, err
+	}
+	in := s.gather(ctx, inv, nil, progress)
+	if f.observed != nil {
+		*f.observed = in.Observations
+	}
+	if f.lastScan != nil {
+		*f.lastScan = s
+	}
+	return report.Build(in), nil
+}
+
+// scanRun is one scan's settings, resolved: fix --apply probes again
+// with the very same vantages.
+type scanRun struct {
+	root      *rootOptions
+	f         *scanFlags
+	vantage   string // pods, self or none
+	externals []report.ExternalTarget
+	fromPods  []podRef
+	clients   cluster.Clients
+	cfg       *rest.Config
+}
+
+func prepareScan(root *rootOptions, f *scanFlags) (*scanRun, error) {
+	if err := f.limits.validate(); err != nil {
+		return nil, err
 	}
 	externals, err := parseExternals(f.external)
 	if err != nil {
-		return report.Report{}, err
+		return nil, err
 	}
 	vantage := f.vantage
 	if f.static {
@@ -297,28 +334,50 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 		}
 	case "none", "self", "pods":
 	default:
-		return report.Report{}, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
+		return nil, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
 	}
 	if err := checkDirect(f, vantage); err != nil {
-		return report.Report{}, err
+		return nil, err
 	}
 	fromPods, err := parseFromPods(f.fromPods)
 	if err != nil {
-		return report.Report{}, err
+		return nil, err
+	}
+	if vantage == "self" {
+		// The flag's value is checked before anything is read.
+		if _, err := selfInMesh(f.selfInMesh, &cluster.Inventory{}); err != nil {
+			return nil, err
+		}
 	}
 	clients, cfg, err := root.clients()
 	if err != nil {
-		return report.Report{}, err
+		return nil, err
 	}
-	namespaces, err := root.scanNamespaces()
+	return &scanRun{root: root, f: f, vantage: vantage, externals: externals, fromPods: fromPods, clients: clients, cfg: cfg}, nil
+}
+
+// static: the scan probes nothing.
+func (s *scanRun) static() bool { return s.vantage == "none" && len(s.fromPods) == 0 }
+
+// load reads the inventory of the scan's namespaces.
+func (s *scanRun) load(ctx context.Context) (*cluster.Inventory, error) {
+	namespaces, err := s.root.scanNamespaces()
 	if err != nil {
-		return report.Report{}, err
+		return nil, err
 	}
-	inv, err := cluster.Load(ctx, clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: f.istioNamespace})
+	inv, err := cluster.Load(ctx, s.clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: s.f.istioNamespace})
 	if err != nil {
-		return report.Report{}, apiError(cfg.Host, err)
+		return nil, apiError(s.cfg.Host, err)
 	}
-	in := report.Input{Inventory: inv, External: externals, Static: vantage == "none" && len(fromPods) == 0}
+	return inv, nil
+}
+
+// gather probes from the scan's vantages. reprobe, when set, narrows the
+// probes to some client paths (by target and whether the client has a
+// sidecar) and skips the direct path: fix --apply's verification.
+func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe report.Reprobe, progress io.Writer) report.Input {
+	f := s.f
+	in := report.Input{Inventory: inv, External: s.externals, Static: s.static()}
 	// Silence proves a hang only past the mesh's own timeouts: unless the
 	// user chose, every probe below waits that long.
 	if !in.Static {
@@ -329,36 +388,33 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 			inv.Warnings = append(inv.Warnings, note)
 		}
 	}
-	if vantage == "self" {
-		inMesh, err := selfInMesh(f.selfInMesh, inv)
-		if err != nil {
-			return report.Report{}, err
-		}
+	if s.vantage == "self" {
+		inMesh, _ := selfInMesh(f.selfInMesh, inv) // checked by prepareScan
 		o := f.probeOptions()
-		plan := report.PlanSelfProbes(inv, externals, inMesh)
+		plan := report.PlanSelfProbes(inv, s.externals, inMesh)
 		if f.planFilter != nil {
 			plan = f.planFilter(plan)
+		}
+		if reprobe != nil {
+			plan = slices.DeleteFunc(report.PlanReprobes(inv, s.externals, inMesh, reprobe), func(t report.ProbeTask) bool { return !reprobe.Wants(t.Key, t.InMesh) })
 		}
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
 		// --direct: the port-forwards run alongside the dials from here.
 		wait := func() ([]report.Observation, []string) { return nil, nil }
-		if f.direct {
-			wait = startSelfDirect(ctx, cfg, clients.Kube, inv, externals, plan, f, root.inCluster, progress)
+		if f.direct && reprobe == nil {
+			wait = startSelfDirect(ctx, s.cfg, s.clients.Kube, inv, s.externals, plan, f, s.root.inCluster, progress)
 		}
 		in.Observations = report.RunPlan(ctx, plan, o)
 		direct, warnings := wait()
 		in.Observations = append(in.Observations, direct...)
 		inv.Warnings = append(inv.Warnings, warnings...)
 	}
-	if vantage == "pods" || len(fromPods) > 0 {
-		obs, warnings := runLiveVantages(ctx, cfg, clients, inv, externals, f, vantage == "pods", fromPods, progress)
+	if s.vantage == "pods" || len(s.fromPods) > 0 {
+		obs, warnings := runLiveVantages(ctx, s.cfg, s.clients, inv, s.externals, f, s.vantage == "pods", s.fromPods, reprobe, progress)
 		in.Observations = append(in.Observations, obs...)
 		inv.Warnings = append(inv.Warnings, warnings...)
 	}
-	if f.observed != nil {
-		*f.observed = in.Observations
-	}
-	return report.Build(in), nil
+	return in
 }
 
 // probeOptions are the prober's defaults with the scan's timeouts and
@@ -448,4 +504,15 @@ func configFlagsFor(kubeconfig string) *genericclioptions.ConfigFlags {
 	f := genericclioptions.NewConfigFlags(true)
 	f.KubeConfig = &kubeconfig
 	return f
+}
+
+// countingTransport counts the requests that go through it.
+type countingTransport struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
 }

@@ -41,7 +41,7 @@ func parseFromPods(list []string) ([]podRef, error) {
 // runLiveVantages runs probe pods, port-forwards and --from-pod probes.
 // What fails becomes a warning; the report rests on what arrived.
 func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clients, inv *cluster.Inventory, externals []report.ExternalTarget,
-	f *scanFlags, pods bool, fromPods []podRef, progress io.Writer) ([]report.Observation, []string) {
+	f *scanFlags, pods bool, fromPods []podRef, reprobe report.Reprobe, progress io.Writer) ([]report.Observation, []string) {
 	po := f.probeOptions()
 	opts := vantage.RunOptions{
 		Pod:   vantage.PodOptions{Image: f.probeImage, ScanID: vantage.NewScanID(), BannerTimeout: f.timeout, ConnectTimeout: f.connectTimeout},
@@ -56,6 +56,9 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 		plan := vantage.PlanProbes(inv, externals, !f.noOutside)
 		if f.noDirect {
 			plan.Direct = nil
+		}
+		if reprobe != nil {
+			plan = vantage.PlanReprobes(inv, externals, !f.noOutside, reprobe)
 		}
 		namespaces := map[string]bool{}
 		for _, p := range plan.Pods {
@@ -74,7 +77,12 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 	}
 	for _, fp := range fromPods {
 		var targets []vantage.AgentTarget
-		for _, t := range report.PlanSelfProbes(inv, externals, false) {
+		tasks := report.PlanSelfProbes(inv, externals, false)
+		if reprobe != nil {
+			// The pod's own sidecar decides its path: either kind.
+			tasks = report.PlanReprobes(inv, externals, false, reprobe)
+		}
+		for _, t := range tasks {
 			targets = append(targets, vantage.AgentTarget{Key: t.Key.String(), Address: t.Target.String()})
 		}
 		fmt.Fprintf(progress, "probing %d targets from inside %s/%s (ephemeral container)...\n", len(targets), fp.namespace, fp.name)

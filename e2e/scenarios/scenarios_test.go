@@ -35,6 +35,8 @@ func cli(ctx context.Context, t *testing.T, bin, kubeconfig string, args ...stri
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kubeconfig)...)
+	// fix --apply keeps its record under the state directory: the test's own.
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir())
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	var ee *exec.ExitError
