@@ -189,6 +189,10 @@ type judge struct {
 	// says how many and where, once for every finding that cites them.
 	unmeshed    int
 	unmeshedWho string
+	// owners indexes Services by namespace and selector (selectorOwner);
+	// built on first use, from any judging goroutine.
+	ownersOnce sync.Once
+	owners     map[string]string
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {

@@ -679,13 +679,7 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 		// oldest workload policy to a pod, so a second one for another
 		// port would be ignored. Fixes to several ports (or to Services
 		// with the same selector) share the name, and Plan merges them.
-		owner := svc.Name
-		for _, s := range j.inv.Services {
-			if s.Namespace == svc.Namespace && s.Name < owner && maps.Equal(s.Selector, selector) {
-				owner = s.Name
-			}
-		}
-		meta["name"] = truncateLabel("serverfirst-"+owner, 63)
+		meta["name"] = truncateLabel("serverfirst-"+j.selectorOwner(svc), 63)
 		meta["labels"] = map[string]any{ManagedByLabel: ManagerName}
 		spec["selector"] = map[string]any{"matchLabels": selector}
 	}
@@ -702,6 +696,37 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 	}
 	fix.Manifest = toYAML(applyChanges(fix.change.base, []*objectChange{fix.change}))
 	return fix, true
+}
+
+// selectorOwner is the first Service by name in svc's namespace with the
+// same selector, which names the PeerAuthentication fix of them all. The
+// index is built once: every external-to-mesh finding asks, and scanning
+// all Services each time was quadratic on a big cluster.
+func (j *judge) selectorOwner(svc cluster.Service) string {
+	j.ownersOnce.Do(func() {
+		j.owners = map[string]string{}
+		for _, s := range j.inv.Services {
+			k := selectorKey(s.Namespace, s.Selector)
+			if o, ok := j.owners[k]; !ok || s.Name < o {
+				j.owners[k] = s.Name
+			}
+		}
+	})
+	if o, ok := j.owners[selectorKey(svc.Namespace, svc.Selector)]; ok && o < svc.Name {
+		return o
+	}
+	return svc.Name
+}
+
+// selectorKey identifies a namespace and selector: the labels sorted,
+// NUL-separated (no label key or value holds a NUL).
+func selectorKey(ns string, sel map[string]string) string {
+	var b strings.Builder
+	b.WriteString(ns)
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
+		b.WriteString("\x00" + k + "\x00" + sel[k])
+	}
+	return b.String()
 }
 
 func selectsAll(selector, labels map[string]string) bool {
