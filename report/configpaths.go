@@ -132,6 +132,16 @@ var (
 	})
 )
 
+var ruleBypassExternal = rule(Rule{
+	Code: "SF0706", Name: "ClientBypassExternal", Verdict: OK,
+	Template: "clients in %s bypass their sidecar for this destination (%s): nothing sniffs their connections",
+	Args:     []string{"clients", "capture"},
+	Explain: "These clients' interception annotations keep connections to the destination away from\n" +
+		"their own sidecar, so they reach the external server directly; the finding's verdict still\n" +
+		"speaks for the other mesh clients.",
+	Source: "tools/istio-iptables/pkg/capture/run.go (ISTIO_OUTPUT: excludeOutboundPorts first, then IP ranges)",
+})
+
 // SF08xx: Sidecar resources.
 var (
 	ruleNoListenerPermissive = rule(Rule{
@@ -509,6 +519,39 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 	if delay := j.inv.Mesh.ProtocolDetectionTimeout; delay > 0 && slices.ContainsFunc(judged, func(pv PathVerdict) bool { return pv.Verdict == AtRisk }) {
 		f.Notes = append(f.Notes, fmt.Sprintf("protocolDetectionTimeout %s bounds the inbound inspector's wait: those clients are delayed that long rather than hung", delay))
 	}
+}
+
+// externalBypassPaths lists, for a destination outside the mesh, the mesh
+// clients whose interception annotations keep it from their sidecar: they
+// are not sniffed, whatever the verdict says for the others. addresses
+// are the destination's IPs where known (others are judged by port).
+func (j *judge) externalBypassPaths(f *Finding, addresses []string) {
+	if j.meshAbsent() {
+		return
+	}
+	ip := netip.Addr{}
+	for _, a := range addresses {
+		if parsed, err := netip.ParseAddr(a); err == nil {
+			ip = parsed
+			break
+		}
+	}
+	var bypass []clientProfile
+	why := ""
+	for _, prof := range j.clients {
+		if reflect.ValueOf(prof.pod.Interception).IsZero() {
+			continue
+		}
+		if captured, w := cluster.OutboundCaptured(prof.pod, ip, uint32(f.Port)); !captured {
+			bypass, why = append(bypass, prof), w
+		}
+	}
+	if len(bypass) == 0 {
+		return
+	}
+	jd := ruleBypassExternal.with(clientsWord(bypass), why)
+	f.Paths = append(f.Paths, PathVerdict{Scenario: MeshToExternal, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clientsWord(bypass)})
+	sort.SliceStable(f.Paths, func(a, b int) bool { return f.Paths[a].Verdict.Severity() < f.Paths[b].Verdict.Severity() })
 }
 
 // podPortFindings lists the server-first candidates among the container

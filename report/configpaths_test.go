@@ -303,3 +303,23 @@ func TestDRManifestMatchesToYAML(t *testing.T) {
 		}
 	}
 }
+
+func TestExternalBypassPaths(t *testing.T) {
+	w := newConfigWorld()
+	w.client.Interception = cluster.ParseInterception(map[string]string{cluster.AnnotationExcludeOutboundPorts: "25"})
+	other := cluster.Pod{Namespace: "jobs", Name: "mailer", HasSidecar: true}
+	inv := meshInv([]cluster.Pod{w.client, other})
+	inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: "shop", Name: "smtp", Hosts: []string{"smtp.example.com"},
+		Ports: []cluster.ServiceEntryPort{{Number: 25, Name: "smtp", Resolved: cluster.ServiceEntryPortProtocol("")}}}}
+	f := onlyFinding(t, Build(Input{Inventory: inv, Static: true}), TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "smtp", Port: 25})
+	// The mailer in jobs still sniffs: the finding stays at risk, and the
+	// web client's bypass is a path of its own.
+	if f.Verdict != AtRisk {
+		t.Errorf("verdict %s, want AT-RISK for the clients that still sniff", f.Verdict)
+	}
+	last := f.Paths[len(f.Paths)-1]
+	if last.Clients != "web (1 pod)" {
+		t.Errorf("bypass path names %q", last.Clients)
+	}
+	assertPathCodes(t, Finding{Paths: f.Paths[len(f.Paths)-1:]}, "SF0706")
+}

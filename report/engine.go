@@ -460,6 +460,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
+	j.externalBypassPaths(&f, se.Addresses)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
@@ -494,6 +495,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 	}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
+	j.externalBypassPaths(&f, []string{t.Host})
 	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }
