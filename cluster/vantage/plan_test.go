@@ -90,3 +90,19 @@ func TestClientClass(t *testing.T) {
 		t.Errorf("with config of its own: %q", got)
 	}
 }
+
+// A Sidecar or DestinationRule in a namespace gives its clients config of
+// their own; the root namespace's mesh-wide defaults split nothing.
+func TestOwnConfigIn(t *testing.T) {
+	inv := &cluster.Inventory{
+		Mesh:             cluster.MeshConfig{RootNamespace: "istio-system"},
+		Sidecars:         []cluster.SidecarResource{{Namespace: "d", Name: "default"}, {Namespace: "istio-system", Name: "default"}},
+		DestinationRules: []cluster.DestinationRule{{Namespace: "x", Name: "db", Host: "db.shop.svc.cluster.local"}, {Namespace: "istio-system", Name: "mesh"}},
+	}
+	own := OwnConfigIn(inv)
+	for ns, want := range map[string]bool{"d": true, "x": true, "istio-system": false, "a": false} {
+		if got := own(ns); got != want {
+			t.Errorf("OwnConfigIn(%s) = %v, want %v", ns, got, want)
+		}
+	}
+}

@@ -62,6 +62,23 @@ func ClientClass(ns cluster.Namespace, own OwnClientConfig) string {
 	return "default revision"
 }
 
+// OwnConfigIn is the OwnClientConfig the inventory shows: a namespace
+// other than the root has configuration of its own for its clients when it
+// holds a Sidecar resource or a DestinationRule (Istio looks for a client's
+// DestinationRule in the client's namespace first). The root namespace's
+// mesh-wide defaults apply to every namespace alike, so they split nothing.
+func OwnConfigIn(inv *cluster.Inventory) OwnClientConfig {
+	own := map[string]bool{}
+	for _, s := range inv.Sidecars {
+		own[s.Namespace] = true
+	}
+	for _, dr := range inv.DestinationRules {
+		own[dr.Namespace] = true
+	}
+	delete(own, inv.Mesh.RootNamespace)
+	return func(ns string) bool { return own[ns] }
+}
+
 // PlanProbesByClass is PlanProbes with one pair of probe pods per client
 // class (ClientClass) instead of per namespace: a class's pods run in its
 // first namespace (in name order) and probe the targets of all its

@@ -53,7 +53,7 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 	var obs []report.Observation
 	var warnings []string
 	if pods {
-		plan := vantage.PlanProbes(inv, externals, !f.noOutside)
+		plan := vantage.PlanProbesByClass(inv, externals, !f.noOutside, vantage.OwnConfigIn(inv))
 		if f.noDirect {
 			plan.Direct = nil
 		}
