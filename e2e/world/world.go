@@ -47,6 +47,11 @@ type WorldOptions struct {
 	Revisions []string
 	// InventoryEvery is how often the inventory file is rewritten; 0 means 1s.
 	InventoryEvery time.Duration
+	// Istio, when its binaries are set, makes the world run real istiod
+	// (one per revision) instead of the world's own injector, and
+	// pilot-agent's istio-iptables for istio-init containers. Off (zero)
+	// by default until the sidecars are configured by istiod too.
+	Istio IstioBinaries
 	// NodeName and PodCIDR pass through to StartNode ("" = its defaults).
 	NodeName, PodCIDR string
 	// Logf receives the world's log lines (node agent, injector); nil means
@@ -66,9 +71,13 @@ type World struct {
 	Config        *rest.Config
 	StateDir      string
 	InventoryPath string
-	Injector      *Injector
-	Inventory     *InventoryWriter
-	Node          *Node
+	// Injector is the world's own injector; nil when Istiods run.
+	Injector *Injector
+	// Istiods are the real control planes (WorldOptions.Istio), the
+	// default revision first.
+	Istiods   []*Istiod
+	Inventory *InventoryWriter
+	Node      *Node
 	// Jobs runs the pods of Jobs (there is no kube-controller-manager).
 	Jobs *JobController
 	// StartupTime is how long StartWorld took.
@@ -145,7 +154,11 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	w.InventoryPath = filepath.Join(w.StateDir, "inventory.json")
 
 	logger := log.New(logfWriter(opts.Logf), "", 0)
-	if w.Injector, err = StartInjector(ctx, w.Kube, InjectorOptions{Revisions: opts.Revisions, Log: logger}); err != nil {
+	if opts.Istio.PilotDiscovery != "" {
+		if w.Istiods, err = startIstiods(ctx, w, cfg, opts); err != nil {
+			return nil, err
+		}
+	} else if w.Injector, err = StartInjector(ctx, w.Kube, InjectorOptions{Revisions: opts.Revisions, Log: logger}); err != nil {
 		return nil, err
 	}
 
@@ -173,7 +186,7 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 		StateDir:  filepath.Join(w.StateDir, "node"),
 		PodCIDR:   opts.PodCIDR,
 		Resolver: Chain(
-			SidecarResolver(opts.Binaries.SidecarModel, w.InventoryPath),
+			IstioResolver(opts.Binaries.SidecarModel, w.InventoryPath, opts.Istio.PilotAgent),
 			ServerfirstResolver(opts.Binaries.Serverfirst),
 			shortSockets(DaemonResolver()),
 			HostCommandResolver(),
@@ -200,6 +213,46 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	return w, nil
 }
 
+// startIstiods starts one istiod per revision (default first), in
+// parallel: each renders its chart and waits for its own webhook.
+func startIstiods(ctx context.Context, w *World, cfg *rest.Config, opts WorldOptions) ([]*Istiod, error) {
+	revs := append([]string{""}, opts.Revisions...)
+	out := make([]*Istiod, len(revs))
+	errs := make([]error, len(revs))
+	var wg sync.WaitGroup
+	for i, rev := range revs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "istiod"
+			if rev != "" {
+				name += "-" + rev
+			}
+			out[i], errs[i] = StartIstiod(ctx, w.Kube, cfg, IstiodOptions{
+				PilotDiscovery: opts.Istio.PilotDiscovery,
+				IstioWorld:     opts.Istio.IstioWorld,
+				Revision:       rev,
+				Dir:            filepath.Join(w.StateDir, name),
+				Logf:           opts.Logf,
+			})
+		}()
+	}
+	wg.Wait()
+	var started []*Istiod
+	for _, d := range out {
+		if d != nil {
+			started = append(started, d)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, d := range started {
+			d.Stop()
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
 // Stop stops the job controller, the node (every pod process, every
 // network namespace), the inventory writer and the injector (its webhook
 // configurations are deleted so the API server does not fail pod creation
@@ -221,6 +274,9 @@ func (w *World) Stop() error {
 		w.wg.Wait()
 		if w.Injector != nil {
 			errs = append(errs, w.Injector.Stop())
+		}
+		for _, d := range w.Istiods {
+			errs = append(errs, d.Stop())
 		}
 		if w.ownsDir {
 			errs = append(errs, os.RemoveAll(w.StateDir))
