@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,15 @@ func requireIstio(t *testing.T) IstioBinaries {
 // paths behave as in TestWorldDemo, and an xDS client identifying as a
 // pod's pilot-agent gets the real listeners, whose listener filters match
 // the Service port names, also after a port is renamed.
-func TestIstiodWorld(t *testing.T) {
+func TestIstiodWorld(t *testing.T) { runIstiodDemo(t, false) }
+
+// TestIstioProxyWorld is TestIstiodWorld with the sidecars configured by
+// istiod (WorldOptions.IstioProxy): the same paths behave the same, and
+// each sidecar's Envoy admin /config_dump (127.0.0.1:15000 in the pod)
+// holds the real listeners and follows a port rename.
+func TestIstioProxyWorld(t *testing.T) { runIstiodDemo(t, true) }
+
+func runIstiodDemo(t *testing.T, istioProxy bool) {
 	requireWorld(t)
 	ib := requireIstio(t)
 	root, err := testenv.RepoRoot()
@@ -54,7 +63,7 @@ func TestIstiodWorld(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Logf: t.Logf})
+	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, IstioProxy: istioProxy, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,15 +126,41 @@ func TestIstiodWorld(t *testing.T) {
 		}
 	}
 
-	if err := w.WaitSidecarsSynced(ctx, time.Now()); err != nil {
+	if istioProxy {
+		// Ready pods reach the sidecars' EDS a push later: wait until
+		// web's sidecar holds an endpoint for each demo Service.
+		waitEndpoints(t, ctx, w, DemoShop, "web",
+			"outbound|3307||orders-db.shop.svc.cluster.local", "outbound|3306||orders-db-tcp.shop.svc.cluster.local",
+			"outbound|6380||cache.shop.svc.cluster.local", "outbound|2222||ssh.legacy.svc.cluster.local")
+	} else if err := w.WaitSidecarsSynced(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	dbAddr := checkDemoPaths(t, ctx, w)
 	dbVIP, _, _ := net.SplitHostPort(dbAddr)
 	dbTCPVIP := clusterIPOf(t, ctx, w, DemoShop, "orders-db-tcp")
+	if istioProxy {
+		// The paths went through the xDS-configured sidecars: web's
+		// decision log shows the declared-TCP path relayed to orders-db
+		// over the TLS stand-in (auto mTLS), orders-db's the inbound
+		// side accepting it.
+		webLog := containerLog(t, w, DemoShop, "web", "istio-proxy")
+		if !strings.Contains(webLog, dbTCPVIP+":3306: listener "+dbTCPVIP+"_3306") || !strings.Contains(webLog, "TLS (stand-in)") {
+			t.Errorf("web's sidecar log has no TLS relay to %s_3306:\n%s", dbTCPVIP, webLog)
+		}
+		if dbLog := containerLog(t, w, DemoShop, "orders-db", "istio-proxy"); !strings.Contains(dbLog, "listener virtualInbound") {
+			t.Errorf("orders-db's sidecar log has no inbound decision:\n%s", dbLog)
+		}
+	}
 
-	// The real listeners, as web's pilot-agent would receive them.
-	dump := istioConfigDump(t, ctx, w, ib, DemoShop, "web")
+	// The real listeners, as web's pilot-agent would receive them (or as
+	// web's sidecar received them).
+	configDump := func(ns, name string) map[string]any {
+		if istioProxy {
+			return adminConfigDump(t, ctx, w, ns, name)
+		}
+		return istioConfigDump(t, ctx, w, ib, ns, name)
+	}
+	dump := configDump(DemoShop, "web")
 	sniffed := dumpListener(t, dump, dbVIP+"_3307")
 	if names := listenerFilterNames(sniffed); !slices.Contains(names, "envoy.filters.listener.http_inspector") {
 		t.Errorf("%s_3307 (port name db: auto-detected) listener filters %v, want http_inspector", dbVIP, names)
@@ -139,7 +174,7 @@ func TestIstiodWorld(t *testing.T) {
 	}
 	// The server's inbound: TLS and HTTP inspectors with Istio's
 	// filter_disabled port predicates (PERMISSIVE mTLS).
-	inbound := dumpListener(t, istioConfigDump(t, ctx, w, ib, DemoShop, "orders-db"), "virtualInbound")
+	inbound := dumpListener(t, configDump(DemoShop, "orders-db"), "virtualInbound")
 	for _, f := range inbound["listener_filters"].([]any) {
 		m := f.(map[string]any)
 		t.Logf("virtualInbound listener filter %v filter_disabled=%v", m["name"], m["filter_disabled"])
@@ -159,7 +194,7 @@ func TestIstiodWorld(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		l := dumpListener(t, istioConfigDump(t, ctx, w, ib, DemoShop, "web"), dbVIP+"_3307")
+		l := dumpListener(t, configDump(DemoShop, "web"), dbVIP+"_3307")
 		if !slices.Contains(listenerFilterNames(l), "envoy.filters.listener.http_inspector") {
 			break
 		}
@@ -167,13 +202,30 @@ func TestIstiodWorld(t *testing.T) {
 			t.Fatalf("the rename never reached istiod's listeners: %v", ctx.Err())
 		}
 	}
-	t.Logf("port rename in istiod's listeners %v after the update", time.Since(applied).Round(time.Millisecond))
-	if err := w.WaitSidecarsSynced(ctx, applied); err != nil {
-		t.Fatal(err)
+	t.Logf("port rename in the listeners %v after the update (sidecar's own config: %v)", time.Since(applied).Round(time.Millisecond), istioProxy)
+	if !istioProxy {
+		if err := w.WaitSidecarsSynced(ctx, applied); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", dbAddr, "", demoWait); !strings.Contains(strings.ToLower(got), "mariadb") {
 		t.Errorf("after the fix, web -> orders-db: %q", got)
 	}
+}
+
+// containerLog is the log of a pod's container (all restarts).
+func containerLog(t *testing.T, w *World, ns, name, container string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(w.StateDir, "node", "pods", ns+"_"+name+"_*", "logs", container+"-*.log"))
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
 }
 
 func findContainer(cs []corev1.Container, name string) *corev1.Container {
@@ -223,6 +275,72 @@ func istioConfigDump(t *testing.T, ctx context.Context, w *World, ib IstioBinari
 		t.Fatalf("config-dump %s/%s: %v", ns, name, err)
 	}
 	return dump
+}
+
+// adminConfigDump reads Envoy's admin /config_dump from inside the pod
+// (127.0.0.1:15000, not captured), as `kubectl port-forward` + curl would.
+func adminConfigDump(t *testing.T, ctx context.Context, w *World, ns, name string) map[string]any {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return w.DialFrom(ctx, ns, name, addr)
+		},
+		DisableKeepAlives: true,
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:15000/config_dump?include_eds", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s/%s /config_dump: %v", ns, name, err)
+	}
+	defer resp.Body.Close()
+	var dump map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s/%s /config_dump: HTTP %d, %v", ns, name, resp.StatusCode, err)
+	}
+	return dump
+}
+
+// waitEndpoints polls the pod's sidecar until each cluster has a healthy
+// endpoint in its EndpointsConfigDump.
+func waitEndpoints(t *testing.T, ctx context.Context, w *World, ns, name string, clusters ...string) {
+	t.Helper()
+	for {
+		var missing []string
+		have := map[string]bool{}
+		configs, _ := adminConfigDump(t, ctx, w, ns, name)["configs"].([]any)
+		for _, c := range configs {
+			cm, _ := c.(map[string]any)
+			eps, _ := cm["dynamic_endpoint_configs"].([]any)
+			for _, e := range eps {
+				cfg, _ := e.(map[string]any)["endpoint_config"].(map[string]any)
+				groups, _ := cfg["endpoints"].([]any)
+				for _, g := range groups {
+					lbs, _ := g.(map[string]any)["lb_endpoints"].([]any)
+					for _, lb := range lbs {
+						// Not-ready pods come as UNHEALTHY endpoints,
+						// which Envoy does not pick.
+						switch lb.(map[string]any)["health_status"] {
+						case nil, "HEALTHY", "UNKNOWN":
+							have[fmt.Sprint(cfg["cluster_name"])] = true
+						}
+					}
+				}
+			}
+		}
+		for _, c := range clusters {
+			if !have[c] {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s/%s's sidecar has no endpoints for %v", ns, name, missing)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // dumpListener finds a listener by name in a /config_dump document

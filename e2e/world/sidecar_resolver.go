@@ -89,6 +89,29 @@ type Binaries struct {
 	SidecarModel string
 }
 
+// IstioProxyResolver runs the istio-proxy containers istiod injected
+// (proxyv2 image, `proxy sidecar` args) as `istio-world proxy`: an ADS
+// client of the pod's revision's istiod (xdsByRev: revision -> address
+// pods reach it at; "default" for the default revision) with Envoy's
+// connection semantics, as the uid the container asks for (1337). The
+// capture is istio-init's (IstioResolver runs it through pilot-agent).
+func IstioProxyResolver(istioWorld string, xdsByRev map[string]string) ImageResolver {
+	return func(pod *corev1.Pod, c *corev1.Container, podIP, _ string) (Command, error) {
+		if imageBase(c.Image) != "proxyv2" || len(c.Args) == 0 || c.Args[0] != "proxy" {
+			return Command{}, ErrUnknownImage
+		}
+		rev := pod.Labels["istio.io/rev"]
+		if rev == "" {
+			rev = "default"
+		}
+		addr, ok := xdsByRev[rev]
+		if !ok {
+			return Command{}, fmt.Errorf("istio-proxy of revision %q: no istiod of that revision runs", rev)
+		}
+		return Command{Path: istioWorld, Args: []string{"proxy", "--xds", addr}}, nil
+	}
+}
+
 // IstioBinaries are Istio's own programs, built by hack/testbins.sh from
 // e2e/tools/istio (see LocateIstioBinaries).
 type IstioBinaries struct {

@@ -11,6 +11,9 @@
 //	    connects to istiod's plaintext xDS port as the pod's pilot-agent
 //	    would (FILE: the pod as JSON), waits for a complete config (CDS,
 //	    EDS, LDS, RDS) and prints it as Envoy's /config_dump would.
+//	istio-world proxy --xds ADDR
+//	    what the world's istio-proxy containers run when configured by
+//	    istiod (see proxy.go).
 package main
 
 import (
@@ -28,7 +31,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: istio-world render|config-dump [flags]")
+		fmt.Fprintln(os.Stderr, "usage: istio-world render|config-dump|proxy [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -37,8 +40,10 @@ func main() {
 		err = renderChart(os.Args[2:])
 	case "config-dump":
 		err = configDump(os.Args[2:])
+	case "proxy":
+		err = runProxy(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q (want render or config-dump)", os.Args[1])
+		err = fmt.Errorf("unknown command %q (want render, config-dump or proxy)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "istio-world:", err)
