@@ -121,6 +121,9 @@ func (e *Envoy) handle(down net.Conn, port uint32) {
 	if ts := fc.GetTransportSocket(); ts != nil && strings.HasSuffix(ts.GetTypedConfig().GetTypeUrl(), "DownstreamTlsContext") {
 		if done, tls, _, n := parseStandIn(head); done && tls {
 			head = head[n:]
+			if _, err := down.Write(standInAccept); err != nil {
+				return
+			}
 		} else {
 			e.logf("conn %s -> %s: listener %s chain %s: TLS expected, plaintext arrived: reset", ci.Src, ci.Dst, l.GetName(), fc.GetName())
 			return
@@ -362,10 +365,26 @@ func (e *Envoy) proxyTo(down net.Conn, head []byte, name string, ci ConnInfo, sn
 		return
 	}
 	defer up.Close()
-	e.logf("%s -> cluster %s endpoint %s %s: relaying", prefix, name, remote, tlsNote)
 	if _, err := up.Write(append(standIn, head...)); err != nil {
 		return
 	}
+	if standIn != nil {
+		// The handshake completes when the server side answers; Envoy
+		// bounds it by the cluster's connect_timeout.
+		limit := 10 * time.Second
+		if ct := c.GetConnectTimeout(); ct != nil {
+			limit = ct.AsDuration()
+		}
+		_ = up.SetReadDeadline(time.Now().Add(limit))
+		got := make([]byte, len(standInAccept))
+		n, err := io.ReadFull(up, got)
+		_ = up.SetReadDeadline(time.Time{})
+		if err != nil || !bytes.Equal(got, standInAccept) {
+			e.logf("%s -> cluster %s endpoint %s %s: handshake failed (server answered %q, %v): closed", prefix, name, remote, tlsNote, got[:n], err)
+			return
+		}
+	}
+	e.logf("%s -> cluster %s endpoint %s %s: relaying", prefix, name, remote, tlsNote)
 	relay(down, up)
 }
 

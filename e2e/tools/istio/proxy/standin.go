@@ -15,6 +15,12 @@ import (
 // peer (length-prefixed).
 var standInMagic = []byte("\x00\x01SFMODEL-MTLS\x00")
 
+// standInAccept is the server side's answer (the ServerHello's stand-in):
+// a client sidecar relays nothing back until it has read it, so a server
+// that answers with anything else (a plaintext app's greeting behind a
+// sidecar that does not terminate TLS) fails the handshake, as in Envoy.
+var standInAccept = []byte("\x00\x02SFMODEL-MTLS-OK\x00")
+
 func encodeStandIn(alpn []string, peer string) []byte {
 	a, p := clip(strings.Join(alpn, ",")), clip(peer)
 	b := append([]byte(nil), standInMagic...)
