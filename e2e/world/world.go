@@ -132,6 +132,15 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	if opts.InventoryEvery <= 0 {
 		opts.InventoryEvery = time.Second
 	}
+	// EnvWorldIstio switches any world (tests, testcluster, make demo) to
+	// real istiod without code changes: "1" = istiod + pilot-agent's
+	// capture, "proxy" = also the xDS-configured sidecars.
+	if mode := os.Getenv(EnvWorldIstio); opts.Istio.PilotDiscovery == "" && (mode == "1" || mode == "proxy") {
+		if opts.Istio, err = LocateIstioBinaries(""); err != nil {
+			return nil, fmt.Errorf("world: %s=%s: %w", EnvWorldIstio, mode, err)
+		}
+		opts.IstioProxy = mode == "proxy"
+	}
 	w := &World{Config: cfg, istioProxy: opts.IstioProxy && opts.Istio.PilotDiscovery != ""}
 	if w.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -242,6 +251,10 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	w.StartupTime = time.Since(began)
 	return w, nil
 }
+
+// EnvWorldIstio, when "1" or "proxy", makes StartWorld run real istiod
+// (see WorldOptions.Istio and IstioProxy) for callers that set neither.
+const EnvWorldIstio = "SERVERFIRST_WORLD_ISTIO"
 
 // IstiodForwardPort is where pods reach the default revision's istiod
 // (plaintext xDS) on the node's bridge address; further revisions follow.
