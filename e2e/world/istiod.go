@@ -30,6 +30,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 )
 
 // IstioSystem is the namespace istiod runs in and reads its config from.
@@ -82,7 +84,8 @@ type Istiod struct {
 // MutatingWebhookConfiguration), applies them (an existing mesh config
 // ConfigMap is kept: a test may have written its own), starts
 // pilot-discovery and returns once istiod is ready and the API server's
-// dry-run pod create is injected by it. Stop ends the process and deletes
+// dry-run pod create is injected by it (the world's ServiceAccount
+// defaulting webhook must be registered: see startSADefaulter). Stop ends the process and deletes
 // the webhook configuration.
 func StartIstiod(ctx context.Context, kube kubernetes.Interface, cfg *rest.Config, opts IstiodOptions) (_ *Istiod, err error) {
 	for _, p := range []string{opts.PilotDiscovery, opts.IstioWorld} {
@@ -120,7 +123,7 @@ func StartIstiod(ctx context.Context, kube kubernetes.Interface, cfg *rest.Confi
 			return nil, err
 		}
 	}
-	ports, err := freeLoopbackPorts(6)
+	ports, err := testenv.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -212,9 +215,16 @@ func StartIstiod(ctx context.Context, kube kubernetes.Interface, cfg *rest.Confi
 	return d, nil
 }
 
+// errIstiodPortTaken: a port picked by FreePorts was taken before istiod
+// bound it; startIstiods retries with fresh ports.
+var errIstiodPortTaken = errors.New("istiod: a picked port was taken meanwhile")
+
 func (d *Istiod) exitedErr() error {
 	select {
 	case <-d.done:
+		if data, _ := os.ReadFile(d.LogPath); bytes.Contains(data, []byte("address already in use")) {
+			return fmt.Errorf("%w (log %s)", errIstiodPortTaken, d.LogPath)
+		}
 		return fmt.Errorf("istiod exited (%v); log %s:\n%s", d.waitErr, d.LogPath, tailLines(d.LogPath, 30))
 	default:
 		return nil
@@ -264,10 +274,11 @@ func (d *Istiod) waitInjecting(ctx context.Context) error {
 	}
 	probe := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "injector-probe-", Namespace: metav1.NamespaceDefault, Labels: labels},
-		// Istio's template mounts a projected service-account token,
-		// which the API server only accepts with a service account set
-		// (the ServiceAccount admission plugin is not on here).
-		Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "probe", Image: "probe"}}},
+		// No serviceAccountName: Istio's template mounts a projected
+		// token, which the API server accepts only once the world's
+		// ServiceAccount defaulting webhook (started first) has set one,
+		// so an injected answer proves both webhooks are called.
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "probe"}}},
 	}
 	var last error
 	for {
@@ -405,21 +416,6 @@ func marshalKey(key any) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// freeLoopbackPorts reserves n distinct loopback ports by binding them all
-// at once, then releases them for istiod to bind.
-func freeLoopbackPorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free loopback port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func stderrOf(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
@@ -428,14 +424,4 @@ func stderrOf(err error) string {
 	return ""
 }
 
-func tailLines(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tailLines(path string, n int) string { return testenv.TailFile(path, n) }

@@ -91,6 +91,7 @@ type World struct {
 
 	ownsDir    bool
 	istioProxy bool
+	saDefault  *saDefaulter
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	stopOnce   sync.Once
@@ -171,6 +172,9 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 
 	logger := log.New(logfWriter(opts.Logf), "", 0)
 	if opts.Istio.PilotDiscovery != "" {
+		if w.saDefault, err = startSADefaulter(ctx, w.Kube); err != nil {
+			return nil, fmt.Errorf("world: service account defaulting webhook: %w", err)
+		}
 		if w.Istiods, err = startIstiods(ctx, w, cfg, opts); err != nil {
 			return nil, err
 		}
@@ -289,13 +293,18 @@ func startIstiods(ctx context.Context, w *World, cfg *rest.Config, opts WorldOpt
 			if rev != "" {
 				name += "-" + rev
 			}
-			out[i], errs[i] = StartIstiod(ctx, w.Kube, cfg, IstiodOptions{
-				PilotDiscovery: opts.Istio.PilotDiscovery,
-				IstioWorld:     opts.Istio.IstioWorld,
-				Revision:       rev,
-				Dir:            filepath.Join(w.StateDir, name),
-				Logf:           opts.Logf,
-			})
+			for attempt := 0; ; attempt++ {
+				out[i], errs[i] = StartIstiod(ctx, w.Kube, cfg, IstiodOptions{
+					PilotDiscovery: opts.Istio.PilotDiscovery,
+					IstioWorld:     opts.Istio.IstioWorld,
+					Revision:       rev,
+					Dir:            filepath.Join(w.StateDir, name),
+					Logf:           opts.Logf,
+				})
+				if !errors.Is(errs[i], errIstiodPortTaken) || attempt == 2 {
+					break
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -338,6 +347,9 @@ func (w *World) Stop() error {
 		}
 		for _, d := range w.Istiods {
 			errs = append(errs, d.Stop())
+		}
+		if w.saDefault != nil {
+			errs = append(errs, w.saDefault.stop())
 		}
 		if w.ownsDir {
 			errs = append(errs, os.RemoveAll(w.StateDir))
