@@ -133,7 +133,13 @@ func TestWorldDemo(t *testing.T) {
 
 	// Stop takes everything down.
 	nodeNetns := w.Node.NodeNetns()
-	configs := w.Injector.ConfigNames
+	var configs []string
+	if w.Injector != nil {
+		configs = w.Injector.ConfigNames
+	}
+	for _, d := range w.Istiods { // SERVERFIRST_WORLD_ISTIO
+		configs = append(configs, d.ConfigNames...)
+	}
 	stopped = true
 	if err := w.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
