@@ -126,6 +126,10 @@ func runIstiodDemo(t *testing.T, istioProxy bool) {
 		}
 	}
 
+	// The demo's MariaDB has no readiness probe: Ready before it listens.
+	// Wait for its greeting from inside its own pod (to its own IP: not
+	// captured), as the old model's sync wait happened to.
+	waitGreeting(t, ctx, w, DemoShop, "orders-db", net.JoinHostPort(db.Status.PodIP, "3306"))
 	if istioProxy {
 		// Ready pods reach the sidecars' EDS a push later: wait until
 		// web's sidecar holds an endpoint for each demo Service.
@@ -210,6 +214,22 @@ func runIstiodDemo(t *testing.T, istioProxy bool) {
 	}
 	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", dbAddr, "", demoWait); !strings.Contains(strings.ToLower(got), "mariadb") {
 		t.Errorf("after the fix, web -> orders-db: %q", got)
+	}
+}
+
+// waitGreeting dials addr from inside pod ns/name until a MariaDB greeting
+// arrives.
+func waitGreeting(t *testing.T, ctx context.Context, w *World, ns, name, addr string) {
+	t.Helper()
+	for {
+		if got := wtFirstBytes(t, ctx, w, ns, name, addr, "", time.Second); strings.Contains(strings.ToLower(got), "mariadb") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no MariaDB greeting at %s from %s/%s", addr, ns, name)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

@@ -119,6 +119,13 @@ func TestServerFirstTruthTable(t *testing.T) {
 	if err := WaitPodsReady(ctx, w.Kube, ns+"/server-auto", ns+"/server-tcp", ns+"/client", outNS+"/outside"); err != nil {
 		t.Fatal(err)
 	}
+	for _, app := range []string{"server-auto", "server-tcp"} {
+		p, err := w.Kube.CoreV1().Pods(ns).Get(ctx, app, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitGreeting(t, ctx, w, ns, app, net.JoinHostPort(p.Status.PodIP, "3306"))
+	}
 	clusterName := func(port string) string {
 		return fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", ports[port], serverOf(port), ns)
 	}
