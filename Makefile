@@ -25,6 +25,7 @@ test: build
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 ./...
 	bash hack/conformance.sh
+	cd e2e/tools/istio && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # conformance compares our Istio rules with istio.io/istio's own code (a
 # separate module under e2e/tools/conformance).

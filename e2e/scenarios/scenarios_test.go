@@ -22,6 +22,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -337,10 +338,22 @@ func TestFixTableEndToEnd(t *testing.T) {
 		if _, err := fx.env.CreateNamespace(ctx, "istio-system", nil); err != nil && !strings.Contains(err.Error(), "exists") {
 			t.Fatal(err)
 		}
-		if _, err := fx.env.Client.CoreV1().ConfigMaps("istio-system").Create(ctx, &corev1.ConfigMap{
+		// Created, or updated where a real istiod's chart wrote one
+		// (SERVERFIRST_WORLD_ISTIO).
+		cms := fx.env.Client.CoreV1().ConfigMaps("istio-system")
+		mesh := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "istio"},
 			Data:       map[string]string{"mesh": "protocolDetectionTimeout: 1s\n"},
-		}, metav1.CreateOptions{}); err != nil {
+		}
+		_, err := cms.Create(ctx, mesh, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			var old *corev1.ConfigMap
+			if old, err = cms.Get(ctx, "istio", metav1.GetOptions{}); err == nil {
+				old.Data["mesh"] = mesh.Data["mesh"]
+				_, err = cms.Update(ctx, old, metav1.UpdateOptions{})
+			}
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := world.WaitPodsReady(ctx, fx.env.Client, "slow/db"); err != nil {

@@ -91,6 +91,14 @@ func logSaysPortTaken(path string) bool {
 	return bytes.Contains(data, []byte("address already in use"))
 }
 
+// FreePorts is freePorts for other test tooling that starts servers on
+// loopback (the e2e world's istiod); check the child's log for "address
+// already in use" and retry, as Start does.
+func FreePorts(n int) ([]int, error) { return freePorts(n) }
+
+// TailFile returns the last n lines of a log file, for error messages.
+func TailFile(path string, n int) string { return tailFile(path, n) }
+
 // freePorts reserves n distinct loopback ports by binding them all at once,
 // then releases them for the children to bind. Another process can take one
 // in that window; Start detects that from the child's log and retries.

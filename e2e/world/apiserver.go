@@ -47,20 +47,31 @@ type apiForwarder struct {
 // end: the serving certificate names the `kubernetes` ClusterIP), to
 // opts.APIServer in the root namespace.
 func (n *Node) startAPIForwarder() error {
-	f := &apiForwarder{target: n.opts.APIServer, conns: map[net.Conn]struct{}{}}
-	addr := net.JoinHostPort(n.net.gateway.String(), strconv.Itoa(APIForwardPort))
+	f, err := n.startForwarder(APIForwardPort, n.opts.APIServer)
+	if err != nil {
+		return fmt.Errorf("API server forwarder: %w", err)
+	}
+	n.apiFwd = f
+	return nil
+}
+
+// startForwarder listens on gateway:port inside the node namespace and
+// relays every connection, bytes untouched, to target in the root
+// namespace.
+func (n *Node) startForwarder(port int, target string) (*apiForwarder, error) {
+	f := &apiForwarder{target: target, conns: map[net.Conn]struct{}{}}
+	addr := net.JoinHostPort(n.net.gateway.String(), strconv.Itoa(port))
 	err := inNetns(n.net.node, func() error {
 		var err error
 		f.listener, err = net.Listen("tcp", addr)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("API server forwarder: %w", err)
+		return nil, err
 	}
-	n.apiFwd = f
 	f.wg.Add(1)
 	go f.serve(n.opts.Logf)
-	return nil
+	return f, nil
 }
 
 func (f *apiForwarder) serve(logf func(string, ...any)) {

@@ -47,6 +47,9 @@ type NodeOptions struct {
 	// KUBERNETES_SERVICE_* environment and service-account files, so
 	// in-cluster clients work. "" leaves pods without API access.
 	APIServer string
+	// Forwards are more root-namespace services pods reach on the node's
+	// bridge address: port there -> HOST:PORT here (istiod's xDS).
+	Forwards map[int]string
 	// ClusterCA is the PEM bundle pods get as ca.crt next to their token
 	// (the kube-root-ca.crt ConfigMap no controller publishes here).
 	ClusterCA []byte
@@ -75,6 +78,7 @@ type Node struct {
 	stopErr     error
 	startedTime time.Time
 	apiFwd      *apiForwarder
+	fwds        []*apiForwarder
 	apiEnv      []string // KUBERNETES_SERVICE_* for every container; set before pods run
 }
 
@@ -147,6 +151,13 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 		if err := n.startAPIAccess(ctx); err != nil {
 			return nil, fmt.Errorf("API access for pods: %w", err)
 		}
+	}
+	for port, target := range n.opts.Forwards {
+		f, err := n.startForwarder(port, target)
+		if err != nil {
+			return nil, fmt.Errorf("forwarder to %s: %w", target, err)
+		}
+		n.fwds = append(n.fwds, f)
 	}
 	if err := n.register(ctx); err != nil {
 		return nil, err
@@ -275,6 +286,9 @@ func (n *Node) Stop() error {
 		n.mu.Unlock()
 		for _, w := range workers {
 			<-w.done
+		}
+		for _, f := range n.fwds {
+			f.close()
 		}
 		if n.apiFwd != nil {
 			n.apiFwd.close()

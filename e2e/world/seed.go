@@ -132,6 +132,9 @@ func demoPod(ns, app string, c corev1.Container) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns, Labels: map[string]string{"app": app, worldLabel: "demo"}},
 		Spec: corev1.PodSpec{
+			// What the ServiceAccount admission plugin (off in testenv)
+			// would write; Istio's injected token volume needs it.
+			ServiceAccountName:            "default",
 			Containers:                    []corev1.Container{c},
 			TerminationGracePeriodSeconds: ptrInt64(2),
 		},

@@ -28,6 +28,19 @@ import (
 // with: the world's injector asks for uid 0 (see proxyContainer); an
 // istio-proxy that asks for 1337 gets no capture unless an istio-init ran.
 func SidecarResolver(modelBinary, inventoryPath string) ImageResolver {
+	return IstioResolver(modelBinary, inventoryPath, "")
+}
+
+// IstioResolver is SidecarResolver for pods injected by a real istiod,
+// whose proxyv2 containers carry pilot-agent's own arguments:
+//   - `istio-iptables ARGS` (the istio-init container) runs as
+//     `PILOT-AGENT istio-iptables ARGS` when pilotAgent is set: Istio's
+//     own capture code with the arguments the injector wrote (so the
+//     traffic.sidecar.istio.io/* annotations act as in Istio);
+//   - with pilotAgent set, `proxy sidecar ...` (istio-proxy) runs the sidecar model with
+//     `--capture false`, as the uid its securityContext asks for (1337 in
+//     Istio's template): istio-init installed the rules.
+func IstioResolver(modelBinary, inventoryPath, pilotAgent string) ImageResolver {
 	return func(pod *corev1.Pod, c *corev1.Container, podIP, _ string) (Command, error) {
 		proxyImage := imageBase(c.Image) == "proxyv2"
 		if !proxyImage && c.Name != cluster.ProxyContainerName {
@@ -35,7 +48,22 @@ func SidecarResolver(modelBinary, inventoryPath string) ImageResolver {
 		}
 		root := uint32(0)
 		if proxyImage && len(c.Args) > 0 && c.Args[0] == "istio-iptables" {
+			if pilotAgent != "" {
+				return Command{Path: pilotAgent, Args: append([]string(nil), c.Args...), UID: &root, GID: &root}, nil
+			}
 			return Command{Path: modelBinary, Args: []string{"--capture-only"}, UID: &root, GID: &root}, nil
+		}
+		// The world's own injector writes the same `proxy sidecar` args
+		// but no istio-init: only with pilot-agent (istiod's injection)
+		// did an init container install the capture.
+		if pilotAgent != "" && proxyImage && len(c.Args) > 0 && c.Args[0] == "proxy" {
+			return Command{Path: modelBinary, Args: []string{
+				"--inventory", inventoryPath,
+				"--pod-namespace", pod.Namespace,
+				"--pod-name", pod.Name,
+				"--pod-ip", podIP,
+				"--capture", "false",
+			}}, nil
 		}
 		return Command{
 			Path: modelBinary,
@@ -59,6 +87,39 @@ type Binaries struct {
 	Serverfirst string
 	// SidecarModel is ./e2e/cmd/sidecar-model, run by SidecarResolver.
 	SidecarModel string
+}
+
+// IstioProxyResolver runs the istio-proxy containers istiod injected
+// (proxyv2 image, `proxy sidecar` args) as `istio-world proxy`: an ADS
+// client of the pod's revision's istiod (xdsByRev: revision -> address
+// pods reach it at; "default" for the default revision) with Envoy's
+// connection semantics, as the uid the container asks for (1337). The
+// capture is istio-init's (IstioResolver runs it through pilot-agent).
+func IstioProxyResolver(istioWorld string, xdsByRev map[string]string) ImageResolver {
+	return func(pod *corev1.Pod, c *corev1.Container, podIP, _ string) (Command, error) {
+		if imageBase(c.Image) != "proxyv2" || len(c.Args) == 0 || c.Args[0] != "proxy" {
+			return Command{}, ErrUnknownImage
+		}
+		rev := pod.Labels["istio.io/rev"]
+		if rev == "" {
+			rev = "default"
+		}
+		addr, ok := xdsByRev[rev]
+		if !ok {
+			return Command{}, fmt.Errorf("istio-proxy of revision %q: no istiod of that revision runs", rev)
+		}
+		return Command{Path: istioWorld, Args: []string{"proxy", "--xds", addr}}, nil
+	}
+}
+
+// IstioBinaries are Istio's own programs, built by hack/testbins.sh from
+// e2e/tools/istio (see LocateIstioBinaries).
+type IstioBinaries struct {
+	// PilotDiscovery is istiod; PilotAgent runs istio-iptables.
+	PilotDiscovery, PilotAgent string
+	// IstioWorld is e2e/tools/istio/cmd/istio-world: it renders Istio's
+	// charts and speaks xDS as a pod's pilot-agent.
+	IstioWorld string
 }
 
 // BuildBinaries go-builds kubectl-serverfirst and the sidecar model from the

@@ -47,6 +47,17 @@ type WorldOptions struct {
 	Revisions []string
 	// InventoryEvery is how often the inventory file is rewritten; 0 means 1s.
 	InventoryEvery time.Duration
+	// Istio, when its binaries are set, makes the world run real istiod
+	// (one per revision) instead of the world's own injector, and
+	// pilot-agent's istio-iptables for istio-init containers. Off (zero)
+	// by default until the sidecars are configured by istiod too.
+	Istio IstioBinaries
+	// IstioProxy (with Istio) runs istio-proxy containers as
+	// `istio-world proxy`, configured by istiod over xDS and serving
+	// Envoy's /config_dump, instead of the sidecar model and its
+	// inventory file. Off by default: see e2e/README.md for what it
+	// does not do yet.
+	IstioProxy bool
 	// NodeName and PodCIDR pass through to StartNode ("" = its defaults).
 	NodeName, PodCIDR string
 	// Logf receives the world's log lines (node agent, injector); nil means
@@ -66,20 +77,26 @@ type World struct {
 	Config        *rest.Config
 	StateDir      string
 	InventoryPath string
-	Injector      *Injector
-	Inventory     *InventoryWriter
-	Node          *Node
+	// Injector is the world's own injector; nil when Istiods run.
+	Injector *Injector
+	// Istiods are the real control planes (WorldOptions.Istio), the
+	// default revision first.
+	Istiods   []*Istiod
+	Inventory *InventoryWriter
+	Node      *Node
 	// Jobs runs the pods of Jobs (there is no kube-controller-manager).
 	Jobs *JobController
 	// StartupTime is how long StartWorld took.
 	StartupTime time.Duration
 
-	ownsDir  bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	stopOnce sync.Once
-	stopErr  error
-	status   *http.Client
+	ownsDir    bool
+	istioProxy bool
+	saDefault  *saDefaulter
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
+	stopErr    error
+	status     *http.Client
 }
 
 // StartWorld starts the injector, the inventory writer (first file written
@@ -116,7 +133,16 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	if opts.InventoryEvery <= 0 {
 		opts.InventoryEvery = time.Second
 	}
-	w := &World{Config: cfg}
+	// EnvWorldIstio switches any world (tests, testcluster, make demo) to
+	// real istiod without code changes: "1" = istiod + pilot-agent's
+	// capture, "proxy" = also the xDS-configured sidecars.
+	if mode := os.Getenv(EnvWorldIstio); opts.Istio.PilotDiscovery == "" && (mode == "1" || mode == "proxy") {
+		if opts.Istio, err = LocateIstioBinaries(""); err != nil {
+			return nil, fmt.Errorf("world: %s=%s: %w", EnvWorldIstio, mode, err)
+		}
+		opts.IstioProxy = mode == "proxy"
+	}
+	w := &World{Config: cfg, istioProxy: opts.IstioProxy && opts.Istio.PilotDiscovery != ""}
 	if w.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -145,7 +171,14 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	w.InventoryPath = filepath.Join(w.StateDir, "inventory.json")
 
 	logger := log.New(logfWriter(opts.Logf), "", 0)
-	if w.Injector, err = StartInjector(ctx, w.Kube, InjectorOptions{Revisions: opts.Revisions, Log: logger}); err != nil {
+	if opts.Istio.PilotDiscovery != "" {
+		if w.saDefault, err = startSADefaulter(ctx, w.Kube); err != nil {
+			return nil, fmt.Errorf("world: service account defaulting webhook: %w", err)
+		}
+		if w.Istiods, err = startIstiods(ctx, w, cfg, opts); err != nil {
+			return nil, err
+		}
+	} else if w.Injector, err = StartInjector(ctx, w.Kube, InjectorOptions{Revisions: opts.Revisions, Log: logger}); err != nil {
 		return nil, err
 	}
 
@@ -165,6 +198,28 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	if err != nil {
 		return nil, err
 	}
+	sidecars := IstioResolver(opts.Binaries.SidecarModel, w.InventoryPath, opts.Istio.PilotAgent)
+	var forwards map[int]string
+	if opts.IstioProxy && len(w.Istiods) > 0 {
+		gw, err := podCIDRGateway(opts.PodCIDR)
+		if err != nil {
+			return nil, err
+		}
+		// Pods reach each revision's istiod on the node's bridge
+		// address, default first on istiod's plaintext xDS port.
+		forwards = map[int]string{}
+		xds := map[string]string{}
+		for i, d := range w.Istiods {
+			rev := d.Revision
+			if rev == "" {
+				rev = "default"
+			}
+			port := IstiodForwardPort + i
+			forwards[port] = d.XDSAddr
+			xds[rev] = net.JoinHostPort(gw, fmt.Sprint(port))
+		}
+		sidecars = Chain(IstioProxyResolver(opts.Istio.IstioWorld, xds), sidecars)
+	}
 	w.Node, err = StartNode(ctx, NodeOptions{
 		Client:    w.Kube,
 		APIServer: apiServer,
@@ -172,8 +227,9 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 		Name:      opts.NodeName,
 		StateDir:  filepath.Join(w.StateDir, "node"),
 		PodCIDR:   opts.PodCIDR,
+		Forwards:  forwards,
 		Resolver: Chain(
-			SidecarResolver(opts.Binaries.SidecarModel, w.InventoryPath),
+			sidecars,
 			ServerfirstResolver(opts.Binaries.Serverfirst),
 			shortSockets(DaemonResolver()),
 			HostCommandResolver(),
@@ -200,6 +256,73 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	return w, nil
 }
 
+// EnvWorldIstio, when "1" or "proxy", makes StartWorld run real istiod
+// (see WorldOptions.Istio and IstioProxy) for callers that set neither.
+const EnvWorldIstio = "SERVERFIRST_WORLD_ISTIO"
+
+// IstiodForwardPort is where pods reach the default revision's istiod
+// (plaintext xDS) on the node's bridge address; further revisions follow.
+const IstiodForwardPort = 15010
+
+// podCIDRGateway is the node's bridge address for a pod CIDR ("" = the
+// node's default): its first address.
+func podCIDRGateway(podCIDR string) (string, error) {
+	if podCIDR == "" {
+		podCIDR = "10.88.0.0/16"
+	}
+	_, n, err := net.ParseCIDR(podCIDR)
+	if err != nil || n.IP.To4() == nil {
+		return "", fmt.Errorf("world: pod CIDR %q: want an IPv4 CIDR", podCIDR)
+	}
+	ip := n.IP.To4()
+	return net.IPv4(ip[0], ip[1], ip[2], ip[3]+1).String(), nil
+}
+
+// startIstiods starts one istiod per revision (default first), in
+// parallel: each renders its chart and waits for its own webhook.
+func startIstiods(ctx context.Context, w *World, cfg *rest.Config, opts WorldOptions) ([]*Istiod, error) {
+	revs := append([]string{""}, opts.Revisions...)
+	out := make([]*Istiod, len(revs))
+	errs := make([]error, len(revs))
+	var wg sync.WaitGroup
+	for i, rev := range revs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "istiod"
+			if rev != "" {
+				name += "-" + rev
+			}
+			for attempt := 0; ; attempt++ {
+				out[i], errs[i] = StartIstiod(ctx, w.Kube, cfg, IstiodOptions{
+					PilotDiscovery: opts.Istio.PilotDiscovery,
+					IstioWorld:     opts.Istio.IstioWorld,
+					Revision:       rev,
+					Dir:            filepath.Join(w.StateDir, name),
+					Logf:           opts.Logf,
+				})
+				if !errors.Is(errs[i], errIstiodPortTaken) || attempt == 2 {
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var started []*Istiod
+	for _, d := range out {
+		if d != nil {
+			started = append(started, d)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, d := range started {
+			d.Stop()
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
 // Stop stops the job controller, the node (every pod process, every
 // network namespace), the inventory writer and the injector (its webhook
 // configurations are deleted so the API server does not fail pod creation
@@ -221,6 +344,12 @@ func (w *World) Stop() error {
 		w.wg.Wait()
 		if w.Injector != nil {
 			errs = append(errs, w.Injector.Stop())
+		}
+		for _, d := range w.Istiods {
+			errs = append(errs, d.Stop())
+		}
+		if w.saDefault != nil {
+			errs = append(errs, w.saDefault.stop())
 		}
 		if w.ownsDir {
 			errs = append(errs, os.RemoveAll(w.StateDir))
@@ -312,6 +441,11 @@ func (w *World) sidecarStatus(ctx context.Context, podIP string) (sidecar.Status
 // Sidecars that have not synced by ctx's deadline are named in the error.
 // Typical wait: up to one inventory period plus one model refresh (2s).
 func (w *World) WaitSidecarsSynced(ctx context.Context, after time.Time) error {
+	if w.istioProxy {
+		// istiod pushes only what changed for a proxy: "synced after t"
+		// needs istiod's side of the story (not done yet).
+		return errors.New("world: WaitSidecarsSynced is not implemented for WorldOptions.IstioProxy: poll the sidecars' /config_dump")
+	}
 	written, err := w.Inventory.WaitSynced(ctx, after)
 	if err != nil {
 		return err

@@ -106,36 +106,7 @@ func TestWorldDemo(t *testing.T) {
 		t.Errorf("running sidecars = %v", names)
 	}
 
-	clusterIP := func(ns, name string) string {
-		svc, err := w.Kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return svc.Spec.ClusterIP
-	}
-	db := net.JoinHostPort(clusterIP(DemoShop, "orders-db"), "3307")
-	dbTCP := net.JoinHostPort(clusterIP(DemoShop, "orders-db-tcp"), "3306")
-	cache := net.JoinHostPort(clusterIP(DemoShop, "cache"), "6380")
-	ssh := net.JoinHostPort(clusterIP(DemoLegacy, "ssh"), "2222")
-
-	const wait = 3 * time.Second
-	for _, tc := range []struct {
-		from, addr, send, want string // want "" = nothing before the wait
-	}{
-		{"shop/web", dbTCP, "", "mariadb"},       // declared TCP: the greeting
-		{"shop/web", db, "", ""},                 // sniffed: deadlock
-		{"shop/web", cache, "PING\r\n", "+PONG"}, // client-first: sniffing harmless
-		{"shop/web", ssh, "", ""},                // sniffed, server outside the mesh: deadlock
-		{"batch/report", ssh, "", "SSH-2.0"},     // no sidecar anywhere: the banner
-		{"batch/report", dbTCP, "", ""},          // PERMISSIVE inbound waits for a plaintext client
-		{"legacy/ssh", dbTCP, "", ""},            // likewise
-	} {
-		ns, name, _ := strings.Cut(tc.from, "/")
-		got := wtFirstBytes(t, ctx, w, ns, name, tc.addr, tc.send, wait)
-		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(strings.ToLower(got), strings.ToLower(tc.want)) {
-			t.Errorf("%s -> %s: first bytes %q, want %q", tc.from, tc.addr, got, tc.want)
-		}
-	}
+	db := checkDemoPaths(t, ctx, w)
 
 	// The fix for mesh clients: declare the port TCP. After
 	// WaitSidecarsSynced every sidecar has it.
@@ -152,7 +123,7 @@ func TestWorldDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("fix in force in every sidecar %v after the update", time.Since(applied).Round(time.Millisecond))
-	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", db, "", wait); !strings.Contains(strings.ToLower(got), "mariadb") {
+	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", db, "", demoWait); !strings.Contains(strings.ToLower(got), "mariadb") {
 		t.Errorf("after the fix, web -> orders-db: %q", got)
 	}
 
@@ -162,7 +133,13 @@ func TestWorldDemo(t *testing.T) {
 
 	// Stop takes everything down.
 	nodeNetns := w.Node.NodeNetns()
-	configs := w.Injector.ConfigNames
+	var configs []string
+	if w.Injector != nil {
+		configs = w.Injector.ConfigNames
+	}
+	for _, d := range w.Istiods { // SERVERFIRST_WORLD_ISTIO
+		configs = append(configs, d.ConfigNames...)
+	}
 	stopped = true
 	if err := w.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
@@ -178,6 +155,44 @@ func TestWorldDemo(t *testing.T) {
 	if _, err := os.Stat(w.StateDir); !os.IsNotExist(err) {
 		t.Errorf("state dir %s left behind", w.StateDir)
 	}
+}
+
+// demoWait is how long a demo path may stay silent to count as a hang.
+const demoWait = 3 * time.Second
+
+// checkDemoPaths dials the demo's paths from inside its pods and checks
+// what arrives; it returns shop/orders-db's sniffed ClusterIP:3307.
+func checkDemoPaths(t *testing.T, ctx context.Context, w *World) (db string) {
+	t.Helper()
+	clusterIP := func(ns, name string) string {
+		svc, err := w.Kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc.Spec.ClusterIP
+	}
+	db = net.JoinHostPort(clusterIP(DemoShop, "orders-db"), "3307")
+	dbTCP := net.JoinHostPort(clusterIP(DemoShop, "orders-db-tcp"), "3306")
+	cache := net.JoinHostPort(clusterIP(DemoShop, "cache"), "6380")
+	ssh := net.JoinHostPort(clusterIP(DemoLegacy, "ssh"), "2222")
+	for _, tc := range []struct {
+		from, addr, send, want string // want "" = nothing before the wait
+	}{
+		{"shop/web", dbTCP, "", "mariadb"},       // declared TCP: the greeting
+		{"shop/web", db, "", ""},                 // sniffed: deadlock
+		{"shop/web", cache, "PING\r\n", "+PONG"}, // client-first: sniffing harmless
+		{"shop/web", ssh, "", ""},                // sniffed, server outside the mesh: deadlock
+		{"batch/report", ssh, "", "SSH-2.0"},     // no sidecar anywhere: the banner
+		{"batch/report", dbTCP, "", ""},          // PERMISSIVE inbound waits for a plaintext client
+		{"legacy/ssh", dbTCP, "", ""},            // likewise
+	} {
+		ns, name, _ := strings.Cut(tc.from, "/")
+		got := wtFirstBytes(t, ctx, w, ns, name, tc.addr, tc.send, demoWait)
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(strings.ToLower(got), strings.ToLower(tc.want)) {
+			t.Errorf("%s -> %s: first bytes %q, want %q", tc.from, tc.addr, got, tc.want)
+		}
+	}
+	return db
 }
 
 // wtFirstBytes dials addr from inside pod ns/name, optionally sends a

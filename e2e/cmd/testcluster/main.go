@@ -121,8 +121,15 @@ func run(args []string) int {
 			return 1
 		}
 		defer w.Stop()
+		injector := "istiod"
+		if w.Injector != nil {
+			injector = w.Injector.URL
+		}
+		for _, d := range w.Istiods {
+			injector += fmt.Sprintf(" [rev %q: xDS %s, webhook %s, log %s]", d.Revision, d.XDSAddr, d.WebhookURL, d.LogPath)
+		}
 		fmt.Fprintf(os.Stderr, "testcluster: world ready %v after the API server: injector %s, node %s (netns %s), inventory %s\n",
-			time.Since(began).Round(time.Millisecond), w.Injector.URL, w.Node.Name(), w.Node.NodeNetns(), w.InventoryPath)
+			time.Since(began).Round(time.Millisecond), injector, w.Node.Name(), w.Node.NodeNetns(), w.InventoryPath)
 		fmt.Fprintf(os.Stderr, "testcluster: world state in %s (pod logs under %s)\n", w.StateDir, filepath.Join(w.Node.StateDir(), "pods"))
 	}
 	if *seed == "demo" {

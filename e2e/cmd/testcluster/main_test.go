@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -250,7 +251,9 @@ func TestWorldSeedDemo(t *testing.T) {
 			t.Fatal(err)
 		}
 		sidecar := false
-		for _, c := range p.Spec.Containers {
+		// Real istiod (SERVERFIRST_WORLD_ISTIO) injects a native sidecar:
+		// an init container.
+		for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
 			sidecar = sidecar || c.Name == "istio-proxy"
 		}
 		if p.Status.Phase != "Running" || sidecar != (ns == "shop") {

@@ -1,0 +1,108 @@
+package world
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// saDefaultingName is the webhook configuration of saDefaulter.
+const saDefaultingName = "serverfirst-world-serviceaccount"
+
+// saDefaulter does the one thing of the ServiceAccount admission plugin
+// (off in e2e/testenv) that Istio's injection depends on: a pod that names
+// no ServiceAccount gets `default`. Istio's template mounts a projected
+// service-account token, which the API server rejects on a pod without
+// one; in a cluster the plugin has set it before any webhook runs.
+type saDefaulter struct {
+	kube kubernetes.Interface
+	srv  *http.Server
+}
+
+func startSADefaulter(ctx context.Context, kube kubernetes.Interface) (*saDefaulter, error) {
+	caPEM, cert, err := webhookCertificates()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d := &saDefaulter{kube: kube}
+	d.srv = &http.Server{
+		Handler:           http.HandlerFunc(serveSADefault),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = d.srv.ServeTLS(ln, "", "") }()
+	url := "https://" + ln.Addr().String() + "/"
+	sideEffects := admissionregistrationv1.SideEffectClassNone
+	failure := admissionregistrationv1.Fail
+	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: saDefaultingName, Labels: map[string]string{worldLabel: "serviceaccount"}},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:         "serviceaccount.world.serverfirst.io",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+			}},
+			SideEffects: &sideEffects, FailurePolicy: &failure, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+	if err := applyWebhookConfiguration(ctx, kube, cfg); err != nil {
+		d.srv.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func serveSADefault(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	var review admissionv1.AdmissionReview
+	if err == nil {
+		err = json.Unmarshal(body, &review)
+	}
+	if err != nil || review.Request == nil {
+		http.Error(w, fmt.Sprintf("not an AdmissionReview: %v", err), http.StatusBadRequest)
+		return
+	}
+	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
+	var pod corev1.Pod
+	if json.Unmarshal(review.Request.Object.Raw, &pod) == nil && pod.Spec.ServiceAccountName == "" {
+		patch := []byte(`[{"op":"add","path":"/spec/serviceAccountName","value":"default"}]`)
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Patch, resp.PatchType = patch, &pt
+	}
+	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+	if out.APIVersion == "" {
+		out.APIVersion, out.Kind = "admission.k8s.io/v1", "AdmissionReview"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// stop unregisters the webhook (so pod creation does not fail closed) and
+// shuts the server down.
+func (d *saDefaulter) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := d.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, saDefaultingName, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		err = nil
+	}
+	return errors.Join(err, d.srv.Shutdown(ctx))
+}
