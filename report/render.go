@@ -252,6 +252,9 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 	if len(f.CollidesWith) > 0 {
 		o.strings("collidesWith", f.CollidesWith)
 	}
+	if f.CollidesWithTotal > 0 {
+		o.int("collidesWithTotal", int64(f.CollidesWithTotal))
+	}
 	o.str("verdict", string(f.Verdict))
 	o.str("code", string(f.Code))
 	o.strOmit("scenario", string(f.Scenario))

@@ -176,7 +176,10 @@ type Finding struct {
 	// CollidesWith lists in-mesh Service ports whose sniffing or HTTP
 	// listener shares this outbound port.
 	CollidesWith []string `json:"collidesWith,omitempty"`
-	Verdict      Verdict  `json:"verdict"`
+	// CollidesWithTotal is how many ports collide when CollidesWith lists
+	// only the first maxCollisionsListed of them (0 when it lists all).
+	CollidesWithTotal int     `json:"collidesWithTotal,omitempty"`
+	Verdict           Verdict `json:"verdict"`
 	// Code is the registered rule that gave the verdict (explain CODE).
 	Code     Code     `json:"code"`
 	Scenario Scenario `json:"scenario,omitempty"`
