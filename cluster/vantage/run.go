@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -201,13 +202,14 @@ func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, ow
 	return plan
 }
 
+// parsePort reads a targetPort written as a number. The whole string must
+// be the number: fmt.Sscanf("%d") read "80abc" as 80.
 func parsePort(s string) (int32, error) {
-	var n int32
-	_, err := fmt.Sscanf(s, "%d", &n)
+	n, err := strconv.ParseInt(s, 10, 32)
 	if err != nil || n <= 0 || n > 65535 {
 		return 0, fmt.Errorf("not a port: %q", s)
 	}
-	return n, nil
+	return int32(n), nil
 }
 
 // RunOptions tune a live-cluster probe run.
