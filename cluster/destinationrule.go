@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -262,33 +263,9 @@ func NewDestinationRuleIndex(rules []DestinationRule, rootNamespace string) *Des
 	return idx
 }
 
-func sameSet(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
 func supersetOf(a, b map[string]bool) bool {
 	for k := range b {
 		if !a[k] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameLabels(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if got, ok := b[k]; !ok || got != v {
 			return false
 		}
 	}
@@ -311,7 +288,7 @@ func mergeDestinationRule(pool *hostRules, r DestinationRule, exportTo map[strin
 	appendSeparately := true
 	for _, m := range list {
 		switch {
-		case sameSet(exportTo, m.exportTo):
+		case maps.Equal(exportTo, m.exportTo): // only true values are stored
 			appendSeparately = false
 		case len(m.exportTo) > 0 && supersetOf(exportTo, m.exportTo):
 			appendSeparately = true
@@ -321,7 +298,7 @@ func mergeDestinationRule(pool *hostRules, r DestinationRule, exportTo map[strin
 		}
 		bothWithout := r.Selector == nil && m.rule.Selector == nil
 		bothWith := r.Selector != nil && m.rule.Selector != nil
-		if bothWith && !sameLabels(r.Selector, m.rule.Selector) {
+		if bothWith && !maps.Equal(r.Selector, m.rule.Selector) {
 			appendSeparately = true
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -386,7 +387,7 @@ func (m *Manifests) addObject(js []byte, origin ManifestOrigin, lines lineIndex)
 	m.Objects++
 	versions, judged := judgedVersions[gvk.GroupKind()]
 	switch {
-	case judged && !contains(versions, gvk.Version):
+	case judged && !slices.Contains(versions, gvk.Version):
 		m.warn(origin.File, origin.Line, "%s %s: a version of %s this tool does not know (it reads %s): skipped", tm.APIVersion, tm.Kind, tm.Kind, strings.Join(versions, ", "))
 		return
 	case !judged && judgedKinds[tm.Kind] != "" && (kubescheme.Scheme.Recognizes(gvk) || istioscheme.Scheme.Recognizes(gvk)):
@@ -435,15 +436,6 @@ func (m *Manifests) addList(tm typeMeta, origin ManifestOrigin, lines lineIndex)
 		}
 		m.addObject(item, o, sub)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // namespaced defaults an object's namespace as kubectl apply does.
