@@ -117,7 +117,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 			continue
 		}
 		meshAffected = true
-		rule := ruleFromReason(pv)
+		rule := pv.destinationRule
 		switch pv.Code {
 		case rulePlaintextIntoPermissive.Code, rulePlaintextIntoStrict.Code:
 			added = append(added, drTLSFix(rule, host, svc.Namespace, p.Port, cluster.TLSIstioMutual,
@@ -224,23 +224,6 @@ func outboundExclusionAlternative(f Finding) []Fix {
 			"every destination on that port, in the mesh or not, bypasses the clients' sidecars (no mTLS, no egress policy, no telemetry)",
 			"interception annotations are read when a pod is created: change the pod template and restart the pods",
 		}}}
-}
-
-// ruleFromReason picks the DestinationRule a path's reason names.
-func ruleFromReason(pv PathVerdict) string {
-	const marker = "DestinationRule "
-	i := strings.Index(pv.Reason, marker)
-	if i < 0 {
-		return ""
-	}
-	rest := pv.Reason[i+len(marker):]
-	if k := strings.IndexAny(rest, " ,"); k >= 0 {
-		rest = rest[:k]
-	}
-	if strings.Count(rest, "/") != 1 {
-		return ""
-	}
-	return rest
 }
 
 func orNew(rule string) string {

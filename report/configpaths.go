@@ -340,7 +340,10 @@ func clientsWord(ps []clientProfile) string {
 type configPath struct {
 	scenario Scenario
 	key      string
-	profiles []clientProfile
+	// destinationRule is "ns/name" of the DestinationRule that decides the
+	// path, or "".
+	destinationRule string
+	profiles        []clientProfile
 	// build fills the template once the clients are known.
 	build func(clients string) judgement
 }
@@ -381,26 +384,28 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 	out := cluster.OutboundDestination{Host: dest.Host, Namespace: svc.Namespace, Port: uint32(p.Port), Protocol: p.Resolved, Ports: ports}
 
 	var paths []*configPath
-	add := func(key string, sc Scenario, prof clientProfile, build func(clients string) judgement) {
+	// add groups clients by key; dr names the DestinationRule that decides
+	// the path ("" for none), for the fix that changes it.
+	add := func(key, dr string, sc Scenario, prof clientProfile, build func(clients string) judgement) {
 		for _, cp := range paths {
 			if cp.key == key {
 				cp.profiles = append(cp.profiles, prof)
 				return
 			}
 		}
-		paths = append(paths, &configPath{key: key, scenario: sc, profiles: []clientProfile{prof}, build: build})
+		paths = append(paths, &configPath{key: key, destinationRule: dr, scenario: sc, profiles: []clientProfile{prof}, build: build})
 	}
 	// plaintext judges a client path that reaches the server in plaintext.
-	plaintext := func(prof clientProfile, key string, permissive, strict, fine func(clients string) judgement) {
+	plaintext := func(prof clientProfile, key, dr string, permissive, strict, fine func(clients string) judgement) {
 		switch {
 		case meshPod == nil || !targetKnown:
 			return // no sidecar on the server side: plaintext is what it wants
 		case !server.captured:
-			add(key+"|uncaptured", MeshToMesh, prof, fine)
+			add(key+"|uncaptured", dr, MeshToMesh, prof, fine)
 		case mode == cluster.MTLSStrict:
-			add(key+"|strict", MeshToMesh, prof, strict)
+			add(key+"|strict", dr, MeshToMesh, prof, strict)
 		case mode == cluster.MTLSPermissive && hints != "":
-			add(key+"|permissive", MeshToMesh, prof, permissive)
+			add(key+"|permissive", dr, MeshToMesh, prof, permissive)
 		}
 	}
 	for k, prof := range j.clients {
@@ -410,7 +415,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		}
 		c := prof.pod
 		if captured, why := cluster.OutboundCaptured(c, clusterIP, uint32(p.Port)); !captured {
-			plaintext(prof, "bypass|"+why,
+			plaintext(prof, "bypass|"+why, "",
 				func(cl string) judgement { return ruleBypassIntoPermissive.with(cl, why, hints) },
 				func(cl string) judgement { return ruleBypassIntoStrict.with(cl, why) },
 				func(cl string) judgement {
@@ -422,10 +427,10 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		if !l.Exists {
 			why := fmt.Sprintf("Sidecar %s gives clients in %%s no listener for %s", l.Sidecar, dest.Host)
 			if l.OutboundTrafficPolicy == "REGISTRY_ONLY" {
-				add("blackhole|"+l.Sidecar, MeshToMesh, prof, func(cl string) judgement { return ruleNoListenerBlackHole.with(fmt.Sprintf(why, cl)) })
+				add("blackhole|"+l.Sidecar, "", MeshToMesh, prof, func(cl string) judgement { return ruleNoListenerBlackHole.with(fmt.Sprintf(why, cl)) })
 				continue
 			}
-			plaintext(prof, "nolistener|"+l.Sidecar,
+			plaintext(prof, "nolistener|"+l.Sidecar, "",
 				func(cl string) judgement { return ruleNoListenerPermissive.with(fmt.Sprintf(why, cl), hints) },
 				func(cl string) judgement { return ruleNoListenerStrict.with(fmt.Sprintf(why, cl)) },
 				nil)
@@ -433,7 +438,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		}
 		if l.EgressPort && !p.Resolved.Sniffed() && !p.Resolved.Protocol.HTTPFamily() && (l.Protocol.Sniffed() || l.Protocol.Protocol.HTTPFamily()) && hints != "" {
 			reason := l.Reason
-			add("egress|"+l.Sidecar, MeshToMesh, prof, func(cl string) judgement {
+			add("egress|"+l.Sidecar, "", MeshToMesh, prof, func(cl string) judgement {
 				return ruleEgressPortSniffs.with(reason, cl, p.Resolved.Protocol, hints)
 			})
 		}
@@ -441,7 +446,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		switch {
 		case tls.Mode == cluster.TLSIstioMutual && meshPod != nil && targetKnown && !server.captured:
 			why := tls.Reason
-			add("mtls-uncaptured|"+tls.Rule, MeshToMesh, prof, func(cl string) judgement {
+			add("mtls-uncaptured|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement {
 				return ruleMTLSIntoUncaptured.with(serverName, targetPort, server.captureWhy, cl, why)
 			})
 		case !tls.RuleSetsTLS:
@@ -449,21 +454,21 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			// except where the server does not capture the port.
 			if tls.Mode == cluster.TLSDisable && meshPod != nil && targetKnown && !server.captured {
 				why := tls.Reason
-				add("plain-uncaptured", MeshToMesh, prof, func(cl string) judgement {
+				add("plain-uncaptured", "", MeshToMesh, prof, func(cl string) judgement {
 					return rulePlaintextIntoUncaptured.with(serverName, targetPort, server.captureWhy, cl, why)
 				})
 			}
 		case tls.Mode == cluster.TLSDisable:
 			why := tls.Reason
 			if meshPod != nil && targetKnown && server.captured && mode == cluster.MTLSDisable {
-				add("dr-plain-disabled|"+tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoDisabled.with(why, cl) })
+				add("dr-plain-disabled|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoDisabled.with(why, cl) })
 				continue
 			}
 			if mode == cluster.MTLSPermissive && hints == "" && server.captured {
-				add("dr-plain-nohints|"+tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoPermissiveNoHints.with(why, cl) })
+				add("dr-plain-nohints|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoPermissiveNoHints.with(why, cl) })
 				continue
 			}
-			plaintext(prof, "dr-plain|"+tls.Rule,
+			plaintext(prof, "dr-plain|"+tls.Rule, tls.Rule,
 				func(cl string) judgement { return rulePlaintextIntoPermissive.with(why, cl, hints) },
 				func(cl string) judgement { return rulePlaintextIntoStrict.with(why, cl) },
 				func(cl string) judgement {
@@ -471,13 +476,13 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 				})
 		case tls.Mode == cluster.TLSIstioMutual && meshPod == nil && len(backends) > 0:
 			why := tls.Reason
-			add("dr-mtls-nosidecar|"+tls.Rule, MeshToExternal, prof, func(cl string) judgement { return ruleMutualIntoNoSidecar.with(why, cl) })
+			add("dr-mtls-nosidecar|"+tls.Rule, tls.Rule, MeshToExternal, prof, func(cl string) judgement { return ruleMutualIntoNoSidecar.with(why, cl) })
 		case tls.Mode == cluster.TLSIstioMutual && mode == cluster.MTLSDisable:
 			why := tls.Reason
-			add("dr-mtls-disabled|"+tls.Rule, MeshToMesh, prof, func(cl string) judgement { return ruleMutualIntoDisabled.with(why, cl) })
+			add("dr-mtls-disabled|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return ruleMutualIntoDisabled.with(why, cl) })
 		case (tls.Mode == cluster.TLSSimple || tls.Mode == cluster.TLSMutual) && hints != "":
 			why := tls.Reason
-			add("dr-origination|"+tls.Rule, MeshToMesh, prof, func(cl string) judgement { return ruleTLSOriginationServerFirst.with(why, cl, hints) })
+			add("dr-origination|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return ruleTLSOriginationServerFirst.with(why, cl, hints) })
 		}
 	}
 	if meshPod != nil && targetKnown && server.captured && server.inbound.Sidecar != "" && server.inbound.Passthrough && !p.Resolved.Sniffed() && hints != "" {
@@ -500,7 +505,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			clients = "every mesh client"
 		}
 		jd := cp.build(clients)
-		judged = append(judged, PathVerdict{Scenario: cp.scenario, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clients})
+		judged = append(judged, PathVerdict{Scenario: cp.scenario, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clients, destinationRule: cp.destinationRule})
 		if jd.rule.Verdict.Severity() < f.Verdict.Severity() {
 			f.set(jd)
 			f.Scenario = cp.scenario

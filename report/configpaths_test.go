@@ -196,6 +196,14 @@ func TestConfigPaths(t *testing.T) {
 				if fix.Manifest != "" {
 					parseManifest(t, fix.Manifest)
 				}
+				// A path decided by a DestinationRule is fixed in that
+				// rule, not in a new one beside it.
+				if fix.Type == FixDestinationRule && slices.Contains([]Code{"SF0601", "SF0602", "SF0603"}, c.code) {
+					m := parseManifest(t, fix.Manifest)
+					if got := path(t, m, "metadata", "namespace").(string) + "/" + path(t, m, "metadata", "name").(string); got != "shop/db" {
+						t.Errorf("the DestinationRule fix changes %s, want the rule that decides the path, shop/db\n%s", got, fix.Manifest)
+					}
+				}
 			}
 			for _, p := range f.Paths {
 				if p.Code != "SF0109" && p.Code != "SF0805" && p.Clients != "web (1 pod)" {

@@ -245,4 +245,8 @@ type PathVerdict struct {
 	// Clients says which clients take the path, where config decides it
 	// ("web (3 pods), shop (1 pod)").
 	Clients string `json:"clients,omitempty"`
+
+	// destinationRule is "ns/name" of the DestinationRule that decides a
+	// config path, for its fix (not part of the report).
+	destinationRule string
 }
