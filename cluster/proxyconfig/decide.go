@@ -61,6 +61,9 @@ type Decision struct {
 	// NoChain: no chain matches and there is no default: Envoy closes it.
 	Chain   string `json:"chain,omitempty"`
 	NoChain bool   `json:"noChain,omitempty"`
+	// ChainTLS: the chain terminates TLS (a DownstreamTlsContext), so a
+	// client that does not start a TLS handshake never gets through.
+	ChainTLS bool `json:"chainTLS,omitempty"`
 	// Filter is the chain's terminal network filter ("tcp_proxy",
 	// "http_connection_manager", ...); Cluster the tcp_proxy's cluster.
 	Filter  string `json:"filter,omitempty"`
@@ -272,7 +275,7 @@ func finish(out Decision, l *Listener, fr filterRun, ci connInfo) Decision {
 		out.NoChain = true
 		return out
 	}
-	out.Chain = fc.Name
+	out.Chain, out.ChainTLS = fc.Name, fc.TransportSocket.TLS()
 	for _, f := range fc.Filters {
 		switch k := f.Kind(); k {
 		case "tcp_proxy":
