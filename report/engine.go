@@ -37,6 +37,9 @@ type Input struct {
 	// zero means unknown, which proves nothing where the mesh has one.
 	BannerWait    time.Duration
 	BannerWaitWhy string
+	// ConfigPaths are what the sidecars' own config says about client
+	// paths (proxyconfig.go).
+	ConfigPaths []ConfigPath
 }
 
 // delayedFraction: a banner that arrives through the mesh after this share
@@ -52,6 +55,9 @@ func Build(in Input) Report {
 	}
 	j := newJudge(inv, in.Observations)
 	j.wait = in.BannerWait
+	for _, cp := range in.ConfigPaths {
+		j.cfg[cp.Target] = append(j.cfg[cp.Target], cp)
+	}
 	findings := j.judgeAll(in.External)
 	SortFindings(findings)
 	r := Report{
@@ -181,6 +187,7 @@ type judge struct {
 	profileOf map[*cluster.Pod]int
 	drIndex   *cluster.DestinationRuleIndex
 	obs       map[TargetKey][]Observation
+	cfg       map[TargetKey][]ConfigPath
 	anyMesh   bool
 	// wait is the probes' banner wait (0: unknown).
 	wait time.Duration
@@ -196,7 +203,7 @@ type judge struct {
 }
 
 func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
-	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}}
+	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}, cfg: map[TargetKey][]ConfigPath{}}
 	ambient := map[string]bool{}
 	for _, ns := range inv.Namespaces {
 		ambient[ns.Name] = ns.Ambient
@@ -301,6 +308,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	}
 	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
+	j.proxyConfigVerdict(&f)
 	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
 	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))

@@ -287,6 +287,19 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 		if ev.InMesh != nil {
 			e.bool("inMesh", *ev.InMesh)
 		}
+		e.strOmit("proxy", ev.Proxy)
+		e.strOmit("side", ev.Side)
+		e.strOmit("scenario", string(ev.Scenario))
+		e.strOmit("listener", ev.Listener)
+		if len(ev.Inspectors) > 0 {
+			e.strings("inspectors", ev.Inspectors)
+		}
+		if ev.TimeoutMs != nil {
+			e.int("timeoutMs", *ev.TimeoutMs)
+		}
+		e.strOmit("onTimeout", ev.OnTimeout)
+		e.strOmit("chain", ev.Chain)
+		e.strOmit("cluster", ev.Cluster)
 		e.close()
 	}, f.Evidence == nil)
 	o.array("fixes", len(f.Fixes), func(i int, e *jsonObject) {

@@ -22,6 +22,7 @@ import (
 //	SF07xx  interception annotations (traffic.sidecar.istio.io/*)
 //	SF08xx  Sidecar resources
 //	SF09xx  pod ports no Service declares
+//	SF10xx  proxy config evidence (the sidecars' own /config_dump)
 type Code string
 
 var codePattern = regexp.MustCompile(`^SF[0-9]{4}$`)

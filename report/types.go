@@ -122,6 +122,24 @@ type Evidence struct {
 	// InMesh says whether a "self" probe went through a sidecar (only set
 	// for VantageSelf; the other vantages imply it).
 	InMesh *bool `json:"inMesh,omitempty"`
+
+	// Proxy-config evidence (vantage "proxy-config"): the pod whose
+	// sidecar config was read ("self" for the tool's own), which side of
+	// the path it is ("client", "server"), the path it stands for, the
+	// listener Envoy picks, the inspectors that wait for the client's
+	// first bytes, how long (0 = forever; absent when nothing waits), what
+	// follows the timeout ("continue", "close"), the filter chain and the
+	// cluster. Outcome is waits-forever, waits, passes, no-chain,
+	// http-request or undecided (Error says why).
+	Proxy      string   `json:"proxy,omitempty"`
+	Side       string   `json:"side,omitempty"`
+	Scenario   Scenario `json:"scenario,omitempty"`
+	Listener   string   `json:"listener,omitempty"`
+	Inspectors []string `json:"inspectors,omitempty"`
+	TimeoutMs  *int64   `json:"timeoutMs,omitempty"`
+	OnTimeout  string   `json:"onTimeout,omitempty"`
+	Chain      string   `json:"chain,omitempty"`
+	Cluster    string   `json:"cluster,omitempty"`
 }
 
 // Fix is one way out, as a manifest or a command.

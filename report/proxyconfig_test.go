@@ -1,0 +1,131 @@
+package report
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
+)
+
+func TestProxyConfigVerdicts(t *testing.T) {
+	db := pod("shop", "orders-db", "orders-db", true, "mariadb:11")
+	web := pod("shop", "web", "web", true, "busybox")
+	inv := meshInv([]cluster.Pod{db, web}, svc("shop", "orders-db", "orders-db", []cluster.Pod{db}, tport("db", 3307, "3306", "")))
+	key := svcKey("shop", "orders-db", 3307)
+
+	sniffed := proxyconfig.Decision{Listener: "10.96.0.10_3307", ListenerAddress: "10.96.0.10:3307", Via: "exact",
+		Inspectors: []string{"http_inspector"}, Waits: true, Chain: "", Filter: "tcp_proxy", Cluster: "outbound|3307||orders-db.shop.svc.cluster.local", UpstreamTLS: proxyconfig.UpstreamAutoMTLS}
+	declared := proxyconfig.Decision{Listener: "10.96.0.10_3307", Via: "exact", Filter: "tcp_proxy", Cluster: "outbound|3307||orders-db.shop.svc.cluster.local", UpstreamTLS: proxyconfig.UpstreamAutoMTLS}
+	inboundTLS := proxyconfig.Decision{Listener: "virtualInbound", Via: "accepting", Chain: "0.0.0.0_3306", Filter: "tcp_proxy", Cluster: "inbound|3306||"}
+	delayed := sniffed
+	delayed.Timeout, delayed.OnTimeout, delayed.Chain = 5*time.Second, "continue", "tcp"
+	closes := sniffed
+	closes.Timeout, closes.TimeoutDefault, closes.OnTimeout = 15*time.Second, true, "close"
+	http := proxyconfig.Decision{Listener: "0.0.0.0_3307", Via: "wildcard", Chain: "0.0.0.0_3307", Filter: "http_connection_manager", WaitsForRequest: true}
+	strictPlain := proxyconfig.Decision{Listener: "virtualInbound", Via: "accepting", Inspectors: []string{"tls_inspector"}, Waits: true, Chain: "0.0.0.0_3306", ChainTLS: true, Filter: "tcp_proxy", Cluster: "inbound|3306||"}
+
+	client := func(d proxyconfig.Decision) ConfigStage {
+		return ConfigStage{Side: "client", Proxy: "shop/web", Port: 3307, Decision: d}
+	}
+	server := func(d proxyconfig.Decision, tls bool) ConfigStage {
+		return ConfigStage{Side: "server", Proxy: "shop/orders-db", Port: 3306, Decision: d, ClientTLS: tls}
+	}
+	mesh := func(stages ...ConfigStage) ConfigPath {
+		return ConfigPath{Target: key, Scenario: MeshToMesh, Stages: stages, Clients: "clients like shop/web"}
+	}
+	direct := obs(key, VantageDirect, banner(1.2, "5.5.5-10.11.6-MariaDB", "mysql"))
+
+	for _, tc := range []struct {
+		name      string
+		obs       []Observation
+		paths     []ConfigPath
+		code      Code
+		pathCodes []Code
+		reason    string // a part of the reason
+		note      string
+	}{
+		{name: "direct banner + client listener waits forever: deadlock without a probe pod",
+			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			code: "SF1001", pathCodes: []Code{"SF1001"}, reason: "listener 10.96.0.10_3307 runs http_inspector"},
+		{name: "config alone: at risk, the listener named",
+			paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			code:  "SF1002", pathCodes: []Code{"SF1002"}, reason: "the client sidecar of shop/web waits forever"},
+		{name: "config that does not wait: OK where no probe pod ran",
+			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true))},
+			code: "SF1003", pathCodes: []Code{"SF1003"}, reason: "mutual TLS from the client's sidecar"},
+		{name: "finite timeout then continue: delayed, never deadlock",
+			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(delayed), server(inboundTLS, true))},
+			code: "SF1004", pathCodes: []Code{"SF1004"}, reason: "waits 5s"},
+		{name: "Envoy's default timeout then close",
+			paths: []ConfigPath{mesh(client(closes))},
+			code:  "SF1005", pathCodes: []Code{"SF1005"}, reason: "15s (Envoy's default)"},
+		{name: "HTTP connection manager on the path",
+			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(http))},
+			code: "SF1006", pathCodes: []Code{"SF1006"}, reason: "an HTTP connection manager"},
+		{name: "STRICT inbound for a client without a sidecar",
+			paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true)),
+				{Target: key, Scenario: ExternalToMesh, Stages: []ConfigStage{server(strictPlain, false)}, Clients: "clients without a sidecar"}},
+			code: "SF1007", pathCodes: []Code{"SF1007", "SF1003"}, reason: "no plaintext filter chain for port 3306"},
+		{name: "a probe says deadlock, config passes: the weaker claim",
+			obs:   []Observation{direct, obs(key, VantageMeshClient, silent())},
+			paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true))},
+			code:  "SF1008", pathCodes: []Code{"SF1008"}, reason: "probes and proxy config disagree"},
+		{name: "a probe gets the banner, config waits forever: the probe's OK stands, with a note",
+			obs:   []Observation{direct, obs(key, VantageMeshClient, banner(2.1, "5.5.5-10.11.6-MariaDB", "mysql"))},
+			paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			code:  "SF0402", pathCodes: []Code{"SF0402"}, note: "probes and proxy config disagree on the mesh-to-mesh path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Build(Input{Inventory: inv, Observations: tc.obs, ConfigPaths: tc.paths, BannerWait: 3 * time.Second})
+			var f *Finding
+			for i := range r.Findings {
+				if r.Findings[i].Key() == key {
+					f = &r.Findings[i]
+				}
+			}
+			if f == nil {
+				t.Fatalf("no finding for %v", key)
+			}
+			assertCode(t, *f, tc.code)
+			assertPathCodes(t, *f, tc.pathCodes...)
+			if !strings.Contains(f.Reason, tc.reason) {
+				t.Errorf("reason %q, want it to contain %q", f.Reason, tc.reason)
+			}
+			if tc.note != "" && !strings.Contains(strings.Join(f.Notes, "\n"), tc.note) {
+				t.Errorf("notes %q, want %q", f.Notes, tc.note)
+			}
+			var cfg []Evidence
+			for _, e := range f.Evidence {
+				if e.Vantage == VantageProxyConfig {
+					cfg = append(cfg, e)
+				}
+			}
+			stages := 0
+			for _, p := range tc.paths {
+				stages += len(p.Stages)
+			}
+			if len(cfg) != stages {
+				t.Errorf("%d proxy-config evidence entries, want one per stage (%d): %+v", len(cfg), stages, cfg)
+			}
+			if len(cfg) > 0 && (cfg[0].Listener == "" || cfg[0].Proxy == "" || cfg[0].Side == "") {
+				t.Errorf("evidence does not name the proxy, side and listener: %+v", cfg[0])
+			}
+		})
+	}
+}
+
+// The evidence of a wait says how long: 0 is forever.
+func TestConfigEvidenceTimeout(t *testing.T) {
+	e := configEvidence(ConfigPath{Scenario: MeshToMesh}, ConfigStage{Side: "client", Proxy: "shop/web",
+		Decision: proxyconfig.Decision{Listener: "l", Inspectors: []string{"http_inspector"}, Waits: true}})
+	if e.Outcome != "waits-forever" || e.TimeoutMs == nil || *e.TimeoutMs != 0 {
+		t.Errorf("forever: %+v", e)
+	}
+	e = configEvidence(ConfigPath{}, ConfigStage{Side: "server", Proxy: "shop/db", ClientTLS: true,
+		Decision: proxyconfig.Decision{Listener: "virtualInbound", Inspectors: []string{"tls_inspector"}, Waits: true}})
+	if e.Outcome != "passes" || e.TimeoutMs != nil || len(e.Inspectors) != 0 {
+		t.Errorf("mTLS from a sidecar does not wait: %+v", e)
+	}
+}
