@@ -6,12 +6,14 @@
 //
 // It decodes only the fields that decide that, with encoding/json structs for
 // that subset of Envoy's proto-JSON. Not with go-control-plane's generated
-// types: they are not in this module's go.mod, and decoding a dump with them
-// needs protojson plus every extension type an Any may name (go-control-plane
-// alone is hundreds of packages; the e2e tools module that uses it lists 109
-// modules in its go.sum against the product's 64), all of which would ship in
-// the binary to read a dozen fields. The bytes come from a cluster, so Parse
-// bounds the input and never panics (FuzzParseConfigDump).
+// types: they are not in this module's go.mod, and protojson decodes an Any
+// only when its type is registered, so reading a real Istio dump needs every
+// extension type istiod may send (upstream HttpProtocolOptions, stats,
+// metadata exchange, ...: Istio's pkg/config/xds, 802 packages). Measured
+// (stripped, go1.26): admin/v3 + seven extension packages + protojson is a
+// 7.1 MB program against 2.1 MB for encoding/json alone, and it still fails
+// on the first unregistered Any of a real dump. The bytes come from a
+// cluster, so Parse bounds the input and never panics (FuzzParseConfigDump).
 package proxyconfig
 
 import (
