@@ -202,15 +202,23 @@ func (c *ConfigDumps) Fetches() int64 { return c.fetches.Load() }
 func (c *ConfigDumps) Bytes() int64 { return c.bytes.Load() }
 
 // ClientProxy picks the proxy whose config stands for the clients of
-// namespace: a running pod with a sidecar there, the first by name (every
-// sidecar of a namespace gets the same outbound config unless a Sidecar
-// resource selects some of them). ok is false when the namespace has none.
-func ClientProxy(inv *cluster.Inventory, namespace string) (Proxy, bool) {
-	var names []string
+// namespace: a running pod with a sidecar there, the first by name that
+// is not one of avoid (pods that serve Services: clients proper stand for
+// clients best), else the first. Every sidecar of a namespace gets the
+// same outbound config unless a Sidecar resource selects some of them.
+// ok is false when the namespace has none.
+func ClientProxy(inv *cluster.Inventory, namespace string, avoid ...cluster.PodRef) (Proxy, bool) {
+	var names, others []string
 	for _, p := range inv.Pods {
 		if p.Namespace == namespace && p.HasSidecar && p.Phase == "Running" {
 			names = append(names, p.Name)
+			if !slices.Contains(avoid, cluster.PodRef{Namespace: p.Namespace, Name: p.Name}) {
+				others = append(others, p.Name)
+			}
 		}
+	}
+	if len(others) > 0 {
+		names = others
 	}
 	if len(names) == 0 {
 		return Proxy{}, false

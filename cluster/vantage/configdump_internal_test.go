@@ -116,6 +116,12 @@ func TestClientProxy(t *testing.T) {
 	if p, ok := ClientProxy(inv, "shop"); !ok || p != (Proxy{Namespace: "shop", Pod: "api"}) {
 		t.Errorf("ClientProxy(shop) = %v, %v", p, ok)
 	}
+	if p, ok := ClientProxy(inv, "shop", cluster.PodRef{Namespace: "shop", Name: "api"}); !ok || p.Pod != "web-b" {
+		t.Errorf("ClientProxy(shop) avoiding the target's backend api = %v, %v", p, ok)
+	}
+	if p, ok := ClientProxy(inv, "shop", cluster.PodRef{Namespace: "shop", Name: "api"}, cluster.PodRef{Namespace: "shop", Name: "web-b"}); !ok || p.Pod != "api" {
+		t.Errorf("ClientProxy(shop) with only backends = %v, %v", p, ok)
+	}
 	if p, ok := ClientProxy(inv, "legacy"); ok {
 		t.Errorf("ClientProxy(legacy) = %v, want none", p)
 	}

@@ -1,0 +1,233 @@
+package vantage
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
+	"github.com/serverfirst/kubectl-serverfirst/report"
+)
+
+// ConfigOptions say whose config stands for which client path.
+type ConfigOptions struct {
+	// Client, when set (--from-pod, or this pod's own sidecar), is the
+	// client proxy of every target; otherwise ClientProxy of the target's
+	// namespace, else of the first namespace (by name) that has one.
+	Client *Proxy
+	// Outside also judges the path of clients without a sidecar: the
+	// server's inbound for plaintext.
+	Outside bool
+	// Keep narrows the targets (a shard's share); nil keeps all.
+	Keep func(report.TargetKey) bool
+	// Concurrency bounds the dumps read at once; 0 means 4.
+	Concurrency int
+}
+
+// configTask is one target's proxies and addresses.
+type configTask struct {
+	key                report.TargetKey
+	client             *Proxy
+	clientSrc          netip.Addr
+	dst                netip.AddrPort
+	server             *Proxy
+	serverDst          netip.AddrPort
+	serverInMesh       bool
+	clientPort, inPort int32
+}
+
+// ConfigPaths reads the client and server sidecars' config for every
+// Service port (by ClusterIP) and external IP target, and says what each
+// client path does with a client that sends nothing first. Each proxy's
+// dump is read once; what cannot be read becomes one warning per proxy.
+func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) ([]report.ConfigPath, []string) {
+	tasks := planConfig(inv, externals, o)
+	// Read every proxy's dump first, a few at a time.
+	var proxies []Proxy
+	seen := map[Proxy]bool{}
+	for _, t := range tasks {
+		for _, p := range []*Proxy{t.client, t.server} {
+			if p != nil && !seen[*p] {
+				seen[*p] = true
+				proxies = append(proxies, *p)
+			}
+		}
+	}
+	n := o.Concurrency
+	if n <= 0 {
+		n = 4
+	}
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for _, p := range proxies {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			_, _ = dumps.Get(ctx, p)
+		})
+	}
+	wg.Wait()
+
+	var warnings []string
+	failed := map[Proxy]bool{}
+	dump := func(p *Proxy) *proxyconfig.Dump {
+		if p == nil || failed[*p] {
+			return nil
+		}
+		d, err := dumps.Get(ctx, *p)
+		if err != nil {
+			failed[*p] = true
+			warnings = append(warnings, fmt.Sprintf("proxy config of %s: %v", p, err))
+			return nil
+		}
+		return d
+	}
+	var out []report.ConfigPath
+	for _, t := range tasks {
+		var clientStage *report.ConfigStage
+		if cd := dump(t.client); cd != nil {
+			d := cd.Outbound(t.dst, netip.AddrPortFrom(t.clientSrc, 0))
+			clientStage = &report.ConfigStage{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}
+		}
+		sd := dump(t.server)
+		if clientStage != nil {
+			stages := []report.ConfigStage{*clientStage}
+			sc := report.MeshToExternal
+			if t.serverInMesh {
+				sc = report.MeshToMesh
+			}
+			d := clientStage.Decision
+			if sd != nil && d.Filter == "tcp_proxy" && d.Cluster != "BlackHoleCluster" && d.Undecided == "" {
+				// The client's sidecar speaks TLS to a sidecar endpoint
+				// under auto mTLS, always under a TLS cluster.
+				tls := d.UpstreamTLS == proxyconfig.UpstreamTLS || d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh
+				stages = append(stages, report.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort,
+					Decision: sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), tls), ClientTLS: tls})
+			}
+			out = append(out, report.ConfigPath{Target: t.key, Scenario: sc, Stages: stages, Clients: "clients like " + proxyName(*t.client)})
+		}
+		if sd != nil && o.Outside {
+			out = append(out, report.ConfigPath{Target: t.key, Scenario: report.ExternalToMesh, Clients: "clients without a sidecar",
+				Stages: []report.ConfigStage{{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, Decision: sd.Inbound(t.serverDst, netip.AddrPort{}, false)}}})
+		}
+	}
+	return out, warnings
+}
+
+func proxyName(p Proxy) string {
+	if p.Self {
+		return "self"
+	}
+	return p.Namespace + "/" + p.Pod
+}
+
+// planConfig picks the proxies and addresses of each target.
+func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) []configTask {
+	pods := map[string]*cluster.Pod{}
+	meshNS := map[string]bool{}
+	for i := range inv.Pods {
+		p := &inv.Pods[i]
+		pods[p.Namespace+"/"+p.Name] = p
+		if p.HasSidecar && p.Phase == "Running" {
+			meshNS[p.Namespace] = true
+		}
+	}
+	firstMeshNS := ""
+	if len(meshNS) > 0 {
+		firstMeshNS = slices.Min(slices.Collect(maps.Keys(meshNS)))
+	}
+	// Pods that back no Service are the clients proper: their config
+	// stands for a namespace's clients best.
+	var servers []cluster.PodRef
+	for _, svc := range inv.Services {
+		servers = append(servers, svc.Backends...)
+	}
+	clientFor := func(ns string) (*Proxy, netip.Addr) {
+		var p Proxy
+		switch {
+		case o.Client != nil:
+			p = *o.Client
+		default:
+			var ok bool
+			if p, ok = ClientProxy(inv, ns, servers...); !ok {
+				if p, ok = ClientProxy(inv, firstMeshNS, servers...); !ok {
+					return nil, netip.Addr{}
+				}
+			}
+		}
+		var src netip.Addr
+		if pod := pods[p.Namespace+"/"+p.Pod]; pod != nil && len(pod.IPs) > 0 {
+			src, _ = netip.ParseAddr(pod.IPs[0])
+		}
+		return &p, src
+	}
+	keep := func(k report.TargetKey) bool { return o.Keep == nil || o.Keep(k) }
+	var tasks []configTask
+	for _, svc := range inv.Services {
+		vip, err := netip.ParseAddr(svc.ClusterIP)
+		if err != nil {
+			continue // headless or ExternalName: no listener by VIP
+		}
+		for _, sp := range svc.Ports {
+			key := report.TargetKey{Kind: report.KindService, Namespace: svc.Namespace, Name: svc.Name, Port: sp.Port}
+			if sp.Protocol != "TCP" || !keep(key) {
+				continue
+			}
+			t := configTask{key: key, dst: netip.AddrPortFrom(vip, uint16(sp.Port)), clientPort: sp.Port}
+			t.client, t.clientSrc = clientFor(svc.Namespace)
+			if server, ip, port, ok := serverProxy(svc, sp, pods); ok {
+				t.server, t.serverDst, t.inPort, t.serverInMesh = &server, netip.AddrPortFrom(ip, uint16(port)), port, true
+			}
+			if t.client != nil || t.server != nil {
+				tasks = append(tasks, t)
+			}
+		}
+	}
+	for _, e := range externals {
+		ip, err := netip.ParseAddr(e.Host)
+		key := report.TargetKey{Kind: report.KindExternal, Name: e.Host, Port: e.Port}
+		if err != nil || !keep(key) {
+			continue // a host name: the sidecar matches what DNS gives the application
+		}
+		t := configTask{key: key, dst: netip.AddrPortFrom(ip, uint16(e.Port)), clientPort: e.Port}
+		if t.client, t.clientSrc = clientFor(""); t.client != nil {
+			tasks = append(tasks, t)
+		}
+	}
+	sort.SliceStable(tasks, func(a, b int) bool { return tasks[a].key.String() < tasks[b].key.String() })
+	return tasks
+}
+
+// serverProxy is the first running backend with a sidecar, its IP and the
+// container port the Service port targets.
+func serverProxy(svc cluster.Service, sp cluster.ServicePort, pods map[string]*cluster.Pod) (Proxy, netip.Addr, int32, bool) {
+	for _, ref := range svc.Backends {
+		pod := pods[ref.Namespace+"/"+ref.Name]
+		if pod == nil || !pod.HasSidecar || pod.Phase != "Running" || len(pod.IPs) == 0 {
+			continue
+		}
+		ip, err := netip.ParseAddr(pod.IPs[0])
+		if err != nil {
+			continue
+		}
+		port, err := strconv.Atoi(sp.TargetPort)
+		if err != nil {
+			n, ok := pod.ContainerPorts[sp.TargetPort]
+			if !ok {
+				continue
+			}
+			port = int(n)
+		}
+		if port <= 0 || port > 65535 {
+			continue
+		}
+		return Proxy{Namespace: pod.Namespace, Pod: pod.Name}, ip, int32(port), true
+	}
+	return Proxy{}, netip.Addr{}, 0, false
+}
