@@ -462,6 +462,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 		j.staticVerdict(&f, p.Resolved, len(f.Hints) > 0)
 	}
 	j.activeVerdict(&f)
+	j.proxyConfigVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
 	j.externalBypassPaths(&f, se.Addresses)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
@@ -497,6 +498,7 @@ func (j *judge) external(t ExternalTarget) Finding {
 		f.set(ruleExternalPassthrough.with(t.Port))
 	}
 	j.activeVerdict(&f)
+	j.proxyConfigVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
 	j.externalBypassPaths(&f, []string{t.Host})
 	f.Fixes = withScenario(append(j.externalFixes(f), outboundExclusionAlternative(f)...), MeshToExternal)

@@ -290,7 +290,9 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 	}
 	var direct []probe.Result
 	for _, o := range j.obs[f.Key()] {
-		if o.Vantage == VantageDirect {
+		// As activeVerdict: a client without a sidecar reaching a server
+		// without one is the direct path too.
+		if o.Vantage == VantageDirect || !f.ServerInMesh && o.Vantage != VantageMeshClient && !evidenceOf(o).throughMesh() {
 			direct = append(direct, o.Result)
 		}
 	}

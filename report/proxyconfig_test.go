@@ -129,3 +129,28 @@ func TestConfigEvidenceTimeout(t *testing.T) {
 		t.Errorf("mTLS from a sidecar does not wait: %+v", e)
 	}
 }
+
+// An external IP on a port an in-mesh HTTP Service also uses: the client
+// sidecar's 0.0.0.0 listener sniffs forever; the tool's own unmeshed probe
+// got the banner.
+func TestProxyConfigExternalWildcard(t *testing.T) {
+	web := pod("shop", "web", "web", true, "busybox")
+	api := svc("shop", "api", "web", []cluster.Pod{web}, tport("http-api", 10000, "8080", ""))
+	inv := meshInv([]cluster.Pod{web}, api)
+	key := TargetKey{Kind: KindExternal, Name: "203.0.113.7", Port: 10000}
+	wild := proxyconfig.Decision{Listener: "0.0.0.0_10000", ListenerAddress: "0.0.0.0:10000", Via: "wildcard",
+		Inspectors: []string{"http_inspector"}, Waits: true, Chain: "PassthroughFilterChain", Filter: "tcp_proxy", Cluster: "PassthroughCluster"}
+	r := Build(Input{Inventory: inv, External: []ExternalTarget{{Host: "203.0.113.7", Port: 10000}},
+		Observations: []Observation{{Target: key, Vantage: VantageSelf, InMesh: false, Result: banner(3, mysqlGreeting, "mysql")}},
+		ConfigPaths:  []ConfigPath{{Target: key, Scenario: MeshToExternal, Clients: "clients like shop/web", Stages: []ConfigStage{{Side: "client", Proxy: "shop/web", Port: 10000, Decision: wild}}}}})
+	for _, f := range r.Findings {
+		if f.Key() == key {
+			assertCode(t, f, "SF1001")
+			if !strings.Contains(f.Reason, "listener 0.0.0.0_10000") {
+				t.Errorf("reason %q does not name the wildcard listener", f.Reason)
+			}
+			return
+		}
+	}
+	t.Fatal("no finding for the external target")
+}
