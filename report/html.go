@@ -220,6 +220,8 @@ var seriesLabel = map[string]string{
 
 func seriesOf(e Evidence) string {
 	switch {
+	case e.Vantage == VantageProxyConfig:
+		return "" // config, not a connection: nothing to chart
 	case e.Vantage == VantageDirect:
 		return seriesDirect
 	case e.throughMesh():

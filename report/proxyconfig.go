@@ -347,3 +347,29 @@ func pathIndex(paths []PathVerdict, sc Scenario) int {
 	}
 	return -1
 }
+
+// ConfigText describes proxy-config evidence in a line: "client sidecar
+// shop/web, listener 10.96.0.7_3307: http_inspector waits forever, then
+// tcp_proxy to outbound|3307||db.shop.svc.cluster.local".
+func (e Evidence) ConfigText() string {
+	if e.Vantage != VantageProxyConfig {
+		return ""
+	}
+	s := e.Side + " sidecar " + e.Proxy + ", listener " + e.Listener
+	if len(e.Inspectors) > 0 && e.TimeoutMs != nil {
+		wait := "forever"
+		if *e.TimeoutMs > 0 {
+			wait = (time.Duration(*e.TimeoutMs) * time.Millisecond).String()
+			if e.OnTimeout != "" {
+				wait += " then " + e.OnTimeout
+			}
+		}
+		s += ": " + strings.Join(e.Inspectors, " then ") + " waits " + wait
+	}
+	if e.Cluster != "" {
+		s += ", then tcp_proxy to " + e.Cluster
+	} else if e.Chain != "" {
+		s += ", chain " + e.Chain
+	}
+	return s
+}

@@ -154,3 +154,21 @@ func TestProxyConfigExternalWildcard(t *testing.T) {
 	}
 	t.Fatal("no finding for the external target")
 }
+
+func TestConfigText(t *testing.T) {
+	zero, five := int64(0), int64(5000)
+	for _, tc := range []struct {
+		e    Evidence
+		want string
+	}{
+		{Evidence{Vantage: VantageProxyConfig, Side: "client", Proxy: "shop/web", Listener: "10.96.0.7_3307", Inspectors: []string{"http_inspector"}, TimeoutMs: &zero, Cluster: "outbound|3307||db.shop.svc.cluster.local"},
+			"client sidecar shop/web, listener 10.96.0.7_3307: http_inspector waits forever, then tcp_proxy to outbound|3307||db.shop.svc.cluster.local"},
+		{Evidence{Vantage: VantageProxyConfig, Side: "client", Proxy: "self", Listener: "0.0.0.0_8080", Inspectors: []string{"http_inspector"}, TimeoutMs: &five, OnTimeout: "continue", Chain: "PassthroughFilterChain"},
+			"client sidecar self, listener 0.0.0.0_8080: http_inspector waits 5s then continue, chain PassthroughFilterChain"},
+		{Evidence{Vantage: VantageDirect}, ""},
+	} {
+		if got := tc.e.ConfigText(); got != tc.want {
+			t.Errorf("ConfigText = %q, want %q", got, tc.want)
+		}
+	}
+}

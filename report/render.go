@@ -605,6 +605,9 @@ func proofCell(f Finding) string {
 		if e.Vantage == VantageSelf && e.throughMesh() {
 			v = "self(mesh)"
 		}
+		if e.Vantage == VantageProxyConfig {
+			v = "config"
+		}
 		switch e.Outcome {
 		case "banner":
 			parts = append(parts, v+" "+ms(e.FirstByteMs))
