@@ -28,6 +28,26 @@ type ConfigOptions struct {
 	Keep func(report.TargetKey) bool
 	// Concurrency bounds the dumps read at once; 0 means 4.
 	Concurrency int
+	// Readable says whether a pod's dump may be read (the caller may
+	// create pods/portforward in its namespace); nil reads all. A proxy
+	// it refuses is left out silently: the caller warns once.
+	Readable func(namespace string) bool
+}
+
+// ConfigProxies lists the pods whose dumps ConfigPaths would read, for
+// the caller's rights check.
+func ConfigProxies(inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) []Proxy {
+	var out []Proxy
+	seen := map[Proxy]bool{}
+	for _, t := range planConfig(inv, externals, ConfigOptions{Client: o.Client, Keep: o.Keep}) {
+		for _, p := range []*Proxy{t.client, t.server} {
+			if p != nil && !p.Self && !seen[*p] {
+				seen[*p] = true
+				out = append(out, *p)
+			}
+		}
+	}
+	return out
 }
 
 // configTask is one target's proxies and addresses.
@@ -168,6 +188,12 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 		return &p, src
 	}
 	keep := func(k report.TargetKey) bool { return o.Keep == nil || o.Keep(k) }
+	readable := func(p *Proxy) *Proxy {
+		if p == nil || p.Self || o.Readable == nil || o.Readable(p.Namespace) {
+			return p
+		}
+		return nil
+	}
 	var tasks []configTask
 	for _, svc := range inv.Services {
 		vip, err := netip.ParseAddr(svc.ClusterIP)
@@ -181,8 +207,9 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 			}
 			t := configTask{key: key, dst: netip.AddrPortFrom(vip, uint16(sp.Port)), clientPort: sp.Port}
 			t.client, t.clientSrc = clientFor(svc.Namespace)
+			t.client = readable(t.client)
 			if server, ip, port, ok := serverProxy(svc, sp, pods); ok {
-				t.server, t.serverDst, t.inPort, t.serverInMesh = &server, netip.AddrPortFrom(ip, uint16(port)), port, true
+				t.server, t.serverDst, t.inPort, t.serverInMesh = readable(&server), netip.AddrPortFrom(ip, uint16(port)), port, true
 			}
 			if t.client != nil || t.server != nil {
 				tasks = append(tasks, t)
@@ -196,7 +223,7 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 			continue // a host name: the sidecar matches what DNS gives the application
 		}
 		t := configTask{key: key, dst: netip.AddrPortFrom(ip, uint16(e.Port)), clientPort: e.Port}
-		if t.client, t.clientSrc = clientFor(""); t.client != nil {
+		if t.client, t.clientSrc = clientFor(""); readable(t.client) != nil {
 			tasks = append(tasks, t)
 		}
 	}

@@ -68,6 +68,12 @@ func TestConfigPathsFromRealDumps(t *testing.T) {
 	if len(fetched) != 3 {
 		t.Errorf("fetched %v, want each of the 3 proxies once", fetched)
 	}
+	if got := vantage.ConfigProxies(inv, nil, vantage.ConfigOptions{}); len(got) != 3 {
+		t.Errorf("ConfigProxies = %v, want web, orders-db and cache", got)
+	}
+	if none, _ := vantage.ConfigPaths(context.Background(), dumps, inv, nil, vantage.ConfigOptions{Outside: true, Readable: func(string) bool { return false }}); len(none) != 0 {
+		t.Errorf("no namespace readable, yet %d config paths", len(none))
+	}
 	key := func(name string, port int32) report.TargetKey {
 		return report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: name, Port: port}
 	}
