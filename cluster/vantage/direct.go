@@ -4,19 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strconv"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	//lint:ignore SA1019 the SPDY dialer still reports refusals with this package's error type
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
-	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
@@ -34,21 +29,9 @@ type DirectProbe struct {
 // its loopback, which Istio's capture leaves alone: what arrives is what
 // the server itself sends first.
 func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, d DirectProbe, o probe.Options) ([]report.Observation, error) {
-	req := kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward")
-	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	dialer, err := portForwardDialer(cfg, kube, d.Namespace, d.Pod)
 	if err != nil {
 		return nil, err
-	}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, req.URL())
-	if ws, err := portforward.NewSPDYOverWebsocketDialer(req.URL(), cfg); err == nil {
-		// As kubectl does: WebSocket first, SPDY when the upgrade is
-		// refused (an API server before 1.31, a proxy, or RBAC that grants
-		// "create" but not "get" on pods/portforward). client-go's
-		// WebSocket transport reports a refusal with k8s.io/streaming's
-		// error type, not apimachinery's.
-		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
-		})
 	}
 	var ports []string
 	for p := range d.Ports {
