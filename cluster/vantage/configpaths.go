@@ -8,7 +8,11 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
@@ -257,4 +261,36 @@ func serverProxy(svc cluster.Service, sp cluster.ServicePort, pods map[string]*c
 		return Proxy{Namespace: pod.Namespace, Pod: pod.Name}, ip, int32(port), true
 	}
 	return Proxy{}, netip.Addr{}, 0, false
+}
+
+// ReadConfig is a scan's config vantage: it checks once
+// (SelfSubjectAccessReview) where the caller may create pods/portforward,
+// reads the dumps of the proxies there (and of this pod's own sidecar when
+// o.Client is Self), and returns the config paths, one warning for the
+// namespaces it may not read, and one per proxy that failed. who names the
+// caller in the warning ("the current user", "this ServiceAccount").
+func ReadConfig(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions, who string) ([]report.ConfigPath, []string, *ConfigDumps) {
+	dumps := NewConfigDumps(cfg, kube)
+	var namespaces []string
+	for _, p := range ConfigProxies(inv, externals, o) {
+		namespaces = append(namespaces, p.Namespace)
+	}
+	var warnings []string
+	if len(namespaces) > 0 {
+		denied, err := PortForwardDenied(ctx, kube, namespaces)
+		if err == nil && len(denied) > 0 {
+			isDenied := map[string]bool{}
+			for _, ns := range denied {
+				isDenied[ns] = true
+			}
+			o.Readable = func(ns string) bool { return !isDenied[ns] }
+			list := strings.Join(denied[:min(len(denied), 8)], ", ")
+			if len(denied) > 8 {
+				list += fmt.Sprintf(" and %d more", len(denied)-8)
+			}
+			warnings = append(warnings, fmt.Sprintf("proxy config: %s cannot create pods/portforward in namespace(s) %s, so their sidecars' /config_dump is not read there", who, list))
+		}
+	}
+	paths, w := ConfigPaths(ctx, dumps, inv, externals, o)
+	return paths, append(warnings, w...), dumps
 }
