@@ -5,6 +5,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
@@ -15,8 +17,8 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 		b.WriteString("| Verdict | Namespace | Target | Protocol | Server | mTLS | Scenario | Proof | Fix |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 		for _, f := range list {
-			fmt.Fprintf(&b, "| **%s** | %s | `%s` | %s | %s | %s | %s | %s | %s |\n", f.Verdict, mdCell(dash(f.Namespace)), mdCell(TargetName(f)),
-				mdCell(protocolCell(f)), serverCell(f), mdCell(dash(f.MTLSMode)), dash(string(f.Scenario)), mdCell(proofCell(f)), fixCell(f))
+			fmt.Fprintf(&b, "| **%s** | %s | `%s` | %s | %s | %s | %s | %s | %s |\n", f.Verdict, safetext.Markdown(dash(f.Namespace)), safetext.Markdown(TargetName(f)),
+				safetext.Markdown(protocolCell(f)), serverCell(f), safetext.Markdown(dash(f.MTLSMode)), dash(string(f.Scenario)), safetext.Markdown(proofCell(f)), fixCell(f))
 		}
 		b.WriteString("\n")
 	}
@@ -24,25 +26,25 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 		if len(f.Fixes) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "## %s %s/%s\n\n%s.\n\n", f.Verdict, mdCell(dash(f.Namespace)), mdCell(TargetName(f)), mdCell(f.Reason))
+		fmt.Fprintf(&b, "## %s %s/%s\n\n%s.\n\n", f.Verdict, safetext.Markdown(dash(f.Namespace)), safetext.Markdown(TargetName(f)), safetext.Markdown(f.Reason))
 		for i, fix := range f.Fixes {
 			label := "Alternative"
 			if i == 0 {
 				label = "Fix"
 			}
-			fmt.Fprintf(&b, "**%s: %s.** %s.\n\n", label, mdCell(fix.Title), mdCell(fix.Why))
+			fmt.Fprintf(&b, "**%s: %s.** %s.\n\n", label, safetext.Markdown(fix.Title), safetext.Markdown(fix.Why))
 			for _, n := range fix.Notes {
-				fmt.Fprintf(&b, "- %s\n", mdCell(n))
+				fmt.Fprintf(&b, "- %s\n", safetext.Markdown(n))
 			}
 			if len(fix.Notes) > 0 {
 				b.WriteString("\n")
 			}
 			if fix.Manifest != "" {
-				fence := mdFence(fix.Manifest)
+				fence := safetext.MarkdownFence(fix.Manifest)
 				fmt.Fprintf(&b, "%syaml\n%s%s\n\n", fence, fix.Manifest, fence)
 			}
 			if fix.Command != "" {
-				fence := mdFence(fix.Command)
+				fence := safetext.MarkdownFence(fix.Command)
 				fmt.Fprintf(&b, "%ssh\n%s\n%s\n\n", fence, fix.Command, fence)
 			}
 		}
@@ -52,34 +54,11 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 		ws := append([]string{}, r.Warnings...)
 		sort.Strings(ws)
 		for _, w := range ws {
-			fmt.Fprintf(&b, "- %s\n", mdCell(w))
+			fmt.Fprintf(&b, "- %s\n", safetext.Markdown(w))
 		}
 		b.WriteString("\n")
 	}
 	b.WriteString(summaryLine(r, hidden, o))
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// mdCell keeps untrusted text (names, banners) from breaking the table or
-// injecting markup.
-func mdCell(s string) string {
-	r := strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;", "`", "'")
-	return r.Replace(safeText(s))
-}
-
-// mdFence is a code fence longer than any run of backticks in s, so that
-// nothing inside can close it (CommonMark: a closing fence is at least as
-// long as the opening one).
-func mdFence(s string) string {
-	longest, run := 0, 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '`' {
-			run++
-			longest = max(longest, run)
-		} else {
-			run = 0
-		}
-	}
-	return strings.Repeat("`", max(3, longest+1))
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 // NewPlainTable is a kubectl-style table: no borders, left aligned, three
@@ -54,7 +56,7 @@ func renderTable(w io.Writer, r Report, o RenderOptions, wide bool) error {
 				row = append(row, dash(strings.Join(f.Hints, ",")), f.Reason)
 			}
 			for i := range row {
-				row[i] = safeText(row[i])
+				row[i] = safetext.Line(row[i])
 			}
 			if err := t.Append(row); err != nil {
 				return err
@@ -72,7 +74,7 @@ func renderTable(w io.Writer, r Report, o RenderOptions, wide bool) error {
 		return err
 	}
 	for _, warn := range r.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", safeText(warn))
+		fmt.Fprintf(w, "warning: %s\n", safetext.Line(warn))
 	}
 	_, err := io.WriteString(w, summaryLine(r, hidden, o))
 	return err

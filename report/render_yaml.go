@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 // renderYAML writes the report as YAML, through its JSON (so the field
@@ -18,8 +20,8 @@ func renderYAML(w io.Writer, r Report) error {
 	// emitter writes raw although a reader takes them for line breaks
 	// (U+2028) or refuses them (DEL): then the report is written as
 	// JSON with those escaped, which reads back as the same YAML.
-	out, err := yaml.JSONToYAML([]byte(escapeJSONForYAML(string(js))))
-	if err != nil || !yamlSafe(string(out)) {
+	out, err := yaml.JSONToYAML([]byte(safetext.JSONForYAML(string(js))))
+	if err != nil || !safetext.YAMLSafe(string(out)) {
 		_, err = io.WriteString(w, yamlSafeJSON(js))
 		return err
 	}
