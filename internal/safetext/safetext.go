@@ -10,6 +10,7 @@ package safetext
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf16"
@@ -108,13 +109,25 @@ func Escape(b []byte, max int) string {
 	return sb.String()
 }
 
-var markdownInline = strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;", "`", "'")
+var (
+	markdownInline = strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;", "`", "'")
+	// A backslash before a pipe would escape the backslash that escapes
+	// the pipe (GFM reads `\\` as one backslash, then `|` ends the cell),
+	// so a run of them before a pipe is doubled.
+	backslashesBeforePipe = regexp.MustCompile(`\\+\|`)
+)
 
 // Markdown is Line for a Markdown table cell or paragraph: a '|' cannot
 // end the cell, '<' and '>' cannot open HTML, and a backtick (as ') cannot
 // open or close code.
 func Markdown(s string) string {
-	return markdownInline.Replace(Line(s))
+	s = Line(s)
+	if strings.Contains(s, `\|`) {
+		s = backslashesBeforePipe.ReplaceAllStringFunc(s, func(run string) string {
+			return strings.Repeat(`\`, 2*(len(run)-1)) + "|"
+		})
+	}
+	return markdownInline.Replace(s)
 }
 
 // MarkdownFence is a code fence longer than any run of backticks in s, so

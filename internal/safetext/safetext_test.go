@@ -71,6 +71,11 @@ func TestMarkdown(t *testing.T) {
 		{"no HTML", "<script>", "&lt;script&gt;"},
 		{"no code span", "`x`", "'x'"},
 		{"line first", "a\nb|\x1b", `a\nb\|\x1b`},
+		// A backslash before the pipe used to escape the escaping one:
+		// `\\|` is a literal backslash and a cell delimiter in GFM.
+		{"backslash before a pipe", `a\|b`, `a\\\|b`},
+		{"two before a pipe", `a\\|b`, `a\\\\\|b`},
+		{"backslash elsewhere kept", `C:\x41`, `C:\x41`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,10 +229,29 @@ func FuzzLine(f *testing.F) {
 			t.Fatalf("Line(%q) = %q changed visible text", s, got)
 		}
 		md := Markdown(s)
-		if strings.ContainsAny(md, "<>`") {
+		if strings.ContainsAny(md, "<>`") || !pipesEscaped(md) {
 			t.Fatalf("Markdown(%q) = %q leaves markup", s, md)
 		}
 	})
+}
+
+// pipesEscaped: every '|' follows an odd run of backslashes, so GFM reads
+// it as text, not as the end of a table cell.
+func pipesEscaped(md string) bool {
+	run := 0
+	for i := 0; i < len(md); i++ {
+		switch md[i] {
+		case '\\':
+			run++
+			continue
+		case '|':
+			if run%2 == 0 {
+				return false
+			}
+		}
+		run = 0
+	}
+	return true
 }
 
 // FuzzJSON: both escapes keep the document's meaning and are YAML-safe;
