@@ -38,24 +38,8 @@ func Line(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-			size = 1
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7F:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r < 0x80 || unicode.IsPrint(r):
-			b.WriteRune(r)
-		default:
-			fmt.Fprintf(&b, `\u{%04x}`, r)
-		}
+		piece, size := escapeRune(s[i:])
+		b.WriteString(piece)
 		i += size
 	}
 	return b.String()
@@ -69,29 +53,13 @@ func Line(s string) string {
 // the last whole piece that leaves room for "..." and "..." is appended
 // (for max < 3, "" is returned).
 func Escape(b []byte, max int) string {
+	s := string(b)
 	var sb strings.Builder
 	runes, cut := 0, 0
-	for i := 0; i < len(b); {
-		var piece string
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			piece = fmt.Sprintf(`\x%02x`, b[i])
-			size = 1
-		case r == '\\':
-			piece = `\\`
-		case r == '\r':
-			piece = `\r`
-		case r == '\n':
-			piece = `\n`
-		case r == '\t':
-			piece = `\t`
-		case r < 0x20 || r == 0x7F:
-			piece = fmt.Sprintf(`\x%02x`, r)
-		case r < 0x80 || unicode.IsPrint(r):
-			piece = string(r)
-		default:
-			piece = fmt.Sprintf(`\u{%04x}`, r)
+	for i := 0; i < len(s); {
+		piece, size := `\\`, 1
+		if s[i] != '\\' {
+			piece, size = escapeRune(s[i:])
 		}
 		i += size
 		sb.WriteString(piece)
@@ -107,6 +75,27 @@ func Escape(b []byte, max int) string {
 		}
 	}
 	return sb.String()
+}
+
+// escapeRune is how Line and Escape write the first rune of s, and how
+// many bytes of s it took.
+func escapeRune(s string) (piece string, size int) {
+	r, size := utf8.DecodeRuneInString(s)
+	switch {
+	case r == utf8.RuneError && size <= 1:
+		return fmt.Sprintf(`\x%02x`, s[0]), 1
+	case r == '\r':
+		return `\r`, size
+	case r == '\n':
+		return `\n`, size
+	case r == '\t':
+		return `\t`, size
+	case r < 0x20 || r == 0x7F:
+		return fmt.Sprintf(`\x%02x`, r), size
+	case r < 0x80 || unicode.IsPrint(r):
+		return s[:size], size
+	}
+	return fmt.Sprintf(`\u{%04x}`, r), size
 }
 
 var (
