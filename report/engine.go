@@ -71,7 +71,7 @@ func Build(in Input) Report {
 			OutboundTrafficPolicy:      inv.Mesh.OutboundTrafficPolicy,
 		},
 		Summary: map[Verdict]int{},
-		Static:  in.Static || len(in.Observations) == 0,
+		Static:  in.Static || len(in.Observations) == 0 && len(in.ConfigPaths) == 0,
 	}
 	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
 		// Not judged per port: see SF0305 and the issue-13 notes.

@@ -59,7 +59,7 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	f.flags = fl
 	fl.BoolVar(&f.static, "static", false, "Judge from the cluster's objects only: no connection to any target (same as --vantage none)")
-	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "pods" (short-lived probe pods with and without a sidecar, plus a port-forward to each server for the direct path), "self" (dial targets from where this command runs), "none" (static verdicts), "auto" (self inside a pod, pods elsewhere)`)
+	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "pods" (short-lived probe pods with and without a sidecar, plus a port-forward to each server for the direct path), "self" (dial targets from where this command runs), "config" (no pods: the sidecars' own /config_dump, read by port-forward to their admin port 15000, plus the direct port-forward), "none" (static verdicts), "auto" (self inside a pod, pods elsewhere)`)
 	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", `With --vantage self: does this process sit behind a sidecar? "true", "false", or "auto" (true inside a pod whose istio-proxy is found)`)
 	fl.StringVar(&f.istioNamespace, "istio-namespace", cluster.DefaultIstioNamespace, "Namespace of the Istio control plane and its mesh ConfigMap (istio, istio-<rev>)")
 	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
@@ -93,6 +93,9 @@ const scanExample = `  # What hangs in my namespace? (static: no connection to a
 
   # In a pod with a sidecar: the mesh path from here, the direct path by port-forward
   kubectl serverfirst scan -A --vantage self --direct
+
+  # Prove it without creating any pod: the sidecars' own config plus the direct port-forward
+  kubectl serverfirst scan -n shop --vantage config
 
   # An external MySQL that mesh clients reach without a ServiceEntry:
   kubectl serverfirst scan -n shop --external 203.0.113.7:10000
@@ -130,6 +133,12 @@ probe that connects and waits for the first bytes, sending nothing. From a
 pod with a sidecar that is the mesh half of a DEADLOCK; --direct adds the
 direct half, a port-forward into each server's pod (needs create on
 pods/portforward). --vantage pods gathers both with probe pods.
+--vantage config creates no pods: it reads the sidecars' own Envoy config
+(/config_dump, by port-forward to their admin port 15000, never exec; checked
+first, one warning without pods/portforward): the listener Envoy picks for
+each target, the inspectors that wait for the client's first bytes, for how
+long (0s = forever) and what follows. With the direct banner, a listener that
+waits forever is a DEADLOCK without any probe pod; the listener is named.
 
 -f FILE|DIR|- judges manifests instead (helm template or kustomize build output,
 a directory of YAML): workloads count as the pods they would create, with the
@@ -307,7 +316,7 @@ func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.W
 type scanRun struct {
 	root      *rootOptions
 	f         *scanFlags
-	vantage   string // pods, self or none
+	vantage   string // pods, self, config or none
 	externals []report.ExternalTarget
 	fromPods  []podRef
 	clients   cluster.Clients
@@ -332,9 +341,9 @@ func prepareScan(root *rootOptions, f *scanFlags) (*scanRun, error) {
 		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 			vantage = "self"
 		}
-	case "none", "self", "pods":
+	case "none", "self", "pods", "config":
 	default:
-		return nil, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
+		return nil, fmt.Errorf("--vantage %q: want pods, self, config, none or auto", f.vantage)
 	}
 	if err := checkDirect(f, vantage); err != nil {
 		return nil, err
@@ -409,7 +418,15 @@ func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe re
 		in.Observations = append(in.Observations, direct...)
 		inv.Warnings = append(inv.Warnings, warnings...)
 	}
-	if s.vantage == "pods" || len(s.fromPods) > 0 {
+	if s.vantage == "config" {
+		obs, paths, warnings := s.gatherConfig(ctx, inv, reprobe, progress)
+		in.Observations = append(in.Observations, obs...)
+		in.ConfigPaths = paths
+		inv.Warnings = append(inv.Warnings, warnings...)
+	}
+	// With --vantage config, --from-pod names the client proxy whose
+	// config is read: no ephemeral container.
+	if s.vantage == "pods" || len(s.fromPods) > 0 && s.vantage != "config" {
 		obs, warnings := runLiveVantages(ctx, s.cfg, s.clients, inv, s.externals, f, s.vantage == "pods", s.fromPods, reprobe, progress)
 		in.Observations = append(in.Observations, obs...)
 		inv.Warnings = append(inv.Warnings, warnings...)
