@@ -1,11 +1,17 @@
 package world
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -98,5 +104,96 @@ func TestProxyConfigFromTheWorld(t *testing.T) {
 	}
 	for name := range want {
 		t.Errorf("no finding for shop/%s", name)
+	}
+
+	// The CLI, as a user who may read and port-forward but not create
+	// pods: scan --vantage config proves the same from config and the
+	// direct banner, names the listener, and creates nothing.
+	scanVantageConfig(t, ctx, w, env, bins.Serverfirst)
+}
+
+func scanVantageConfig(t *testing.T, ctx context.Context, w *World, env *testenv.Env, bin string) {
+	t.Helper()
+	read := []string{"get", "list"}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "scanner-no-pods"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"namespaces", "services", "pods", "configmaps"}, Verbs: read},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+		{APIGroups: []string{"networking.istio.io"}, Resources: []string{"serviceentries", "destinationrules", "sidecars"}, Verbs: read},
+		{APIGroups: []string{"security.istio.io"}, Resources: []string{"peerauthentications"}, Verbs: read},
+		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}},
+	}}
+	if _, err := w.Kube.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "scanner-no-pods"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: DemoShop, Name: "scanner"}}}
+	if _, err := w.Kube.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := env.KubeconfigFor(DemoShop, "scanner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := w.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "scan", "-n", DemoShop, "--vantage", "config", "-o", "json", "--timeout", "2s", "--connect-timeout", "2s", "--kubeconfig", kc)
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	began := time.Now()
+	runErr := cmd.Run()
+	t.Logf("scan --vantage config in %v:\n%s", time.Since(began).Round(time.Millisecond), stderr.String())
+	var ee *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &ee) {
+		t.Fatal(runErr)
+	}
+	var r report.Report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("scan JSON: %v\n%s", err, stdout.String())
+	}
+	if len(r.Warnings) > 0 {
+		t.Logf("warnings: %v", r.Warnings)
+	}
+	vip := clusterIPOf(t, ctx, w, DemoShop, "orders-db")
+	for _, tc := range []struct {
+		name     string
+		port     int32
+		listener string
+	}{{"orders-db", 3307, vip + "_3307"}, {"orders-db-tcp", 3306, "virtualInbound"}} {
+		var f *report.Finding
+		for i := range r.Findings {
+			if r.Findings[i].Kind == report.KindService && r.Findings[i].Namespace == DemoShop && r.Findings[i].Name == tc.name && r.Findings[i].Port == tc.port {
+				f = &r.Findings[i]
+			}
+		}
+		if f == nil {
+			t.Errorf("no finding for shop/%s:%d", tc.name, tc.port)
+			continue
+		}
+		t.Logf("shop/%s:%d %s %s: %s", tc.name, tc.port, f.Verdict, f.Code, f.Reason)
+		if f.Verdict != report.Deadlock || f.Code != "SF1001" || !strings.Contains(f.Reason, "listener "+tc.listener) {
+			t.Errorf("shop/%s:%d: %s %s %q, want DEADLOCK SF1001 naming listener %s", tc.name, tc.port, f.Verdict, f.Code, f.Reason, tc.listener)
+		}
+		var config, direct bool
+		for _, e := range f.Evidence {
+			config = config || e.Vantage == report.VantageProxyConfig && e.Listener != ""
+			direct = direct || e.Vantage == report.VantageDirect && e.Outcome == "banner"
+			if e.Vantage == report.VantageMeshClient || e.Vantage == report.VantageOutsideClient {
+				t.Errorf("shop/%s: probe-pod evidence %+v from a scan that creates no pods", tc.name, e)
+			}
+		}
+		if !config || !direct {
+			t.Errorf("shop/%s: evidence %+v, want proxy-config and a direct banner", tc.name, f.Evidence)
+		}
+	}
+	after, err := w.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Items) != len(before.Items) {
+		t.Errorf("%d pods before the scan, %d after: --vantage config created some", len(before.Items), len(after.Items))
 	}
 }
