@@ -19,6 +19,8 @@ import (
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
 	"sigs.k8s.io/yaml"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // Formats the report renders to.
@@ -539,9 +541,9 @@ func shown(r Report, all bool) (list []Finding, hidden int) {
 // TargetName is the short kubectl-style name of a finding's target.
 func TargetName(f Finding) string {
 	switch f.Kind {
-	case KindService:
+	case target.KindService:
 		return "svc/" + f.Name + ":" + strconv.Itoa(int(f.Port))
-	case KindServiceEntry:
+	case target.KindServiceEntry:
 		return "se/" + f.Name + ":" + strconv.Itoa(int(f.Port))
 	}
 	return f.Name + ":" + strconv.Itoa(int(f.Port))
@@ -559,7 +561,7 @@ func protocolCell(f Finding) string {
 
 func serverCell(f Finding) string {
 	switch {
-	case f.Kind != KindService:
+	case f.Kind != target.KindService:
 		return "external"
 	case f.ServerInMesh:
 		return "sidecar"
@@ -589,7 +591,7 @@ func proofCell(f Finding) string {
 	var parts []string
 	for _, e := range f.Evidence {
 		v := string(e.Vantage)
-		if e.Vantage == VantageSelf && e.throughMesh() {
+		if e.Vantage == target.VantageSelf && e.throughMesh() {
 			v = "self(mesh)"
 		}
 		switch e.Outcome {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -103,7 +104,7 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 				return undoFix(cmd.Context(), root, f)
 			}
 			var scanned *scanRun
-			var observed []report.Observation
+			var observed []target.Observation
 			f.lastScan, f.observed = &scanned, &observed
 			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
 			if err != nil {
@@ -254,7 +255,7 @@ var verifyBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, 
 // verifyFix probes the applied fixes' paths again with the scan's own
 // vantages until each took or the timeout ends, and prints every path
 // before -> after. Exit 4 when some did not take.
-func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs []report.Observation, applied []report.PlannedObject,
+func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs []target.Observation, applied []report.PlannedObject,
 	timeout time.Duration, began time.Time, errOut io.Writer) error {
 	paths := report.AppliedPaths(applied)
 	reprobe := report.ReprobeFor(paths)

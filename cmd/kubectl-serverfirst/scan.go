@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -44,8 +46,8 @@ type scanFlags struct {
 	// planFilter narrows the self-probe plan (scan --shard); observed
 	// receives the observations the report rests on. Both are set by
 	// scan's in-cluster flags only (scan_publish.go).
-	planFilter func([]report.ProbeTask) []report.ProbeTask
-	observed   *[]report.Observation
+	planFilter func([]target.ProbeTask) []target.ProbeTask
+	observed   *[]target.Observation
 	// lastScan receives the scan's resolved settings (fix --apply).
 	lastScan **scanRun
 
@@ -308,7 +310,7 @@ type scanRun struct {
 	root      *rootOptions
 	f         *scanFlags
 	vantage   string // pods, self or none
-	externals []report.ExternalTarget
+	externals []target.ExternalTarget
 	fromPods  []podRef
 	clients   cluster.Clients
 	cfg       *rest.Config
@@ -375,7 +377,7 @@ func (s *scanRun) load(ctx context.Context) (*cluster.Inventory, error) {
 // gather probes from the scan's vantages. reprobe, when set, narrows the
 // probes to some client paths (by target and whether the client has a
 // sidecar) and skips the direct path: fix --apply's verification.
-func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe report.Reprobe, progress io.Writer) report.Input {
+func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe target.Reprobe, progress io.Writer) report.Input {
 	f := s.f
 	in := report.Input{Inventory: inv, External: s.externals, Static: s.static()}
 	// Silence proves a hang only past the mesh's own timeouts: unless the
@@ -391,20 +393,20 @@ func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe re
 	if s.vantage == "self" {
 		inMesh, _ := selfInMesh(f.selfInMesh, inv) // checked by prepareScan
 		o := f.probeOptions()
-		plan := report.PlanSelfProbes(inv, s.externals, inMesh)
+		plan := vantage.PlanSelfProbes(inv, s.externals, inMesh)
 		if f.planFilter != nil {
 			plan = f.planFilter(plan)
 		}
 		if reprobe != nil {
-			plan = slices.DeleteFunc(report.PlanReprobes(inv, s.externals, inMesh, reprobe), func(t report.ProbeTask) bool { return !reprobe.Wants(t.Key, t.InMesh) })
+			plan = slices.DeleteFunc(vantage.PlanSelfReprobes(inv, s.externals, inMesh, reprobe), func(t target.ProbeTask) bool { return !reprobe.Wants(t.Key, t.InMesh) })
 		}
 		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
 		// --direct: the port-forwards run alongside the dials from here.
-		wait := func() ([]report.Observation, []string) { return nil, nil }
+		wait := func() ([]target.Observation, []string) { return nil, nil }
 		if f.direct && reprobe == nil {
 			wait = startSelfDirect(ctx, s.cfg, s.clients.Kube, inv, s.externals, plan, f, s.root.inCluster, progress)
 		}
-		in.Observations = report.RunPlan(ctx, plan, o)
+		in.Observations = vantage.RunSelf(ctx, plan, o)
 		direct, warnings := wait()
 		in.Observations = append(in.Observations, direct...)
 		inv.Warnings = append(inv.Warnings, warnings...)
@@ -464,14 +466,14 @@ func selfInMesh(flag string, inv *cluster.Inventory) (bool, error) {
 	return false, fmt.Errorf("--self-in-mesh %q: want true, false or auto", flag)
 }
 
-func parseExternals(list []string) ([]report.ExternalTarget, error) {
-	var out []report.ExternalTarget
+func parseExternals(list []string) ([]target.ExternalTarget, error) {
+	var out []target.ExternalTarget
 	for _, s := range list {
 		t, err := probe.ParseTarget(s)
 		if err != nil {
 			return nil, fmt.Errorf("--external: %w", err)
 		}
-		out = append(out, report.ExternalTarget{Host: t.Host, Port: int32(t.Port)})
+		out = append(out, target.ExternalTarget{Host: t.Host, Port: int32(t.Port)})
 	}
 	return out, nil
 }

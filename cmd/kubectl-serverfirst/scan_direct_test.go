@@ -21,6 +21,7 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
@@ -121,14 +122,14 @@ func installFakePortForward(t *testing.T) *fakePortForward {
 	f := &fakePortForward{}
 	old := runDirectPlan
 	t.Cleanup(func() { runDirectPlan = old })
-	runDirectPlan = func(ctx context.Context, _ *rest.Config, _ kubernetes.Interface, plan vantage.Plan, o vantage.RunOptions) ([]report.Observation, []string) {
+	runDirectPlan = func(ctx context.Context, _ *rest.Config, _ kubernetes.Interface, plan vantage.Plan, o vantage.RunOptions) ([]target.Observation, []string) {
 		f.mu.Lock()
 		f.calls++
 		f.mu.Unlock()
 		if len(plan.Pods) > 0 {
 			t.Errorf("--direct planned %d probe pods", len(plan.Pods))
 		}
-		var obs []report.Observation
+		var obs []target.Observation
 		for _, d := range plan.Direct {
 			f.mu.Lock()
 			f.pods = append(f.pods, d.Namespace+"/"+d.Pod)
@@ -141,7 +142,7 @@ func installFakePortForward(t *testing.T) *fakePortForward {
 					f.mu.Lock()
 					f.targets = append(f.targets, k.String())
 					f.mu.Unlock()
-					obs = append(obs, report.Observation{Target: k, Vantage: report.VantageDirect, Result: r})
+					obs = append(obs, target.Observation{Target: k, Vantage: target.VantageDirect, Result: r})
 				}
 			}
 		}
@@ -327,7 +328,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pods, w := planSelfDirect(context.Background(), clients.Kube, inv, nil, report.PlanSelfProbes(inv, nil, true), true)
+		pods, w := planSelfDirect(context.Background(), clients.Kube, inv, nil, vantage.PlanSelfProbes(inv, nil, true), true)
 		if len(pods) != 0 || len(w) != 1 || w[0] != "--direct: this ServiceAccount cannot create pods/portforward; no direct proof, so deadlocks show as AT-RISK (job manifests --direct grants it)" {
 			t.Errorf("in the Job: pods %v, warnings %q", pods, w)
 		}
@@ -374,7 +375,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 			}
 			_, targets, _ := fake.reset()
 			for _, k := range targets {
-				key, ok := report.ParseTargetKey(k)
+				key, ok := target.ParseTargetKey(k)
 				if !ok || publish.ShardOf(key, 3) != i {
 					t.Errorf("shard %d forwarded to %s, owned by shard %d", i, k, publish.ShardOf(key, 3))
 				}

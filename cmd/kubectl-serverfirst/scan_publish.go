@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
 )
@@ -41,7 +42,7 @@ type publishFlags struct {
 	// Resolved by prepare.
 	cmNamespace, cmName    string
 	shardIndex, shardCount int
-	observed               []report.Observation
+	observed               []target.Observation
 	shardPayload           *publish.Shard
 	started                time.Time
 	quit                   bool
@@ -113,7 +114,7 @@ func (p *publishFlags) prepare(cmd *cobra.Command, root *rootOptions, sf *scanFl
 	}
 	if p.shardCount > 1 {
 		i, n := p.shardIndex, p.shardCount
-		sf.planFilter = func(plan []report.ProbeTask) []report.ProbeTask { return publish.FilterPlan(plan, i, n) }
+		sf.planFilter = func(plan []target.ProbeTask) []target.ProbeTask { return publish.FilterPlan(plan, i, n) }
 		sf.observed = &p.observed
 		if p.runID == "" {
 			p.runID = os.Getenv(publish.RunIDEnv)

@@ -25,6 +25,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
 )
@@ -206,7 +207,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 					t.Errorf("%s in two shards", k)
 				}
 				union[k] = v
-				if key, _ := report.ParseTargetKey(k); publish.ShardOf(key, 3) != i {
+				if key, _ := target.ParseTargetKey(k); publish.ShardOf(key, 3) != i {
 					t.Errorf("shard %d reports %s, owned by %d", i, k, publish.ShardOf(key, 3))
 				}
 			}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -232,10 +233,10 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		fb := 3.0
-		key := report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: "orders-db-tcp", Port: 3308}
-		r := report.Build(report.Input{Inventory: inv, Observations: []report.Observation{
-			{Target: key, Vantage: report.VantageDirect, Result: probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: &fb, Protocol: "mysql"}},
-			{Target: key, Vantage: report.VantageOutsideClient, Result: probe.Result{Outcome: probe.OutcomeSilent}},
+		key := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db-tcp", Port: 3308}
+		r := report.Build(report.Input{Inventory: inv, Observations: []target.Observation{
+			{Target: key, Vantage: target.VantageDirect, Result: probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: &fb, Protocol: "mysql"}},
+			{Target: key, Vantage: target.VantageOutsideClient, Result: probe.Result{Outcome: probe.OutcomeSilent}},
 		}})
 		dyn, err := dynamic.NewForConfig(env.Config)
 		if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // defaultProbeImage is the release image of this very version.
@@ -40,8 +40,8 @@ func parseFromPods(list []string) ([]podRef, error) {
 
 // runLiveVantages runs probe pods, port-forwards and --from-pod probes.
 // What fails becomes a warning; the report rests on what arrived.
-func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clients, inv *cluster.Inventory, externals []report.ExternalTarget,
-	f *scanFlags, pods bool, fromPods []podRef, reprobe report.Reprobe, progress io.Writer) ([]report.Observation, []string) {
+func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clients, inv *cluster.Inventory, externals []target.ExternalTarget,
+	f *scanFlags, pods bool, fromPods []podRef, reprobe target.Reprobe, progress io.Writer) ([]target.Observation, []string) {
 	po := f.probeOptions()
 	opts := vantage.RunOptions{
 		Pod:   vantage.PodOptions{Image: f.probeImage, ScanID: vantage.NewScanID(), BannerTimeout: f.timeout, ConnectTimeout: f.connectTimeout},
@@ -50,7 +50,7 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 			fmt.Fprintln(progress, s)
 		},
 	}
-	var obs []report.Observation
+	var obs []target.Observation
 	var warnings []string
 	if pods {
 		plan := vantage.PlanProbesByClass(inv, externals, !f.noOutside, vantage.OwnConfigIn(inv))
@@ -77,10 +77,10 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 	}
 	for _, fp := range fromPods {
 		var targets []vantage.AgentTarget
-		tasks := report.PlanSelfProbes(inv, externals, false)
+		tasks := vantage.PlanSelfProbes(inv, externals, false)
 		if reprobe != nil {
 			// The pod's own sidecar decides its path: either kind.
-			tasks = report.PlanReprobes(inv, externals, false, reprobe)
+			tasks = vantage.PlanSelfReprobes(inv, externals, false, reprobe)
 		}
 		for _, t := range tasks {
 			targets = append(targets, vantage.AgentTarget{Key: t.Key.String(), Address: t.Target.String()})
@@ -107,12 +107,12 @@ const maxListed = 8
 // shard forwards to its own share only), in the namespaces where the
 // caller may create pods/portforward. Where it may not, one warning says
 // so instead of one failed port-forward per pod.
-func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget, self []report.ProbeTask, inCluster bool) ([]vantage.DirectProbe, []string) {
-	planned := map[report.TargetKey]bool{}
+func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget, self []target.ProbeTask, inCluster bool) ([]vantage.DirectProbe, []string) {
+	planned := map[target.TargetKey]bool{}
 	for _, t := range self {
 		planned[t.Key] = true
 	}
-	direct := vantage.KeepTargets(vantage.PlanProbes(inv, externals, false).Direct, func(k report.TargetKey) bool { return planned[k] })
+	direct := vantage.KeepTargets(vantage.PlanProbes(inv, externals, false).Direct, func(k target.TargetKey) bool { return planned[k] })
 	if len(direct) == 0 {
 		return nil, nil
 	}
@@ -153,15 +153,15 @@ func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster
 
 // startSelfDirect starts the direct half of --vantage self --direct:
 // wait returns its observations and warnings (a missing right among them).
-func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget,
-	self []report.ProbeTask, f *scanFlags, inCluster bool, progress io.Writer) (wait func() ([]report.Observation, []string)) {
+func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget,
+	self []target.ProbeTask, f *scanFlags, inCluster bool, progress io.Writer) (wait func() ([]target.Observation, []string)) {
 	pods, warnings := planSelfDirect(ctx, kube, inv, externals, self, inCluster)
 	if len(pods) == 0 {
-		return func() ([]report.Observation, []string) { return nil, warnings }
+		return func() ([]target.Observation, []string) { return nil, warnings }
 	}
 	fmt.Fprintf(progress, "port-forwarding to %d pod(s) for the direct path...\n", len(pods))
 	po := f.probeOptions()
-	var obs []report.Observation
+	var obs []target.Observation
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -172,7 +172,7 @@ func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Inte
 		})
 		warnings = append(warnings, w...)
 	}()
-	return func() ([]report.Observation, []string) {
+	return func() ([]target.Observation, []string) {
 		<-done
 		return obs, warnings
 	}
