@@ -31,6 +31,9 @@ type Input struct {
 	// zero means unknown, which proves nothing where the mesh has one.
 	BannerWait    time.Duration
 	BannerWaitWhy string
+	// Warnings are the scan's own (a vantage that failed, a wait the mesh
+	// lengthened); the report lists them after the inventory's.
+	Warnings []string
 }
 
 // delayedFraction: a banner that arrives through the mesh after this share
@@ -50,7 +53,7 @@ func Build(in Input) Report {
 	SortFindings(findings)
 	r := Report{
 		Findings: findings,
-		Warnings: append([]string{}, inv.Warnings...),
+		Warnings: append(append([]string{}, inv.Warnings...), in.Warnings...),
 		Mesh: MeshSummary{
 			IstioInstalled:             inv.IstioInstalled,
 			Source:                     inv.Mesh.Source,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -81,7 +80,9 @@ CPU, so by default as many targets as the open-files limit allows are probed
 at once (the soft limit is raised to the hard one first), and the time taken
 is close to one --timeout. Politeness is kept per destination instead: at most
 --per-ip probes at once to one IP and --per-ip-port to one IP:port (a host
-name counts as given), one connection per target, each closed normally. On a
+name counts as given; the default 1 keeps a MySQL's max_connect_errors and an
+SMTP server's per-client limits untouched), one connection per target, each
+closed normally. On a
 terminal, a run longer than a second shows a live count on stderr.
 
 Output: -o table (default), json or yaml. The JSON is
@@ -194,50 +195,13 @@ func collectTargets(args, files []string, stdin io.Reader) ([]probe.Target, erro
 			defer fh.Close()
 			r = fh
 		}
-		ts, err := readTargets(r, name)
+		ts, err := probe.ReadTargets(r, name)
 		if err != nil {
 			return nil, err
 		}
 		targets = append(targets, ts...)
 	}
 	return targets, nil
-}
-
-// readTargets parses one target per line. A '#' at the start of a line or
-// after whitespace starts a comment.
-func readTargets(r io.Reader, name string) ([]probe.Target, error) {
-	var targets []probe.Target
-	sc := bufio.NewScanner(r)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if i := commentStart(text); i >= 0 {
-			text = text[:i]
-		}
-		text = strings.TrimSpace(text)
-		if text == "" {
-			continue
-		}
-		t, err := probe.ParseTarget(text)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
-		targets = append(targets, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s:%d: %w", name, line+1, err)
-	}
-	return targets, nil
-}
-
-func commentStart(s string) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '#' && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t') {
-			return i
-		}
-	}
-	return -1
 }
 
 // unescapePayload turns the --send text into bytes. Only a small, explicit

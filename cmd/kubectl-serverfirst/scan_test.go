@@ -29,9 +29,15 @@ import (
 // run runs the command tree in-process with a minute's deadline.
 func run(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
+	return runWith(t, hooks{}, stdin, args...)
+}
+
+// runWith is run with test stand-ins (hooks).
+func runWith(t *testing.T, h hooks, stdin string, args ...string) (string, string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return runCLI(t, ctx, stdin, args...)
+	return runCLIWith(t, ctx, h, stdin, args...)
 }
 
 // seedShop creates a small cluster that has one of every static case.

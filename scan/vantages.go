@@ -1,64 +1,40 @@
-package main
+package scan
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
-// defaultProbeImage is the release image of this very version.
-func defaultProbeImage() string {
-	tag := version
-	if tag == "" || tag == "dev" {
-		tag = "latest"
-	}
-	return "ghcr.io/serverfirst/kubectl-serverfirst:" + tag
-}
-
-type podRef struct{ namespace, name string }
-
-func parseFromPods(list []string) ([]podRef, error) {
-	var out []podRef
-	for _, s := range list {
-		ns, name, ok := strings.Cut(s, "/")
-		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return nil, fmt.Errorf("--from-pod %q: want NAMESPACE/POD", s)
-		}
-		out = append(out, podRef{ns, name})
-	}
-	return out, nil
-}
-
-// runLiveVantages runs probe pods, port-forwards and --from-pod probes.
+// runLiveVantages runs probe pods, port-forwards and FromPods probes.
 // What fails becomes a warning; the report rests on what arrived.
-func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clients, inv *cluster.Inventory, externals []target.ExternalTarget,
-	f *scanFlags, pods bool, fromPods []podRef, reprobe target.Reprobe, progress io.Writer) ([]target.Observation, []string) {
-	po := f.probeOptions()
+func runLiveVantages(ctx context.Context, clients Clients, cfg Config, inv *cluster.Inventory, po probe.Options, pods bool, reprobe target.Reprobe) ([]target.Observation, []string) {
+	progress := cfg.progress()
 	opts := vantage.RunOptions{
-		Pod:   vantage.PodOptions{Image: f.probeImage, ScanID: vantage.NewScanID(), BannerTimeout: f.timeout, ConnectTimeout: f.connectTimeout},
+		Pod:   vantage.PodOptions{Image: cfg.ProbeImage, ScanID: vantage.NewScanID(), BannerTimeout: po.BannerTimeout, ConnectTimeout: po.ConnectTimeout},
 		Probe: po,
 		Progress: func(s string) {
 			fmt.Fprintln(progress, s)
 		},
 	}
+	externals := cfg.External
 	var obs []target.Observation
 	var warnings []string
 	if pods {
-		plan := vantage.PlanProbesByClass(inv, externals, !f.noOutside, vantage.OwnConfigIn(inv))
-		if f.noDirect {
+		plan := vantage.PlanProbesByClass(inv, externals, !cfg.NoOutside, vantage.OwnConfigIn(inv))
+		if cfg.NoDirect {
 			plan.Direct = nil
 		}
 		if reprobe != nil {
-			plan = vantage.PlanReprobes(inv, externals, !f.noOutside, reprobe)
+			plan = vantage.PlanReprobes(inv, externals, !cfg.NoOutside, reprobe)
 		}
 		namespaces := map[string]bool{}
 		for _, p := range plan.Pods {
@@ -71,11 +47,11 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 		if n := vantage.SweepStale(ctx, clients.Kube, nsList, time.Now()); n > 0 {
 			fmt.Fprintf(progress, "deleted %d probe pod(s) left by an interrupted scan\n", n)
 		}
-		fmt.Fprintf(progress, "probing with %d probe pod(s) (image %s) and %d port-forward(s)...\n", len(plan.Pods), f.probeImage, len(plan.Direct))
-		o, w := vantage.Run(ctx, cfg, clients.Kube, plan, opts)
+		fmt.Fprintf(progress, "probing with %d probe pod(s) (image %s) and %d port-forward(s)...\n", len(plan.Pods), cfg.ProbeImage, len(plan.Direct))
+		o, w := vantage.Run(ctx, clients.REST, clients.Kube, plan, opts)
 		obs, warnings = append(obs, o...), append(warnings, w...)
 	}
-	for _, fp := range fromPods {
+	for _, fp := range cfg.FromPods {
 		var targets []vantage.AgentTarget
 		tasks := vantage.PlanSelfProbes(inv, externals, false)
 		if reprobe != nil {
@@ -85,8 +61,8 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 		for _, t := range tasks {
 			targets = append(targets, vantage.AgentTarget{Key: t.Key.String(), Address: t.Target.String()})
 		}
-		fmt.Fprintf(progress, "probing %d targets from inside %s/%s (ephemeral container)...\n", len(targets), fp.namespace, fp.name)
-		o, err := vantage.RunFromPod(ctx, clients.Kube, fp.namespace, fp.name, targets, opts.Pod)
+		fmt.Fprintf(progress, "probing %d targets from inside %s/%s (ephemeral container)...\n", len(targets), fp.Namespace, fp.Name)
+		o, err := vantage.RunFromPod(ctx, clients.Kube, fp.Namespace, fp.Name, targets, opts.Pod)
 		obs = append(obs, o...)
 		if err != nil {
 			warnings = append(warnings, err.Error())
@@ -95,19 +71,16 @@ func runLiveVantages(ctx context.Context, cfg *rest.Config, clients cluster.Clie
 	return obs, warnings
 }
 
-// runDirectPlan runs the port-forwards of a plan (a variable for tests:
-// the test API server has no kubelet to forward to).
-var runDirectPlan = vantage.Run
-
 // maxListed bounds the namespaces one warning names.
 const maxListed = 8
 
-// planSelfDirect is the direct half of --vantage self --direct: a
+// PlanSelfDirect is the direct half of FromSelf with Direct: a
 // port-forward to a backend of each Service port the self plan dials (so a
 // shard forwards to its own share only), in the namespaces where the
 // caller may create pods/portforward. Where it may not, one warning says
-// so instead of one failed port-forward per pod.
-func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget, self []target.ProbeTask, inCluster bool) ([]vantage.DirectProbe, []string) {
+// so instead of one failed port-forward per pod; inCluster words it for a
+// ServiceAccount.
+func PlanSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget, self []target.ProbeTask, inCluster bool) ([]vantage.DirectProbe, []string) {
 	planned := map[target.TargetKey]bool{}
 	for _, t := range self {
 		planned[t.Key] = true
@@ -151,22 +124,21 @@ func planSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster
 	return allowed, []string{fmt.Sprintf("--direct: %s cannot create pods/portforward in namespace(s) %s; no direct proof there, so deadlocks there show as AT-RISK%s", who, list, hint)}
 }
 
-// startSelfDirect starts the direct half of --vantage self --direct:
-// wait returns its observations and warnings (a missing right among them).
-func startSelfDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget,
-	self []target.ProbeTask, f *scanFlags, inCluster bool, progress io.Writer) (wait func() ([]target.Observation, []string)) {
-	pods, warnings := planSelfDirect(ctx, kube, inv, externals, self, inCluster)
+// startSelfDirect starts the direct half of FromSelf with Direct: wait
+// returns its observations and warnings (a missing right among them).
+func startSelfDirect(ctx context.Context, clients Clients, cfg Config, inv *cluster.Inventory, self []target.ProbeTask, po probe.Options) (wait func() ([]target.Observation, []string)) {
+	progress := cfg.progress()
+	pods, warnings := PlanSelfDirect(ctx, clients.Kube, inv, cfg.External, self, cfg.InCluster)
 	if len(pods) == 0 {
 		return func() ([]target.Observation, []string) { return nil, warnings }
 	}
 	fmt.Fprintf(progress, "port-forwarding to %d pod(s) for the direct path...\n", len(pods))
-	po := f.probeOptions()
 	var obs []target.Observation
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var w []string
-		obs, w = runDirectPlan(ctx, cfg, kube, vantage.Plan{Direct: pods}, vantage.RunOptions{
+		obs, w = cfg.runDirect()(ctx, clients.REST, clients.Kube, vantage.Plan{Direct: pods}, vantage.RunOptions{
 			Probe:    po,
 			Progress: func(s string) { fmt.Fprintln(progress, s) },
 		})
