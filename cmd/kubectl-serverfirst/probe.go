@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,13 +21,21 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
-type probeFlags struct {
+// probeCommandOptions is the probe command: its flags, then the targets
+// and the payload Validate reads from them for Run.
+type probeCommandOptions struct {
+	streams        genericiooptions.IOStreams
+	args           []string
 	files          []string
 	timeout        time.Duration
 	connectTimeout time.Duration
 	limits         probeLimits
 	send           string
 	output         string
+
+	// Set by Validate.
+	targets []probe.Target
+	payload []byte
 }
 
 const probeExample = `  # Does the server speak first? A MySQL, an SMTP and a Redis server:
@@ -46,7 +55,7 @@ const probeExample = `  # Does the server speak first? A MySQL, an SMTP and a Re
 
 func newProbeCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	defaults := probe.DefaultOptions()
-	f := &probeFlags{}
+	f := &probeCommandOptions{streams: streams}
 	cmd := &cobra.Command{
 		Use:   "probe [flags] HOST:PORT...",
 		Short: "Dial targets and report whether the server speaks first",
@@ -73,7 +82,9 @@ Outcomes:
 
 The probe is passive: it connects, reads at most 512 bytes (stopping after the
 first line or burst), and closes normally. Nothing is sent unless you pass
---send. Targets are HOST:PORT, [IPv6]:PORT or NAME:PORT, no scheme.
+--send (escapes \r \n \t \0 \\ \xNN, nothing else). Targets are HOST:PORT,
+[IPv6]:PORT or NAME:PORT, no scheme; -f FILE reads one per line, skipping blank
+lines and # comments (at a line's start or after a space or tab).
 
 Many targets: a silent target costs a socket for the whole --timeout and no
 CPU, so by default as many targets as the open-files limit allows are probed
@@ -96,24 +107,33 @@ input (malformed target, unreadable file, no targets, bad flag); 130 when
 interrupted (Ctrl-C), after printing what finished.`,
 		Example: probeExample,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runProbe(cmd, streams, f, args)
+			f.Complete(args)
+			if err := f.Validate(); err != nil {
+				return err
+			}
+			return f.Run(cmd.Context())
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.files, "filename", "f", nil,
-		"Read targets from FILE, one HOST:PORT per line (blank lines and # comments ignored); - reads stdin. Repeatable")
+		"Read targets from FILE, one HOST:PORT per line (# comments); - reads stdin; repeatable")
 	fl.DurationVar(&f.timeout, "timeout", defaults.BannerTimeout,
 		"How long to wait for the server's first byte after connecting")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", defaults.ConnectTimeout,
 		"How long to wait for the TCP handshake (and, separately, for DNS)")
 	f.limits.add(fl, "")
 	fl.StringVar(&f.send, "send", "",
-		`Bytes to send right after connecting, with escapes \r \n \t \0 \\ \xNN. The only way the probe sends anything`)
+		`Bytes to send right after connecting (escapes \r \n \t \0 \\ \xNN): the only way anything is sent`)
 	fl.StringVarP(&f.output, "output", "o", "table", "Output format: table, json or yaml")
 	return cmd
 }
 
-func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFlags, args []string) error {
+// Complete takes the targets given as arguments.
+func (f *probeCommandOptions) Complete(args []string) { f.args = args }
+
+// Validate checks the flags and reads the targets: arguments first, then
+// each -f file.
+func (f *probeCommandOptions) Validate() error {
 	switch f.output {
 	case "table", "json", "yaml":
 	default:
@@ -128,26 +148,28 @@ func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFl
 	if err := f.limits.validate(); err != nil {
 		return err
 	}
-	payload, err := unescapePayload(f.send)
-	if err != nil {
+	var err error
+	if f.payload, err = unescapePayload(f.send); err != nil {
 		return fmt.Errorf("--send: %w", err)
 	}
-
-	targets, err := collectTargets(args, f.files, streams.In)
-	if err != nil {
+	if f.targets, err = collectTargets(f.args, f.files, f.streams.In); err != nil {
 		return err
 	}
-	if len(targets) == 0 {
+	if len(f.targets) == 0 {
 		return errors.New("no targets: give HOST:PORT arguments or -f FILE (see --help)")
 	}
+	return nil
+}
 
+// Run probes the targets and prints the results.
+func (f *probeCommandOptions) Run(ctx context.Context) error {
+	streams, targets := f.streams, f.targets
 	o := probe.DefaultOptions()
 	o.BannerTimeout = f.timeout
 	o.ConnectTimeout = f.connectTimeout
 	f.limits.apply(&o, len(targets), streams.ErrOut)
-	o.Payload = payload
+	o.Payload = f.payload
 
-	ctx := cmd.Context()
 	progress, stopProgress := liveProgress(streams.ErrOut, len(targets))
 	o.Progress = progress
 	results := probe.ProbeAll(ctx, targets, o)
