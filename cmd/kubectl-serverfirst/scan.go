@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -134,22 +135,17 @@ direct half, a port-forward into each server's pod (needs create on
 pods/portforward). --vantage pods gathers both with probe pods.
 
 Vantages (--vantage):
-  pods   short-lived probe pods with and without a sidecar (--probe-image runs
-         "kubectl-serverfirst agent" in them), plus a port-forward to each server
-         for the direct path (--no-outside, --no-direct skip parts)
-  self   dial the targets from where this command runs; --self-in-mesh says
-         whether that is behind a sidecar (auto: true inside a pod, $POD_NAME or
-         the host name, whose istio-proxy is found)
+  pods   probe pods with and without a sidecar (running --probe-image's agent)
+         and a port-forward to each server (--no-outside, --no-direct skip parts)
+  self   dial from where this runs; --self-in-mesh auto: true inside a pod
+         ($POD_NAME, else the host name) that has an istio-proxy
   none   static verdicts (same as --static)
   auto   self inside a pod, pods elsewhere
---direct, with --vantage self (so with --in-cluster), also port-forwards through
-the API server into a pod behind each probed Service port and listens on its
-loopback, past its sidecar: the direct half of a DEADLOCK proof (does the server
-speak first at all?); without it, silence through the mesh is only AT-RISK. It
-needs create on pods/portforward, a powerful right (job manifests --direct grants
-it); that is checked first, with one warning where it is missing. --vantage pods
-does this anyway. --from-pod NAMESPACE/POD also probes from inside that client
-pod with an ephemeral container: the exact path that hangs.
+--direct (with self, so with --in-cluster) listens on each server pod's loopback,
+past its sidecar; without it, silence through the mesh is only AT-RISK. Its
+right is powerful (job manifests --direct grants it): checked first, one warning
+where it is missing. --from-pod NAMESPACE/POD probes from inside that client pod
+(an ephemeral container): the exact path that hangs.
 
 Probes wait --timeout for a banner, or longer where the mesh's
 protocolDetectionTimeout or Envoy's 15s catch-all timeout could end a wait later,
@@ -291,10 +287,8 @@ func (o *scanOptions) Run(ctx context.Context) error {
 }
 
 func checkOutput(o string) error {
-	for _, f := range report.Formats {
-		if o == f {
-			return nil
-		}
+	if slices.Contains(report.Formats, o) {
+		return nil
 	}
 	return fmt.Errorf("unknown output format %q: want one of %s", o, strings.Join(report.Formats, ", "))
 }
