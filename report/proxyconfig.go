@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
@@ -15,35 +16,15 @@ import (
 // (SF10xx). With the direct probe's banner it proves a deadlock without
 // any probe pod; alone it names the listener that waits.
 
-// VantageProxyConfig is evidence read from a proxy's /config_dump, not a
-// connection.
-const VantageProxyConfig Vantage = "proxy-config"
-
-// ConfigStage is one proxy on a client path and its decision.
-type ConfigStage struct {
-	// Side is "client" (the client's sidecar, outbound) or "server" (the
-	// server's sidecar, inbound).
-	Side string
-	// Proxy names the pod whose config was read ("shop/web"), or "self".
-	Proxy string
-	// Port is the destination port the proxy sees (the Service port on
-	// the client side, the container port on the server side).
-	Port     int32
-	Decision proxyconfig.Decision
-	// ClientTLS (server side): the connection arrives as TLS from the
-	// client's sidecar, so no inspector waits for the application.
-	ClientTLS bool
-}
-
-// ConfigPath is what the proxies on one client path of a target decide,
-// in the order the connection meets them.
-type ConfigPath struct {
-	Target   TargetKey
-	Scenario Scenario
-	Stages   []ConfigStage
-	// Clients says who takes the path ("clients like shop/web", "clients
-	// without a sidecar").
-	Clients string
+// scenarioOf is the client path a config path stands for.
+func scenarioOf(cp target.ConfigPath) Scenario {
+	switch {
+	case cp.Unmeshed:
+		return ExternalToMesh
+	case cp.ServerInMesh:
+		return MeshToMesh
+	}
+	return MeshToExternal
 }
 
 // SF10xx: proxy config evidence.
@@ -126,7 +107,7 @@ var (
 )
 
 // stageWord names a stage in a reason: "the client sidecar of shop/web".
-func stageWord(s ConfigStage) string {
+func stageWord(s target.ConfigStage) string {
 	if s.Proxy == "self" {
 		return "this pod's sidecar"
 	}
@@ -149,14 +130,14 @@ func timeoutWord(d proxyconfig.Decision) string {
 type configOutcome struct {
 	kind string // forever, delayed, closes, http, tls-only, no-chain, passes, undecided
 	// at is the stage that decides (the first that waits or stops).
-	at    ConfigStage
+	at    target.ConfigStage
 	delay time.Duration
 	why   string // for undecided
 }
 
 // outcome walks the stages in order.
-func (cp ConfigPath) outcome() configOutcome {
-	var delayAt *ConfigStage
+func outcomeOf(cp target.ConfigPath) configOutcome {
+	var delayAt *target.ConfigStage
 	var delay time.Duration
 	for i, st := range cp.Stages {
 		d := st.Decision
@@ -200,7 +181,7 @@ func (cp ConfigPath) outcome() configOutcome {
 	return configOutcome{kind: "passes"}
 }
 
-func stagesWord(stages []ConfigStage) string {
+func stagesWord(stages []target.ConfigStage) string {
 	var parts []string
 	for _, st := range stages {
 		d := st.Decision
@@ -219,8 +200,8 @@ func stagesWord(stages []ConfigStage) string {
 // configJudgement judges one config path; ok is false where the config
 // alone gives no verdict (a finite wait and no direct banner, a path the
 // tool does not model).
-func (j *judge) configJudgement(f *Finding, cp ConfigPath, d *probe.Result) (judgement, configOutcome, bool) {
-	out := cp.outcome()
+func (j *judge) configJudgement(f *Finding, cp target.ConfigPath, d *probe.Result) (judgement, configOutcome, bool) {
+	out := outcomeOf(cp)
 	banner := d != nil && d.Outcome == probe.OutcomeBanner
 	st, dec := out.at, out.at.Decision
 	switch out.kind {
@@ -248,12 +229,12 @@ func (j *judge) configJudgement(f *Finding, cp ConfigPath, d *probe.Result) (jud
 }
 
 // configEvidence is one stage as the report shows it.
-func configEvidence(cp ConfigPath, st ConfigStage) Evidence {
+func configEvidence(cp target.ConfigPath, st target.ConfigStage) Evidence {
 	d := st.Decision
 	e := Evidence{
-		Vantage: VantageProxyConfig, Address: d.ListenerAddress, Proxy: st.Proxy, Side: st.Side,
+		Vantage: target.VantageProxyConfig, Address: d.ListenerAddress, Proxy: st.Proxy, Side: st.Side,
 		Listener: d.Listener, Inspectors: d.Inspectors, Chain: d.Chain, Cluster: d.Cluster, OnTimeout: d.OnTimeout,
-		Scenario: cp.Scenario,
+		Scenario: scenarioOf(cp),
 	}
 	switch {
 	case d.Undecided != "":
@@ -292,7 +273,7 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 	for _, o := range j.obs[f.Key()] {
 		// As activeVerdict: a client without a sidecar reaching a server
 		// without one is the direct path too.
-		if o.Vantage == VantageDirect || !f.ServerInMesh && o.Vantage != VantageMeshClient && !evidenceOf(o).throughMesh() {
+		if o.Vantage == target.VantageDirect || !f.ServerInMesh && o.Vantage != target.VantageMeshClient && !evidenceOf(o).throughMesh() {
 			direct = append(direct, o.Result)
 		}
 	}
@@ -309,14 +290,14 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 		if !ok {
 			continue
 		}
-		i := pathIndex(f.Paths, cp.Scenario)
+		i := pathIndex(f.Paths, scenarioOf(cp))
 		if i < 0 {
-			if len(f.Paths) == 0 && f.Code != "" && f.Scenario != cp.Scenario {
+			if len(f.Paths) == 0 && f.Code != "" && f.Scenario != scenarioOf(cp) {
 				// Keep the finding's own judgement as its path, so the
 				// config path joins it instead of replacing it.
 				f.Paths = append(f.Paths, PathVerdict{Scenario: f.Scenario, Verdict: f.Verdict, Code: f.Code, Reason: f.Reason})
 			}
-			f.Paths = append(f.Paths, PathVerdict{Scenario: cp.Scenario, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: cp.Clients})
+			f.Paths = append(f.Paths, PathVerdict{Scenario: scenarioOf(cp), Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: cp.Clients})
 			changed = true
 			continue
 		}
@@ -324,11 +305,11 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 		switch {
 		case probed.Verdict == Deadlock && out.kind == "passes":
 			dj := ruleConfigDisagrees.with(lowerFirst(probed.Reason), lowerFirst(jd.reason))
-			f.Paths[i] = PathVerdict{Scenario: cp.Scenario, Verdict: dj.rule.Verdict, Code: dj.rule.Code, Reason: dj.reason, Clients: probed.Clients}
+			f.Paths[i] = PathVerdict{Scenario: scenarioOf(cp), Verdict: dj.rule.Verdict, Code: dj.rule.Code, Reason: dj.reason, Clients: probed.Clients}
 			changed = true
 		case probed.Verdict == OK && (out.kind == "forever" || out.kind == "closes"):
 			// The probe saw the banner arrive: that is the weaker claim.
-			f.Notes = append(f.Notes, fmt.Sprintf("probes and proxy config disagree on the %s path: %s, but %s; taking the probe's, the weaker claim", cp.Scenario, lowerFirst(probed.Reason), lowerFirst(jd.reason)))
+			f.Notes = append(f.Notes, fmt.Sprintf("probes and proxy config disagree on the %s path: %s, but %s; taking the probe's, the weaker claim", scenarioOf(cp), lowerFirst(probed.Reason), lowerFirst(jd.reason)))
 		}
 	}
 	if !changed {
@@ -352,7 +333,7 @@ func pathIndex(paths []PathVerdict, sc Scenario) int {
 // shop/web, listener 10.96.0.7_3307: http_inspector waits forever, then
 // tcp_proxy to outbound|3307||db.shop.svc.cluster.local".
 func (e Evidence) ConfigText() string {
-	if e.Vantage != VantageProxyConfig {
+	if e.Vantage != target.VantageProxyConfig {
 		return ""
 	}
 	s := e.Side + " sidecar " + e.Proxy + ", listener " + e.Listener

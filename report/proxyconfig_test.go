@@ -7,6 +7,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 func TestProxyConfigVerdicts(t *testing.T) {
@@ -26,55 +27,55 @@ func TestProxyConfigVerdicts(t *testing.T) {
 	http := proxyconfig.Decision{Listener: "0.0.0.0_3307", Via: "wildcard", Chain: "0.0.0.0_3307", Filter: "http_connection_manager", WaitsForRequest: true}
 	strictPlain := proxyconfig.Decision{Listener: "virtualInbound", Via: "accepting", Inspectors: []string{"tls_inspector"}, Waits: true, Chain: "0.0.0.0_3306", ChainTLS: true, Filter: "tcp_proxy", Cluster: "inbound|3306||"}
 
-	client := func(d proxyconfig.Decision) ConfigStage {
-		return ConfigStage{Side: "client", Proxy: "shop/web", Port: 3307, Decision: d}
+	client := func(d proxyconfig.Decision) target.ConfigStage {
+		return target.ConfigStage{Side: "client", Proxy: "shop/web", Port: 3307, Decision: d}
 	}
-	server := func(d proxyconfig.Decision, tls bool) ConfigStage {
-		return ConfigStage{Side: "server", Proxy: "shop/orders-db", Port: 3306, Decision: d, ClientTLS: tls}
+	server := func(d proxyconfig.Decision, tls bool) target.ConfigStage {
+		return target.ConfigStage{Side: "server", Proxy: "shop/orders-db", Port: 3306, Decision: d, ClientTLS: tls}
 	}
-	mesh := func(stages ...ConfigStage) ConfigPath {
-		return ConfigPath{Target: key, Scenario: MeshToMesh, Stages: stages, Clients: "clients like shop/web"}
+	mesh := func(stages ...target.ConfigStage) target.ConfigPath {
+		return target.ConfigPath{Target: key, ServerInMesh: true, Stages: stages, Clients: "clients like shop/web"}
 	}
-	direct := obs(key, VantageDirect, banner(1.2, "5.5.5-10.11.6-MariaDB", "mysql"))
+	direct := obs(key, target.VantageDirect, banner(1.2, "5.5.5-10.11.6-MariaDB", "mysql"))
 
 	for _, tc := range []struct {
 		name      string
-		obs       []Observation
-		paths     []ConfigPath
+		obs       []target.Observation
+		paths     []target.ConfigPath
 		code      Code
 		pathCodes []Code
 		reason    string // a part of the reason
 		note      string
 	}{
 		{name: "direct banner + client listener waits forever: deadlock without a probe pod",
-			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
 			code: "SF1001", pathCodes: []Code{"SF1001"}, reason: "listener 10.96.0.10_3307 runs http_inspector"},
 		{name: "config alone: at risk, the listener named",
-			paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			paths: []target.ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
 			code:  "SF1002", pathCodes: []Code{"SF1002"}, reason: "the client sidecar of shop/web waits forever"},
 		{name: "config that does not wait: OK where no probe pod ran",
-			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true))},
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(declared), server(inboundTLS, true))},
 			code: "SF1003", pathCodes: []Code{"SF1003"}, reason: "mutual TLS from the client's sidecar"},
 		{name: "finite timeout then continue: delayed, never deadlock",
-			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(delayed), server(inboundTLS, true))},
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(delayed), server(inboundTLS, true))},
 			code: "SF1004", pathCodes: []Code{"SF1004"}, reason: "waits 5s"},
 		{name: "Envoy's default timeout then close",
-			paths: []ConfigPath{mesh(client(closes))},
+			paths: []target.ConfigPath{mesh(client(closes))},
 			code:  "SF1005", pathCodes: []Code{"SF1005"}, reason: "15s (Envoy's default)"},
 		{name: "HTTP connection manager on the path",
-			obs: []Observation{direct}, paths: []ConfigPath{mesh(client(http))},
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(http))},
 			code: "SF1006", pathCodes: []Code{"SF1006"}, reason: "an HTTP connection manager"},
 		{name: "STRICT inbound for a client without a sidecar",
-			paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true)),
-				{Target: key, Scenario: ExternalToMesh, Stages: []ConfigStage{server(strictPlain, false)}, Clients: "clients without a sidecar"}},
+			paths: []target.ConfigPath{mesh(client(declared), server(inboundTLS, true)),
+				{Target: key, Unmeshed: true, ServerInMesh: true, Stages: []target.ConfigStage{server(strictPlain, false)}, Clients: "clients without a sidecar"}},
 			code: "SF1007", pathCodes: []Code{"SF1007", "SF1003"}, reason: "no plaintext filter chain for port 3306"},
 		{name: "a probe says deadlock, config passes: the weaker claim",
-			obs:   []Observation{direct, obs(key, VantageMeshClient, silent())},
-			paths: []ConfigPath{mesh(client(declared), server(inboundTLS, true))},
+			obs:   []target.Observation{direct, obs(key, target.VantageMeshClient, silent())},
+			paths: []target.ConfigPath{mesh(client(declared), server(inboundTLS, true))},
 			code:  "SF1008", pathCodes: []Code{"SF1008"}, reason: "probes and proxy config disagree"},
 		{name: "a probe gets the banner, config waits forever: the probe's OK stands, with a note",
-			obs:   []Observation{direct, obs(key, VantageMeshClient, banner(2.1, "5.5.5-10.11.6-MariaDB", "mysql"))},
-			paths: []ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
+			obs:   []target.Observation{direct, obs(key, target.VantageMeshClient, banner(2.1, "5.5.5-10.11.6-MariaDB", "mysql"))},
+			paths: []target.ConfigPath{mesh(client(sniffed), server(inboundTLS, true))},
 			code:  "SF0402", pathCodes: []Code{"SF0402"}, note: "probes and proxy config disagree on the mesh-to-mesh path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,7 +99,7 @@ func TestProxyConfigVerdicts(t *testing.T) {
 			}
 			var cfg []Evidence
 			for _, e := range f.Evidence {
-				if e.Vantage == VantageProxyConfig {
+				if e.Vantage == target.VantageProxyConfig {
 					cfg = append(cfg, e)
 				}
 			}
@@ -118,12 +119,12 @@ func TestProxyConfigVerdicts(t *testing.T) {
 
 // The evidence of a wait says how long: 0 is forever.
 func TestConfigEvidenceTimeout(t *testing.T) {
-	e := configEvidence(ConfigPath{Scenario: MeshToMesh}, ConfigStage{Side: "client", Proxy: "shop/web",
+	e := configEvidence(target.ConfigPath{ServerInMesh: true}, target.ConfigStage{Side: "client", Proxy: "shop/web",
 		Decision: proxyconfig.Decision{Listener: "l", Inspectors: []string{"http_inspector"}, Waits: true}})
 	if e.Outcome != "waits-forever" || e.TimeoutMs == nil || *e.TimeoutMs != 0 {
 		t.Errorf("forever: %+v", e)
 	}
-	e = configEvidence(ConfigPath{}, ConfigStage{Side: "server", Proxy: "shop/db", ClientTLS: true,
+	e = configEvidence(target.ConfigPath{}, target.ConfigStage{Side: "server", Proxy: "shop/db", ClientTLS: true,
 		Decision: proxyconfig.Decision{Listener: "virtualInbound", Inspectors: []string{"tls_inspector"}, Waits: true}})
 	if e.Outcome != "passes" || e.TimeoutMs != nil || len(e.Inspectors) != 0 {
 		t.Errorf("mTLS from a sidecar does not wait: %+v", e)
@@ -137,12 +138,12 @@ func TestProxyConfigExternalWildcard(t *testing.T) {
 	web := pod("shop", "web", "web", true, "busybox")
 	api := svc("shop", "api", "web", []cluster.Pod{web}, tport("http-api", 10000, "8080", ""))
 	inv := meshInv([]cluster.Pod{web}, api)
-	key := TargetKey{Kind: KindExternal, Name: "203.0.113.7", Port: 10000}
+	key := target.TargetKey{Kind: target.KindExternal, Name: "203.0.113.7", Port: 10000}
 	wild := proxyconfig.Decision{Listener: "0.0.0.0_10000", ListenerAddress: "0.0.0.0:10000", Via: "wildcard",
 		Inspectors: []string{"http_inspector"}, Waits: true, Chain: "PassthroughFilterChain", Filter: "tcp_proxy", Cluster: "PassthroughCluster"}
-	r := Build(Input{Inventory: inv, External: []ExternalTarget{{Host: "203.0.113.7", Port: 10000}},
-		Observations: []Observation{{Target: key, Vantage: VantageSelf, InMesh: false, Result: banner(3, mysqlGreeting, "mysql")}},
-		ConfigPaths:  []ConfigPath{{Target: key, Scenario: MeshToExternal, Clients: "clients like shop/web", Stages: []ConfigStage{{Side: "client", Proxy: "shop/web", Port: 10000, Decision: wild}}}}})
+	r := Build(Input{Inventory: inv, External: []target.ExternalTarget{{Host: "203.0.113.7", Port: 10000}},
+		Observations: []target.Observation{{Target: key, Vantage: target.VantageSelf, InMesh: false, Result: banner(3, mysqlGreeting, "mysql")}},
+		ConfigPaths:  []target.ConfigPath{{Target: key, Clients: "clients like shop/web", Stages: []target.ConfigStage{{Side: "client", Proxy: "shop/web", Port: 10000, Decision: wild}}}}})
 	for _, f := range r.Findings {
 		if f.Key() == key {
 			assertCode(t, f, "SF1001")
@@ -161,11 +162,11 @@ func TestConfigText(t *testing.T) {
 		e    Evidence
 		want string
 	}{
-		{Evidence{Vantage: VantageProxyConfig, Side: "client", Proxy: "shop/web", Listener: "10.96.0.7_3307", Inspectors: []string{"http_inspector"}, TimeoutMs: &zero, Cluster: "outbound|3307||db.shop.svc.cluster.local"},
+		{Evidence{Vantage: target.VantageProxyConfig, Side: "client", Proxy: "shop/web", Listener: "10.96.0.7_3307", Inspectors: []string{"http_inspector"}, TimeoutMs: &zero, Cluster: "outbound|3307||db.shop.svc.cluster.local"},
 			"client sidecar shop/web, listener 10.96.0.7_3307: http_inspector waits forever, then tcp_proxy to outbound|3307||db.shop.svc.cluster.local"},
-		{Evidence{Vantage: VantageProxyConfig, Side: "client", Proxy: "self", Listener: "0.0.0.0_8080", Inspectors: []string{"http_inspector"}, TimeoutMs: &five, OnTimeout: "continue", Chain: "PassthroughFilterChain"},
+		{Evidence{Vantage: target.VantageProxyConfig, Side: "client", Proxy: "self", Listener: "0.0.0.0_8080", Inspectors: []string{"http_inspector"}, TimeoutMs: &five, OnTimeout: "continue", Chain: "PassthroughFilterChain"},
 			"client sidecar self, listener 0.0.0.0_8080: http_inspector waits 5s then continue, chain PassthroughFilterChain"},
-		{Evidence{Vantage: VantageDirect}, ""},
+		{Evidence{Vantage: target.VantageDirect}, ""},
 	} {
 		if got := tc.e.ConfigText(); got != tc.want {
 			t.Errorf("ConfigText = %q, want %q", got, tc.want)

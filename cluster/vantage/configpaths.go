@@ -16,7 +16,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/proxyconfig"
-	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // ConfigOptions say whose config stands for which client path.
@@ -29,7 +29,7 @@ type ConfigOptions struct {
 	// server's inbound for plaintext.
 	Outside bool
 	// Keep narrows the targets (a shard's share); nil keeps all.
-	Keep func(report.TargetKey) bool
+	Keep func(target.TargetKey) bool
 	// Concurrency bounds the dumps read at once; 0 means 4.
 	Concurrency int
 	// Readable says whether a pod's dump may be read (the caller may
@@ -40,7 +40,7 @@ type ConfigOptions struct {
 
 // ConfigProxies lists the pods whose dumps ConfigPaths would read, for
 // the caller's rights check.
-func ConfigProxies(inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) []Proxy {
+func ConfigProxies(inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions) []Proxy {
 	var out []Proxy
 	seen := map[Proxy]bool{}
 	for _, t := range planConfig(inv, externals, ConfigOptions{Client: o.Client, Keep: o.Keep}) {
@@ -56,7 +56,7 @@ func ConfigProxies(inv *cluster.Inventory, externals []report.ExternalTarget, o 
 
 // configTask is one target's proxies and addresses.
 type configTask struct {
-	key                report.TargetKey
+	key                target.TargetKey
 	client             *Proxy
 	clientSrc          netip.Addr
 	dst                netip.AddrPort
@@ -70,7 +70,7 @@ type configTask struct {
 // Service port (by ClusterIP) and external IP target, and says what each
 // client path does with a client that sends nothing first. Each proxy's
 // dump is read once; what cannot be read becomes one warning per proxy.
-func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) ([]report.ConfigPath, []string) {
+func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions) ([]target.ConfigPath, []string) {
 	tasks := planConfig(inv, externals, o)
 	// Read every proxy's dump first, a few at a time.
 	var proxies []Proxy
@@ -112,33 +112,29 @@ func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory
 		}
 		return d
 	}
-	var out []report.ConfigPath
+	var out []target.ConfigPath
 	for _, t := range tasks {
-		var clientStage *report.ConfigStage
+		var clientStage *target.ConfigStage
 		if cd := dump(t.client); cd != nil {
 			d := cd.Outbound(t.dst, netip.AddrPortFrom(t.clientSrc, 0))
-			clientStage = &report.ConfigStage{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}
+			clientStage = &target.ConfigStage{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}
 		}
 		sd := dump(t.server)
 		if clientStage != nil {
-			stages := []report.ConfigStage{*clientStage}
-			sc := report.MeshToExternal
-			if t.serverInMesh {
-				sc = report.MeshToMesh
-			}
+			stages := []target.ConfigStage{*clientStage}
 			d := clientStage.Decision
 			if sd != nil && d.Filter == "tcp_proxy" && d.Cluster != "BlackHoleCluster" && d.Undecided == "" {
 				// The client's sidecar speaks TLS to a sidecar endpoint
 				// under auto mTLS, always under a TLS cluster.
 				tls := d.UpstreamTLS == proxyconfig.UpstreamTLS || d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh
-				stages = append(stages, report.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort,
+				stages = append(stages, target.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort,
 					Decision: sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), tls), ClientTLS: tls})
 			}
-			out = append(out, report.ConfigPath{Target: t.key, Scenario: sc, Stages: stages, Clients: "clients like " + proxyName(*t.client)})
+			out = append(out, target.ConfigPath{Target: t.key, ServerInMesh: t.serverInMesh, Stages: stages, Clients: "clients like " + proxyName(*t.client)})
 		}
 		if sd != nil && o.Outside {
-			out = append(out, report.ConfigPath{Target: t.key, Scenario: report.ExternalToMesh, Clients: "clients without a sidecar",
-				Stages: []report.ConfigStage{{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, Decision: sd.Inbound(t.serverDst, netip.AddrPort{}, false)}}})
+			out = append(out, target.ConfigPath{Target: t.key, Unmeshed: true, ServerInMesh: true, Clients: "clients without a sidecar",
+				Stages: []target.ConfigStage{{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, Decision: sd.Inbound(t.serverDst, netip.AddrPort{}, false)}}})
 		}
 	}
 	return out, warnings
@@ -152,7 +148,7 @@ func proxyName(p Proxy) string {
 }
 
 // planConfig picks the proxies and addresses of each target.
-func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions) []configTask {
+func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions) []configTask {
 	pods := map[string]*cluster.Pod{}
 	meshNS := map[string]bool{}
 	for i := range inv.Pods {
@@ -191,7 +187,7 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 		}
 		return &p, src
 	}
-	keep := func(k report.TargetKey) bool { return o.Keep == nil || o.Keep(k) }
+	keep := func(k target.TargetKey) bool { return o.Keep == nil || o.Keep(k) }
 	readable := func(p *Proxy) *Proxy {
 		if p == nil || p.Self || o.Readable == nil || o.Readable(p.Namespace) {
 			return p
@@ -205,7 +201,7 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 			continue // headless or ExternalName: no listener by VIP
 		}
 		for _, sp := range svc.Ports {
-			key := report.TargetKey{Kind: report.KindService, Namespace: svc.Namespace, Name: svc.Name, Port: sp.Port}
+			key := target.TargetKey{Kind: target.KindService, Namespace: svc.Namespace, Name: svc.Name, Port: sp.Port}
 			if sp.Protocol != "TCP" || !keep(key) {
 				continue
 			}
@@ -222,7 +218,7 @@ func planConfig(inv *cluster.Inventory, externals []report.ExternalTarget, o Con
 	}
 	for _, e := range externals {
 		ip, err := netip.ParseAddr(e.Host)
-		key := report.TargetKey{Kind: report.KindExternal, Name: e.Host, Port: e.Port}
+		key := target.TargetKey{Kind: target.KindExternal, Name: e.Host, Port: e.Port}
 		if err != nil || !keep(key) {
 			continue // a host name: the sidecar matches what DNS gives the application
 		}
@@ -269,7 +265,7 @@ func serverProxy(svc cluster.Service, sp cluster.ServicePort, pods map[string]*c
 // o.Client is Self), and returns the config paths, one warning for the
 // namespaces it may not read, and one per proxy that failed. who names the
 // caller in the warning ("the current user", "this ServiceAccount").
-func ReadConfig(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []report.ExternalTarget, o ConfigOptions, who string) ([]report.ConfigPath, []string, *ConfigDumps) {
+func ReadConfig(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions, who string) ([]target.ConfigPath, []string, *ConfigDumps) {
 	dumps := NewConfigDumps(cfg, kube)
 	var namespaces []string
 	for _, p := range ConfigProxies(inv, externals, o) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -74,17 +75,17 @@ func TestConfigPathsFromRealDumps(t *testing.T) {
 	if none, _ := vantage.ConfigPaths(context.Background(), dumps, inv, nil, vantage.ConfigOptions{Outside: true, Readable: func(string) bool { return false }}); len(none) != 0 {
 		t.Errorf("no namespace readable, yet %d config paths", len(none))
 	}
-	key := func(name string, port int32) report.TargetKey {
-		return report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: name, Port: port}
+	key := func(name string, port int32) target.TargetKey {
+		return target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: name, Port: port}
 	}
 	mariadb := probe.Result{Outcome: probe.OutcomeBanner, ConnectMs: 0.3, FirstByteMs: new(1.4), Banner: "5.5.5-10.11.6-MariaDB", Protocol: "mysql"}
-	var observations []report.Observation
-	for _, k := range []report.TargetKey{key("orders-db", 3307), key("orders-db-tcp", 3306), key("orders-db-plain", 3308)} {
-		observations = append(observations, report.Observation{Target: k, Vantage: report.VantageDirect, Result: mariadb})
+	var observations []target.Observation
+	for _, k := range []target.TargetKey{key("orders-db", 3307), key("orders-db-tcp", 3306), key("orders-db-plain", 3308)} {
+		observations = append(observations, target.Observation{Target: k, Vantage: target.VantageDirect, Result: mariadb})
 	}
 	r := report.Build(report.Input{Inventory: inv, Observations: observations, ConfigPaths: paths})
 	for _, tc := range []struct {
-		key      report.TargetKey
+		key      target.TargetKey
 		verdict  report.Verdict
 		code     report.Code
 		listener string // the reason names it

@@ -17,6 +17,7 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -72,7 +73,7 @@ func TestProxyConfigFromTheWorld(t *testing.T) {
 	}
 	dumps := vantage.NewConfigDumps(w.Config, w.Kube)
 	began := time.Now()
-	paths, warnings := vantage.ConfigPaths(ctx, dumps, inv, nil, vantage.ConfigOptions{Outside: true, Keep: func(k report.TargetKey) bool { return k.Namespace == DemoShop }})
+	paths, warnings := vantage.ConfigPaths(ctx, dumps, inv, nil, vantage.ConfigOptions{Outside: true, Keep: func(k target.TargetKey) bool { return k.Namespace == DemoShop }})
 	t.Logf("read %d dump(s), %d bytes, in %v; %d config path(s)", dumps.Fetches(), dumps.Bytes(), time.Since(began).Round(time.Millisecond), len(paths))
 	if len(warnings) > 0 {
 		t.Errorf("warnings: %v", warnings)
@@ -165,7 +166,7 @@ func scanVantageConfig(t *testing.T, ctx context.Context, w *World, env *testenv
 	}{{"orders-db", 3307, vip + "_3307"}, {"orders-db-tcp", 3306, "virtualInbound"}} {
 		var f *report.Finding
 		for i := range r.Findings {
-			if r.Findings[i].Kind == report.KindService && r.Findings[i].Namespace == DemoShop && r.Findings[i].Name == tc.name && r.Findings[i].Port == tc.port {
+			if r.Findings[i].Kind == target.KindService && r.Findings[i].Namespace == DemoShop && r.Findings[i].Name == tc.name && r.Findings[i].Port == tc.port {
 				f = &r.Findings[i]
 			}
 		}
@@ -179,9 +180,9 @@ func scanVantageConfig(t *testing.T, ctx context.Context, w *World, env *testenv
 		}
 		var config, direct bool
 		for _, e := range f.Evidence {
-			config = config || e.Vantage == report.VantageProxyConfig && e.Listener != ""
-			direct = direct || e.Vantage == report.VantageDirect && e.Outcome == "banner"
-			if e.Vantage == report.VantageMeshClient || e.Vantage == report.VantageOutsideClient {
+			config = config || e.Vantage == target.VantageProxyConfig && e.Listener != ""
+			direct = direct || e.Vantage == target.VantageDirect && e.Outcome == "banner"
+			if e.Vantage == target.VantageMeshClient || e.Vantage == target.VantageOutsideClient {
 				t.Errorf("shop/%s: probe-pod evidence %+v from a scan that creates no pods", tc.name, e)
 			}
 		}
