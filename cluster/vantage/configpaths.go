@@ -194,6 +194,20 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 		}
 		return nil
 	}
+	// capturedOut keeps a client proxy only where its pod's own
+	// connections to ip:port go through its sidecar (interception
+	// annotations can exclude them: SF07xx judges those paths).
+	capturedOut := func(p *Proxy, ip netip.Addr, port int32) *Proxy {
+		if p == nil || p.Self {
+			return p
+		}
+		if pod := pods[p.Namespace+"/"+p.Pod]; pod != nil {
+			if captured, _ := cluster.OutboundCaptured(pod, ip, uint32(port)); !captured {
+				return nil
+			}
+		}
+		return p
+	}
 	var tasks []configTask
 	for _, svc := range inv.Services {
 		vip, err := netip.ParseAddr(svc.ClusterIP)
@@ -207,9 +221,14 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 			}
 			t := configTask{key: key, dst: netip.AddrPortFrom(vip, uint16(sp.Port)), clientPort: sp.Port}
 			t.client, t.clientSrc = clientFor(svc.Namespace)
-			t.client = readable(t.client)
+			t.client = readable(capturedOut(t.client, vip, sp.Port))
 			if server, ip, port, ok := serverProxy(svc, sp, pods); ok {
-				t.server, t.serverDst, t.inPort, t.serverInMesh = readable(&server), netip.AddrPortFrom(ip, uint16(port)), port, true
+				t.serverInMesh = true
+				// A port the server's sidecar does not capture never meets
+				// virtualInbound (the SF07xx rules judge it).
+				if captured, _ := cluster.InboundCaptured(pods[server.Namespace+"/"+server.Pod], uint32(port)); captured {
+					t.server, t.serverDst, t.inPort = readable(&server), netip.AddrPortFrom(ip, uint16(port)), port
+				}
 			}
 			if t.client != nil || t.server != nil {
 				tasks = append(tasks, t)
@@ -223,7 +242,8 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 			continue // a host name: the sidecar matches what DNS gives the application
 		}
 		t := configTask{key: key, dst: netip.AddrPortFrom(ip, uint16(e.Port)), clientPort: e.Port}
-		if t.client, t.clientSrc = clientFor(""); readable(t.client) != nil {
+		t.client, t.clientSrc = clientFor("")
+		if t.client = readable(capturedOut(t.client, ip, e.Port)); t.client != nil {
 			tasks = append(tasks, t)
 		}
 	}

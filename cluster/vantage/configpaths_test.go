@@ -75,6 +75,23 @@ func TestConfigPathsFromRealDumps(t *testing.T) {
 	if none, _ := vantage.ConfigPaths(context.Background(), dumps, inv, nil, vantage.ConfigOptions{Outside: true, Readable: func(string) bool { return false }}); len(none) != 0 {
 		t.Errorf("no namespace readable, yet %d config paths", len(none))
 	}
+	// Interception annotations take a side off the path: then its config
+	// says nothing about it (a false wait would be a false DEADLOCK).
+	excluded := *inv
+	excluded.Pods = []cluster.Pod{db, cache, web}
+	excluded.Pods[0].Interception.InboundExcluded = []uint32{3306}
+	excluded.Pods[2].Interception.OutboundExcludedPorts = []uint32{6380}
+	exPaths, _ := vantage.ConfigPaths(context.Background(), dumps, &excluded, nil, vantage.ConfigOptions{Outside: true})
+	for _, cp := range exPaths {
+		for _, st := range cp.Stages {
+			if st.Side == "server" && st.Proxy == "shop/orders-db" {
+				t.Errorf("%v: orders-db's inbound stage although it does not capture 3306: %+v", cp.Target, st)
+			}
+		}
+		if cp.Target.Name == "cache" && !cp.Unmeshed {
+			t.Errorf("cache: a mesh path from web although web's sidecar does not capture port 6380: %+v", cp)
+		}
+	}
 	key := func(name string, port int32) target.TargetKey {
 		return target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: name, Port: port}
 	}
