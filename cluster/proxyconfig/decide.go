@@ -104,8 +104,9 @@ func (d *Dump) Outbound(dst, src netip.AddrPort) Decision {
 	ci := connInfo{dst: dst, src: src, transport: "raw_buffer"}
 	var out Decision
 	// Envoy runs the accepting listener's filters first (original_dst
-	// restores the destination), then hands the socket to the listener of
-	// the original destination, which runs its own filters
+	// restores the destination), with the accepting listener's own
+	// timeout, then hands the socket to the listener of the original
+	// destination, which runs its own filters under its own timeout
 	// (active_tcp_socket.cc newConnection -> onAcceptWorker).
 	first := runFilters(accepting, ci)
 	l, via := accepting, "accepting"
@@ -116,16 +117,45 @@ func (d *Dump) Outbound(dst, src netip.AddrPort) Decision {
 	}
 	out.Via = via
 	if l != accepting {
-		second := runFilters(l, ci)
-		first = merge(first, second)
+		if len(first.inspectors) > 0 || len(first.unknown) > 0 {
+			// A wait before the hand-off (an HTTP inspector on the 15001
+			// catch-all under ALLOW_ANY_DYNAMIC_DNS) is bounded by
+			// virtualOutbound's timeout, not the target's.
+			pre := finish(Decision{Via: "accepting"}, accepting, first, ci)
+			if pre.Timeout == 0 || pre.OnTimeout != "continue" || len(pre.Unknown) > 0 {
+				pre.Chain, pre.NoChain, pre.ChainTLS, pre.Filter, pre.Cluster, pre.WaitsForRequest = "", false, false, "", "", false
+				if pre.OnTimeout == "close" || pre.Timeout == 0 {
+					return pre // it never reaches the hand-off
+				}
+			}
+			second := runFilters(l, ci)
+			out = finish(out, l, second, ci)
+			out.Skipped = append(slices.Clone(first.skipped), out.Skipped...)
+			out.Unknown = append(slices.Clone(first.unknown), out.Unknown...)
+			switch {
+			case !out.Waits:
+				out.Waits, out.Inspectors, out.Timeout, out.TimeoutDefault, out.OnTimeout = true, first.inspectors, pre.Timeout, pre.TimeoutDefault, "continue"
+			case out.Timeout > 0:
+				out.Inspectors = append(slices.Clone(first.inspectors), out.Inspectors...)
+				out.Timeout += pre.Timeout
+			}
+			d.upstream(&out)
+			return out
+		}
+		first = merge(first, runFilters(l, ci))
 	}
 	out = finish(out, l, first, ci)
+	d.upstream(&out)
+	return out
+}
+
+// upstream says how the decision's cluster leaves the client sidecar.
+func (d *Dump) upstream(out *Decision) {
 	if out.Cluster != "" {
 		if c := d.Clusters[out.Cluster]; c != nil {
 			out.UpstreamTLS = c.UpstreamTLS()
 		}
 	}
-	return out
 }
 
 // Inbound decides a server sidecar's inbound path for a connection to dst

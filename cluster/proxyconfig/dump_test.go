@@ -193,3 +193,39 @@ func equalDecision(a, b Decision) bool {
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
 }
+
+// Under outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS Istio puts an HTTP
+// inspector on virtualOutbound itself, with no timeout (Envoy's 15s) and
+// no continue: it runs before the hand-off, so even a declared TCP port
+// waits 15s and is closed; the target listener's "0s" does not apply.
+func TestWaitBeforeHandOff(t *testing.T) {
+	inspector := `"listener_filters":[{"name":"envoy.filters.listener.original_dst","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}},{"name":"envoy.filters.listener.http_inspector","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}]`
+	orig := `"listener_filters":[{"name":"envoy.filters.listener.original_dst","typed_config":{"@type":"type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],"traffic_direction":"OUTBOUND"`
+	if !strings.Contains(small, orig) {
+		t.Fatal("the small dump changed: update this test")
+	}
+	ap := netip.MustParseAddrPort
+	for _, tc := range []struct {
+		name, with string
+		want       Decision
+	}{
+		{"no timeout, no continue: 15s then closed at virtualOutbound", inspector + `,"traffic_direction":"OUTBOUND"`, Decision{
+			Listener: "virtualOutbound", ListenerAddress: "0.0.0.0:15001", Via: "accepting",
+			Inspectors: []string{"http_inspector"}, Waits: true, Timeout: 15 * time.Second, TimeoutDefault: true, OnTimeout: "close"}},
+		{"5s then continue: the declared TCP listener after the wait", inspector + `,"listener_filters_timeout":"5s","continue_on_listener_filters_timeout":true`, Decision{
+			Listener: "10.96.0.8_3306", ListenerAddress: "10.96.0.8:3306", Via: "exact",
+			Inspectors: []string{"http_inspector"}, Waits: true, Timeout: 5 * time.Second, OnTimeout: "continue",
+			Filter: "tcp_proxy", Cluster: "outbound|3306||db-tcp.shop.svc.cluster.local", UpstreamTLS: UpstreamPlaintext}},
+		{"0s: forever at virtualOutbound", inspector + `,"listener_filters_timeout":"0s"`, Decision{
+			Listener: "virtualOutbound", ListenerAddress: "0.0.0.0:15001", Via: "accepting",
+			Inspectors: []string{"http_inspector"}, Waits: true}},
+	} {
+		d, err := Parse([]byte(strings.Replace(small, orig, tc.with, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Outbound(ap("10.96.0.8:3306"), ap("10.88.0.5:40000")); !equalDecision(got, tc.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, tc.want)
+		}
+	}
+}
