@@ -61,8 +61,8 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
 	f.limits.add(fl, "With probes: ")
 	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), `With --vantage pods or --from-pod: the image that runs "kubectl-serverfirst agent"`)
-	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods: skip the probe pod without a sidecar (no external-to-mesh evidence)")
-	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
+	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods or config: skip the path of clients without a sidecar (no external-to-mesh evidence)")
+	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods or config: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
 	fl.BoolVar(&f.direct, "direct", false, "With --vantage self: also port-forward into each server's pod for the direct proof (see below)")
 	fl.StringArrayVar(&f.fromPods, "from-pod", nil, "Also probe from this client pod (NAMESPACE/POD) with an ephemeral container; repeatable")
 }
