@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
@@ -251,7 +252,7 @@ func TestWorld(t *testing.T) {
 			Name: "probe", Image: "ghcr.io/serverfirst/kubectl-serverfirst:dev",
 			Args:            []string{"probe", "--timeout", "20s", "-o", "json", "$(TARGET)"},
 			Env:             []corev1.EnvVar{{Name: "TARGET", Value: svc.Spec.ClusterIP + ":3307"}},
-			SecurityContext: &corev1.SecurityContext{RunAsUser: ptrTo(int64(65532))},
+			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532)},
 		}}},
 	}
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
@@ -355,8 +356,6 @@ func nodeNAT(t *testing.T, node *Node) string {
 	}
 	return string(out)
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // portForwardBanner forwards a local port to the pod through the API server
 // (SPDY, as client-go's tools/portforward does) and reads the first line.
@@ -532,7 +531,7 @@ func TestWorldLifecycle(t *testing.T) {
 	if strings.Join(lines, ",") != "tick 1,tick 2,tick 3" {
 		t.Errorf("followed logs %q", lines)
 	}
-	tail, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{TailLines: ptrTo(int64(1))}).DoRaw(ctx)
+	tail, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx)
 	if err != nil || string(tail) != "tick 3\n" {
 		t.Errorf("tailLines=1: %q, %v", tail, err)
 	}
