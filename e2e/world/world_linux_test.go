@@ -21,12 +21,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
@@ -371,13 +371,15 @@ func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int,
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
 	if websocket {
 		ws, err := portforward.NewSPDYOverWebsocketDialer(u, env.Config)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fellBack := false
+		// client-go's WebSocket dialer reports a refused upgrade with
+		// k8s.io/streaming's error type (see cluster/vantage/direct.go).
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
 			fellBack = httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 			return fellBack
