@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
@@ -464,7 +465,7 @@ func tail(s string) string {
 // meshSilent: the mesh-client evidence saw no byte from the server.
 func meshSilent(f report.Finding) bool {
 	for _, e := range f.Evidence {
-		if e.Vantage == report.VantageMeshClient || e.Vantage == report.VantageSelf {
+		if e.Vantage == target.VantageMeshClient || e.Vantage == target.VantageSelf {
 			return e.Outcome == "silent"
 		}
 	}

@@ -648,7 +648,7 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 				ObjectMeta:  metav1.ObjectMeta{Name: svcName(i) + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: svcName(i)}},
 				AddressType: discoveryv1.AddressTypeIPv4,
 				Endpoints:   eps,
-				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("main"), Port: ptr.To[int32](8000)}},
+				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("main"), Port: ptr.To(int32(8000))}},
 			}, metav1.CreateOptions{})
 			return created(err)
 		}},
