@@ -16,8 +16,8 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
