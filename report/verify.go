@@ -88,9 +88,18 @@ func StateOf(r Report, p PathKey) PathState {
 			}
 		}
 		for i, e := range f.Evidence {
-			if e.Vantage != target.VantageDirect && e.throughMesh() == p.throughMesh() && (e.Vantage != target.VantageOutsideClient || f.ServerInMesh) {
+			if e.Vantage != target.VantageDirect && e.Vantage != target.VantageProxyConfig && e.throughMesh() == p.throughMesh() && (e.Vantage != target.VantageOutsideClient || f.ServerInMesh) {
 				s.Evidence = &f.Evidence[i]
 				break
+			}
+		}
+		if s.Evidence == nil {
+			// --vantage config: the path's proxy config, the stage that
+			// waits if one does (a push still pending keeps it waiting).
+			for i, e := range f.Evidence {
+				if e.Vantage == target.VantageProxyConfig && e.Scenario == p.Scenario && (s.Evidence == nil || s.Evidence.Outcome == "passes") {
+					s.Evidence = &f.Evidence[i]
+				}
 			}
 		}
 		return s

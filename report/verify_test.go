@@ -12,6 +12,7 @@ import (
 func TestVerifyChecks(t *testing.T) {
 	db := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3307}
 	ext := target.TargetKey{Kind: target.KindExternal, Name: "203.0.113.7", Port: 25}
+	cfgDB := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db-cfg", Port: 3307}
 	fb := func(v float64) *float64 { return &v }
 	yes := true
 	meshSilent := Evidence{Vantage: target.VantageMeshClient, Outcome: "silent"}
@@ -29,6 +30,11 @@ func TestVerifyChecks(t *testing.T) {
 		}, direct, meshSilent, outsideSilent),
 		finding(ext, AtRisk, "SF0201", "sniffed", nil),
 	}}
+	cfgWaits := Evidence{Vantage: target.VantageProxyConfig, Scenario: MeshToMesh, Side: "client", Proxy: "shop/web", Listener: "10.96.0.7_3307", Outcome: "waits-forever"}
+	cfgPasses := Evidence{Vantage: target.VantageProxyConfig, Scenario: MeshToMesh, Side: "client", Proxy: "shop/web", Listener: "10.96.0.7_3307", Outcome: "passes"}
+	cfgServer := Evidence{Vantage: target.VantageProxyConfig, Scenario: MeshToMesh, Side: "server", Proxy: "shop/orders-db", Listener: "virtualInbound", Outcome: "passes"}
+	cfgOutside := Evidence{Vantage: target.VantageProxyConfig, Scenario: ExternalToMesh, Side: "server", Proxy: "shop/orders-db", Listener: "virtualInbound", Outcome: "waits-forever"}
+	before.Findings = append(before.Findings, finding(cfgDB, Deadlock, "SF1001", "config waits", []PathVerdict{{Scenario: MeshToMesh, Verdict: Deadlock, Code: "SF1001"}}, direct, cfgWaits, cfgServer, cfgOutside))
 	cases := []struct {
 		name    string
 		path    PathKey
@@ -52,6 +58,12 @@ func TestVerifyChecks(t *testing.T) {
 		{"a vantage that changed", PathKey{db, MeshToMesh},
 			Report{Findings: []Finding{finding(db, OK, "SF0001", "ok", []PathVerdict{{Scenario: MeshToMesh, Verdict: OK}}, selfBanner)}},
 			"verified  Service shop/orders-db:3307 (mesh-to-mesh): mesh-client silent -> self (in the mesh) banner 12ms (DEADLOCK -> OK)", true, true},
+		{"--vantage config: the listener no longer waits", PathKey{cfgDB, MeshToMesh},
+			Report{Findings: []Finding{finding(cfgDB, OK, "SF1003", "config passes", []PathVerdict{{Scenario: MeshToMesh, Verdict: OK, Code: "SF1003"}}, direct, cfgPasses, cfgServer, cfgOutside)}},
+			"verified  Service shop/orders-db-cfg:3307 (mesh-to-mesh): proxy-config waits-forever -> passes (DEADLOCK -> OK)", true, true},
+		{"--vantage config: the push has not arrived: not settled, so verification waits", PathKey{cfgDB, MeshToMesh},
+			Report{Findings: []Finding{finding(cfgDB, Deadlock, "SF1001", "config waits", []PathVerdict{{Scenario: MeshToMesh, Verdict: Deadlock, Code: "SF1001", Reason: "listener waits"}}, direct, cfgWaits, cfgServer, cfgOutside)}},
+			"NOT TAKEN Service shop/orders-db-cfg:3307 (mesh-to-mesh): proxy-config waits-forever -> waits-forever (DEADLOCK -> DEADLOCK); still in the way [SF1001]: listener waits", false, false},
 		{"gone", PathKey{db, MeshToMesh}, Report{},
 			"NOT TAKEN Service shop/orders-db:3307 (mesh-to-mesh): re-judged statically (nothing probed it) (DEADLOCK -> gone); the target is no longer in the scan", false, true},
 		{"unreachable is no proof", PathKey{db, MeshToMesh},
