@@ -111,6 +111,28 @@ func TestProxyConfigFromTheWorld(t *testing.T) {
 	// pods: scan --vantage config proves the same from config and the
 	// direct banner, names the listener, and creates nothing.
 	scanVantageConfig(t, ctx, w, env, bins.Serverfirst)
+
+	// fix --apply verifies from config too: rounds until the sidecars'
+	// listeners no longer wait (istiod's push reached them).
+	kc, err := env.KubeconfigFor(DemoShop, "fixer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "fixer"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: DemoShop, Name: "fixer"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bins.Serverfirst, "fix", "-n", DemoShop, "--apply", "--yes", "--vantage", "config", "--timeout", "2s", "--connect-timeout", "2s", "--kubeconfig", kc)
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	t.Logf("fix --apply --vantage config: %v\n%s", err, out)
+	if err != nil {
+		t.Errorf("fix --apply --vantage config: %v (want exit 0: every applied fix verified)", err)
+	}
+	if !strings.Contains(string(out), "proxy-config waits-forever -> passes") {
+		t.Errorf("fix --apply's verification does not show the config taking: %s", out)
+	}
 }
 
 func scanVantageConfig(t *testing.T, ctx context.Context, w *World, env *testenv.Env, bin string) {
