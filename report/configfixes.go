@@ -126,7 +126,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 			if pv.Code == rulePlaintextIntoPermissive.Code {
 				if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
 					fix.Scenario = MeshToMesh
-					fix.altOnly = true
+					fix.AlternativeOnly = true
 					fix.Why = "keeps the clients' plaintext and makes the server side agree: DISABLE on the port removes the TLS inspector (DR DISABLE + PA DISABLE works in Istio's own server-first tests)"
 					added = append(added, fix)
 				}
@@ -145,7 +145,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 				Why:   "the clients then reach the server through their sidecar, with mTLS, instead of as plaintext clients from outside the mesh",
 				Notes: []string{"interception annotations are read when a pod is created: change the workload's pod template and restart the pods"}})
 			if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok && pv.Code == ruleBypassIntoPermissive.Code {
-				fix.Scenario, fix.altOnly = MeshToMesh, true
+				fix.Scenario, fix.AlternativeOnly = MeshToMesh, true
 				added = append(added, fix)
 			}
 		case ruleNoListenerPermissive.Code, ruleNoListenerStrict.Code:
@@ -182,7 +182,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 func (j *judge) interceptionAlternatives(f Finding, svc cluster.Service, p cluster.ServicePort, targetPort int32) []Fix {
 	inbound := j.excludeInboundFix(svc, p, targetPort)
 	inbound.Notes = append(inbound.Notes, "mesh clients still sniff their side of a port whose protocol is not declared: declare it as well, or exclude it on the clients too")
-	outbound := Fix{Type: FixExcludeOutbound, Scenario: MeshToMesh, altOnly: true,
+	outbound := Fix{Type: FixExcludeOutbound, Scenario: MeshToMesh, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the clients' sidecars (traffic.sidecar.istio.io/excludeOutboundPorts: \"%d\" on the client workloads)", p.Port, p.Port),
 		Why:   "the clients' own sidecars then never see the connection, so nothing sniffs it on their side",
 		Notes: []string{
@@ -204,7 +204,7 @@ func (j *judge) excludeInboundFix(svc cluster.Service, p cluster.ServicePort, ta
 		fmt.Sprintf("exclude port %d from the server's sidecar (traffic.sidecar.istio.io/excludeInboundPorts: \"%d\" on the pods behind %s/%s), with this DestinationRule", targetPort, targetPort, svc.Namespace, svc.Name),
 		"an inbound port the sidecar does not capture is neither sniffed nor TLS-inspected on the server side; auto mTLS would still send mTLS to it, hence the DestinationRule with tls DISABLE")
 	fix.Type = FixExcludeInbound
-	fix.altOnly = true
+	fix.AlternativeOnly = true
 	fix.Notes = append(fix.Notes,
 		"the annotation goes on the workload's pod template (read when a pod is created): restart the pods",
 		"the port then has no mTLS, no authorization policy and no telemetry, for every client")
@@ -217,7 +217,7 @@ func outboundExclusionAlternative(f Finding) []Fix {
 	if !f.Verdict.Affected() {
 		return nil
 	}
-	return []Fix{{Type: FixExcludeOutbound, Scenario: MeshToExternal, altOnly: true,
+	return []Fix{{Type: FixExcludeOutbound, Scenario: MeshToExternal, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the clients' sidecars (traffic.sidecar.istio.io/excludeOutboundPorts: \"%d\" on the client workloads)", f.Port, f.Port),
 		Why:   "the clients' sidecars then never see connections on this port, so nothing sniffs them; the usual workaround for external SMTP, MySQL and the like (istio/istio#24856, #34444)",
 		Notes: []string{
@@ -256,7 +256,7 @@ func (j *judge) podPortFixes(f Finding, pod *cluster.Pod) []Fix {
 		Why:      "a Service port gives the pod's sidecar an inbound chain for the port with the declared protocol, instead of the sniffing passthrough",
 		Manifest: toYAML(obj),
 		Notes:    []string{"the selector is every label of this pod: narrow it to the labels its workload's pods share"}}
-	exclude := Fix{Type: FixExcludeInbound, Scenario: MeshToMesh, altOnly: true,
+	exclude := Fix{Type: FixExcludeInbound, Scenario: MeshToMesh, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the sidecar (traffic.sidecar.istio.io/excludeInboundPorts: \"%d\" on the pod template)", f.Port, f.Port),
 		Why:   "an inbound port the sidecar does not capture is not sniffed",
 		Notes: []string{"the port then has no mTLS, no authorization policy and no telemetry", "read when a pod is created: restart the pods"}}
