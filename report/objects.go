@@ -145,7 +145,7 @@ func applyChange(obj any, c *Change) {
 	case *corev1ac.ServiceApplyConfiguration:
 		for i := range o.Spec.Ports {
 			p := &o.Spec.Ports[i]
-			if servicePortKey(*p.Port, string(*p.Protocol)) != c.Port {
+			if servicePortKey(ptr.Deref(p.Port, 0), string(ptr.Deref(p.Protocol, ""))) != c.Port {
 				continue
 			}
 			for k, v := range c.Set {
@@ -237,36 +237,21 @@ func ObjectOf(fix Fix) (any, error) {
 	default:
 		return nil, c.validate()
 	}
-	if err := yaml.Unmarshal([]byte(fix.Manifest), obj); err != nil {
+	var head struct {
+		APIVersion, Kind string
+		Metadata         struct{ Namespace, Name string }
+		Spec             map[string]any
+	}
+	if err := yaml.Unmarshal([]byte(fix.Manifest), &head); err != nil {
 		return nil, fmt.Errorf("the manifest of the fix to %s does not read: %v", c.Ref(), err)
 	}
-	var ref Change
-	var spec bool
-	switch o := obj.(type) {
-	case *corev1ac.ServiceApplyConfiguration:
-		ref, spec = Change{APIVersion: ptr.Deref(o.APIVersion, ""), Kind: ptr.Deref(o.Kind, "")}, o.Spec != nil
-		if o.ObjectMetaApplyConfiguration != nil {
-			ref.Namespace, ref.Name = ptr.Deref(o.Namespace, ""), ptr.Deref(o.Name, "")
-		}
-		if spec {
-			for _, p := range o.Spec.Ports {
-				spec = spec && p.Port != nil && p.Protocol != nil
-			}
-		}
-	case *networkingac.ServiceEntryApplyConfiguration:
-		ref, spec = Change{APIVersion: ptr.Deref(o.APIVersion, ""), Kind: ptr.Deref(o.Kind, "")}, o.Spec != nil
-		if o.ObjectMetaApplyConfiguration != nil {
-			ref.Namespace, ref.Name = ptr.Deref(o.Namespace, ""), ptr.Deref(o.Name, "")
-		}
-	case *securityac.PeerAuthenticationApplyConfiguration:
-		ref, spec = Change{APIVersion: ptr.Deref(o.APIVersion, ""), Kind: ptr.Deref(o.Kind, "")}, o.Spec != nil
-		if o.ObjectMetaApplyConfiguration != nil {
-			ref.Namespace, ref.Name = ptr.Deref(o.Namespace, ""), ptr.Deref(o.Name, "")
-		}
-	}
+	ref := Change{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
 	// Names go through JSON, which writes invalid UTF-8 as U+FFFD.
-	if strings.ToValidUTF8(ref.key(), "\uFFFD") != strings.ToValidUTF8(c.key(), "\uFFFD") || !spec {
+	if strings.ToValidUTF8(ref.key(), "\uFFFD") != strings.ToValidUTF8(c.key(), "\uFFFD") || head.Spec == nil {
 		return nil, fmt.Errorf("the manifest of the fix to %s is not that object's (%s)", c.Ref(), ref.Ref())
+	}
+	if err := yaml.Unmarshal([]byte(fix.Manifest), obj); err != nil {
+		return nil, fmt.Errorf("the manifest of the fix to %s does not read: %v", c.Ref(), err)
 	}
 	return obj, nil
 }

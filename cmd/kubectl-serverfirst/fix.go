@@ -115,10 +115,13 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.undo {
-				if f.apply {
-					return errors.New("--undo and --apply: give one")
+				if f.apply || f.from != "" {
+					return errors.New("--undo and --apply or --from: give one")
 				}
 				return undoFix(cmd.Context(), root, f)
+			}
+			if f.from == "-" && f.apply && !f.yes {
+				return errors.New("--from - --apply needs --yes: standard input holds the report, not the answer")
 			}
 			if f.from != "" {
 				return fixFrom(cmd.Context(), root, f)
