@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 )
 
@@ -237,20 +240,9 @@ func orNew(rule string) string {
 func (j *judge) podPortFixes(f Finding, pod *cluster.Pod) []Fix {
 	name := tcpPortNameFor(f.PortName, f.Port)
 	svcName := truncateLabel(managedDRNamePrefix+pod.Name+"-"+strconv.Itoa(int(f.Port)), 63)
-	selector := map[string]any{}
-	for k, v := range pod.Labels {
-		selector[k] = v
-	}
-	obj := map[string]any{
-		"apiVersion": "v1",
-		"kind":       "Service",
-		"metadata":   map[string]any{"namespace": pod.Namespace, "name": svcName, "labels": map[string]any{ManagedByLabel: ManagerName}},
-		"spec": map[string]any{
-			"clusterIP": "None",
-			"selector":  selector,
-			"ports":     []any{map[string]any{"name": name, "port": int64(f.Port), "targetPort": int64(f.Port), "appProtocol": "tcp"}},
-		},
-	}
+	obj := corev1ac.Service(svcName, pod.Namespace).WithLabels(map[string]string{ManagedByLabel: ManagerName}).
+		WithSpec(corev1ac.ServiceSpec().WithClusterIP("None").WithSelector(pod.Labels).
+			WithPorts(corev1ac.ServicePort().WithName(name).WithPort(f.Port).WithTargetPort(intstr.FromInt32(f.Port)).WithAppProtocol("tcp")))
 	declare := Fix{Type: FixDeclarePodPort, Scenario: MeshToMesh,
 		Title:    fmt.Sprintf("declare port %d of %s/%s as TCP with a headless Service", f.Port, pod.Namespace, pod.Name),
 		Why:      "a Service port gives the pod's sidecar an inbound chain for the port with the declared protocol, instead of the sniffing passthrough",

@@ -49,6 +49,13 @@ func TestApplyConfigurationManifests(t *testing.T) {
 		})
 	}
 
+	// The headless Service that declares a pod port is only printed.
+	t.Run("declare-pod-port", func(t *testing.T) {
+		p := &cluster.Pod{Namespace: "ns", Name: "db-0", Labels: map[string]string{"app": "db", "x": "y"}}
+		j := &judge{inv: &cluster.Inventory{}}
+		golden(t, "object-declare-pod-port.yaml.golden", []byte(j.podPortFixes(Finding{Port: 3306, PortName: "mysql"}, p)[0].Manifest))
+	})
+
 	// The fixes that create objects, as the engine builds them: a
 	// ServiceEntry for a host name (resolution DNS) and for an IP
 	// (resolution NONE, the enum's zero: stated all the same).
