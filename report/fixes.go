@@ -16,6 +16,7 @@ import (
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingac "istio.io/client-go/pkg/applyconfiguration/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -566,13 +567,10 @@ func selectorKey(ns string, sel map[string]string) string {
 	return b.String()
 }
 
-func selectsAll(selector, labels map[string]string) bool {
-	for k, v := range selector {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
+// selectsAll: every label of the selector is on the pod (an empty
+// selector selects every pod).
+func selectsAll(selector, podLabels map[string]string) bool {
+	return labels.SelectorFromSet(selector).Matches(labels.Set(podLabels))
 }
 
 func renameTitle(old, name, ref string) string {
