@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/dynamic"
-	utilptr "k8s.io/utils/ptr"
+	"k8s.io/utils/ptr"
 )
 
 // ObjectRef names one object of a kind fixes change.
@@ -73,19 +73,19 @@ func (a Applier) Apply(ctx context.Context, obj any, dry bool) (types.UID, error
 	opts := metav1.ApplyOptions{FieldManager: a.FieldManager, Force: true, DryRun: dryRun(dry)}
 	switch o := obj.(type) {
 	case *corev1ac.ServiceApplyConfiguration:
-		got, err := a.Clients.Kube.CoreV1().Services(utilptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		got, err := a.Clients.Kube.CoreV1().Services(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
 		if err != nil {
 			return "", err
 		}
 		return got.UID, nil
 	case *networkingac.ServiceEntryApplyConfiguration:
-		got, err := a.Clients.Istio.NetworkingV1().ServiceEntries(utilptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		got, err := a.Clients.Istio.NetworkingV1().ServiceEntries(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
 		if err != nil {
 			return "", err
 		}
 		return got.UID, nil
 	case *securityac.PeerAuthenticationApplyConfiguration:
-		got, err := a.Clients.Istio.SecurityV1().PeerAuthentications(utilptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		got, err := a.Clients.Istio.SecurityV1().PeerAuthentications(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
 		if err != nil {
 			return "", err
 		}

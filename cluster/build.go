@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // loadedPod is a pod converted as its LIST page arrived, with what
@@ -91,9 +92,12 @@ func build(inv *Inventory, namespaces []corev1.Namespace, services []Service, sl
 			svc.Backends = refs
 		} else if len(svc.Selector) > 0 {
 			// No EndpointSlice (no controller, or not allowed to read
-			// them): the selector says which pods would back it.
+			// them): the selector says which pods would back it. (An empty
+			// one selects no pod, as the endpoints controller reads it,
+			// although as a label selector it would select every pod.)
+			selector := labels.ValidatedSetSelector(svc.Selector)
 			for _, i := range podsByNamespace[svc.Namespace] {
-				if p := &inv.Pods[i]; selects(svc.Selector, p.Labels) {
+				if p := &inv.Pods[i]; selector.Matches(labels.Set(p.Labels)) {
 					svc.Backends = append(svc.Backends, PodRef{Namespace: p.Namespace, Name: p.Name})
 				}
 			}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"reflect"
 	"testing"
+
+	"k8s.io/utils/ptr"
 )
 
 func svc(ns, name, typ, clusterIP string, ports ...ServicePort) Service {
@@ -21,10 +23,10 @@ func TestSniffingListenerPorts(t *testing.T) {
 	services := []Service{
 		svc("web", "front", "ClusterIP", "10.96.0.10", sp("http", 10000, "TCP", nil), sp("grpc-api", 9090, "TCP", nil)),
 		svc("web", "admin", "ClusterIP", "10.96.0.11", sp("http-admin", 10000, "TCP", nil)),
-		svc("web", "gw", "LoadBalancer", "10.96.0.12", sp("http2", 8080, "TCP", nil), sp("", 8081, "TCP", ptr("kubernetes.io/ws"))),
+		svc("web", "gw", "LoadBalancer", "10.96.0.12", sp("http2", 8080, "TCP", nil), sp("", 8081, "TCP", ptr.To("kubernetes.io/ws"))),
 		svc("web", "stateful", "ClusterIP", "None", sp("http-peer", 7000, "TCP", nil), sp("peer", 7001, "TCP", nil)),
 		// Sniffed ClusterIP ports bind VIP:PORT: no wildcard.
-		svc("db", "nats", "ClusterIP", "10.96.0.20", sp("client", 4222, "TCP", nil), sp("tcp-nats", 4223, "TCP", ptr("nats.io/client"))),
+		svc("db", "nats", "ClusterIP", "10.96.0.20", sp("client", 4222, "TCP", nil), sp("tcp-nats", 4223, "TCP", ptr.To("nats.io/client"))),
 		// Declared TCP-family ports bind VIP:PORT too.
 		svc("db", "mysql", "ClusterIP", "10.96.0.21", sp("tcp-mysql", 3306, "TCP", nil), sp("https", 443, "TCP", nil), sp("mongo", 27018, "TCP", nil)),
 		// UDP is never sniffed, even under an HTTP name.

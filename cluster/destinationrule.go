@@ -10,6 +10,7 @@ import (
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // DefaultDomainSuffix is the cluster domain istiod appends to short host
@@ -387,7 +388,7 @@ func (idx *DestinationRuleIndex) Lookup(clientNamespace string, clientLabels map
 		if d.rule.Selector == nil {
 			catchAll = d
 		}
-		if d.rule.Selector != nil && d.rule.Namespace == clientNamespace && selects(d.rule.Selector, clientLabels) {
+		if d.rule.Selector != nil && d.rule.Namespace == clientNamespace && labels.ValidatedSetSelector(d.rule.Selector).Matches(labels.Set(clientLabels)) {
 			return AppliedDestinationRule{DestinationRule: d.rule, From: d.from}, true
 		}
 	}

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -381,43 +381,22 @@ func protobufListContinue(body []byte) (cont string, ok bool) {
 
 // protobufField returns the first length-delimited field number n of a
 // protobuf message; ok is false when the message does not parse.
-func protobufField(msg []byte, n uint64) (field []byte, found, ok bool) {
+func protobufField(msg []byte, n protowire.Number) (field []byte, found, ok bool) {
 	for len(msg) > 0 {
-		key, k := binary.Uvarint(msg)
-		if k <= 0 {
+		num, typ, k := protowire.ConsumeTag(msg)
+		if k < 0 {
 			return nil, false, false
 		}
 		msg = msg[k:]
-		switch key & 7 {
-		case 0: // varint
-			_, k := binary.Uvarint(msg)
-			if k <= 0 {
-				return nil, false, false
-			}
-			msg = msg[k:]
-		case 1: // 64-bit
-			if len(msg) < 8 {
-				return nil, false, false
-			}
-			msg = msg[8:]
-		case 5: // 32-bit
-			if len(msg) < 4 {
-				return nil, false, false
-			}
-			msg = msg[4:]
-		case 2: // length-delimited
-			size, k := binary.Uvarint(msg)
-			if k <= 0 || size > uint64(len(msg)-k) {
-				return nil, false, false
-			}
-			value := msg[k : k+int(size)]
-			msg = msg[k+int(size):]
-			if key>>3 == n {
-				return value, true, true
-			}
-		default:
+		if num == n && typ == protowire.BytesType {
+			value, k := protowire.ConsumeBytes(msg)
+			return value, k >= 0, k >= 0
+		}
+		k = protowire.ConsumeFieldValue(num, typ, msg)
+		if k < 0 {
 			return nil, false, false
 		}
+		msg = msg[k:]
 	}
 	return nil, false, true
 }

@@ -840,8 +840,9 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 			}
 		}
 		if len(s.Selector) > 0 {
+			selector := labels.ValidatedSetSelector(s.Selector)
 			for _, p := range m.pods {
-				if p.Namespace == s.Namespace && selects(s.Selector, p.Labels) {
+				if p.Namespace == s.Namespace && selector.Matches(labels.Set(p.Labels)) {
 					b.pods = append(b.pods, PodRef{Namespace: p.Namespace, Name: p.Name})
 				}
 			}

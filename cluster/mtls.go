@@ -1,6 +1,10 @@
 package cluster
 
-import "sort"
+import (
+	"sort"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
 
 // EffectiveMTLSMode is the inbound mTLS mode Istio applies to a workload
 // port (the container port, i.e. the Service targetPort), following
@@ -32,7 +36,7 @@ func EffectiveMTLSMode(policies []PeerAuthentication, rootNamespace, namespace s
 			if older(p, ns) {
 				ns = p
 			}
-		case len(p.Selector) > 0 && p.Namespace == namespace && p.Namespace != rootNamespace && selects(p.Selector, podLabels):
+		case len(p.Selector) > 0 && p.Namespace == namespace && p.Namespace != rootNamespace && labels.ValidatedSetSelector(p.Selector).Matches(labels.Set(podLabels)):
 			if older(p, workload) {
 				workload = p
 			}
@@ -50,16 +54,6 @@ func EffectiveMTLSMode(policies []PeerAuthentication, rootNamespace, namespace s
 		}
 	}
 	return mode
-}
-
-// selects is a matchLabels selector: every key/value must be present.
-func selects(selector, labels map[string]string) bool {
-	for k, v := range selector {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // SortedPorts returns the ports of a PortModes map in order, for stable output.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -207,7 +209,7 @@ func istioMTLS(policies []PeerAuthentication, root, ns string, podLabels map[str
 	for _, n := range slices.Compact([]string{ns, root}) {
 		for i := range sorted {
 			c := &sorted[i]
-			if c.Namespace == n && selects(c.Selector, podLabels) {
+			if c.Namespace == n && labels.ValidatedSetSelector(c.Selector).Matches(labels.Set(podLabels)) {
 				configs = append(configs, c)
 			}
 		}

@@ -1,8 +1,10 @@
 package cluster
 
-import "testing"
+import (
+	"testing"
 
-func ptr(s string) *string { return &s }
+	"k8s.io/utils/ptr"
+)
 
 // TestConvertProtocol follows istio pkg/config/kube/conversion.go
 // ConvertProtocol and pkg/config/protocol Parse, case by case.
@@ -54,32 +56,32 @@ func TestConvertProtocol(t *testing.T) {
 		{"postgres is not well-known", 5432, "postgres", "TCP", nil, ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 		{"submission is not well-known", 587, "smtp", "TCP", nil, ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 		{"name beats well-known port", 3306, "http-admin", "TCP", nil, ResolvedProtocol{ProtocolHTTP, SourceName, false}},
-		{"well-known with bad appProtocol", 3306, "tcp-mysql", "TCP", ptr("vendor.io/mysql"), ResolvedProtocol{ProtocolTCP, SourceWellKnownPort, false}},
+		{"well-known with bad appProtocol", 3306, "tcp-mysql", "TCP", ptr.To("vendor.io/mysql"), ResolvedProtocol{ProtocolTCP, SourceWellKnownPort, false}},
 		{"UDP on well-known port", 53, "dns", "UDP", nil, ResolvedProtocol{ProtocolUDP, SourceProtocol, false}},
 
 		// UDP wins over everything.
 		{"UDP beats name", 5000, "http-x", "UDP", nil, ResolvedProtocol{ProtocolUDP, SourceProtocol, false}},
-		{"UDP beats appProtocol", 5000, "x", "UDP", ptr("http"), ResolvedProtocol{ProtocolUDP, SourceProtocol, false}},
+		{"UDP beats appProtocol", 5000, "x", "UDP", ptr.To("http"), ResolvedProtocol{ProtocolUDP, SourceProtocol, false}},
 		{"lower-case udp is not UDP", 5000, "x", "udp", nil, ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 
 		// appProtocol replaces the name.
-		{"appProtocol tcp", 4222, "client", "TCP", ptr("tcp"), ResolvedProtocol{ProtocolTCP, SourceAppProtocol, false}},
-		{"appProtocol TCP upper", 4222, "client", "TCP", ptr("TCP"), ResolvedProtocol{ProtocolTCP, SourceAppProtocol, false}},
-		{"appProtocol beats name", 8080, "tcp-x", "TCP", ptr("http"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
-		{"appProtocol with prefix", 8080, "", "TCP", ptr("http-custom"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
-		{"appProtocol grpc-web", 8080, "", "TCP", ptr("grpc-web"), ResolvedProtocol{ProtocolGRPCWeb, SourceAppProtocol, false}},
-		{"k8s h2c", 8080, "tcp", "TCP", ptr("kubernetes.io/h2c"), ResolvedProtocol{ProtocolHTTP2, SourceAppProtocol, false}},
-		{"k8s ws", 8080, "tcp", "TCP", ptr("kubernetes.io/ws"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
-		{"k8s wss", 8443, "tcp", "TCP", ptr("kubernetes.io/wss"), ResolvedProtocol{ProtocolHTTPS, SourceAppProtocol, false}},
-		{"k8s names are case-sensitive", 8080, "", "TCP", ptr("Kubernetes.io/h2c"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
+		{"appProtocol tcp", 4222, "client", "TCP", ptr.To("tcp"), ResolvedProtocol{ProtocolTCP, SourceAppProtocol, false}},
+		{"appProtocol TCP upper", 4222, "client", "TCP", ptr.To("TCP"), ResolvedProtocol{ProtocolTCP, SourceAppProtocol, false}},
+		{"appProtocol beats name", 8080, "tcp-x", "TCP", ptr.To("http"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
+		{"appProtocol with prefix", 8080, "", "TCP", ptr.To("http-custom"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
+		{"appProtocol grpc-web", 8080, "", "TCP", ptr.To("grpc-web"), ResolvedProtocol{ProtocolGRPCWeb, SourceAppProtocol, false}},
+		{"k8s h2c", 8080, "tcp", "TCP", ptr.To("kubernetes.io/h2c"), ResolvedProtocol{ProtocolHTTP2, SourceAppProtocol, false}},
+		{"k8s ws", 8080, "tcp", "TCP", ptr.To("kubernetes.io/ws"), ResolvedProtocol{ProtocolHTTP, SourceAppProtocol, false}},
+		{"k8s wss", 8443, "tcp", "TCP", ptr.To("kubernetes.io/wss"), ResolvedProtocol{ProtocolHTTPS, SourceAppProtocol, false}},
+		{"k8s names are case-sensitive", 8080, "", "TCP", ptr.To("Kubernetes.io/h2c"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 		{"k8s names only in appProtocol", 8080, "kubernetes.io/h2c", "TCP", nil, ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 
 		// The trap: an appProtocol Istio does not know defeats a good name.
-		{"trap nats", 4222, "tcp-nats", "TCP", ptr("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
-		{"trap mysql name", 3307, "mysql", "TCP", ptr("mysql.com/x"), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
-		{"trap empty appProtocol", 4222, "tcp", "TCP", ptr(""), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
-		{"no trap when name was sniffed anyway", 4222, "client", "TCP", ptr("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
-		{"no trap when unnamed", 4222, "", "TCP", ptr("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
+		{"trap nats", 4222, "tcp-nats", "TCP", ptr.To("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
+		{"trap mysql name", 3307, "mysql", "TCP", ptr.To("mysql.com/x"), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
+		{"trap empty appProtocol", 4222, "tcp", "TCP", ptr.To(""), ResolvedProtocol{ProtocolAuto, SourceNone, true}},
+		{"no trap when name was sniffed anyway", 4222, "client", "TCP", ptr.To("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
+		{"no trap when unnamed", 4222, "", "TCP", ptr.To("nats.io/client"), ResolvedProtocol{ProtocolAuto, SourceNone, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // SidecarResource is a networking.istio.io Sidecar reduced to what decides
@@ -99,7 +100,7 @@ func SelectSidecar(sidecars []SidecarResource, rootNamespace string, pod *Pod) (
 		s := &sidecars[i]
 		switch {
 		case s.Namespace == pod.Namespace && s.Selector != nil:
-			if selects(s.Selector, pod.Labels) && older(s, selected) {
+			if labels.ValidatedSetSelector(s.Selector).Matches(labels.Set(pod.Labels)) && older(s, selected) {
 				selected = s
 			}
 		case s.Namespace == pod.Namespace:

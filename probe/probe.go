@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"k8s.io/utils/ptr"
 )
 
 // Options tune a probe. Zero or negative fields mean "use the default", so a
@@ -207,11 +209,6 @@ func millis(d time.Duration) float64 {
 	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
 }
 
-func millisPtr(d time.Duration) *float64 {
-	v := millis(d)
-	return &v
-}
-
 // testHookReading, when set by a test, runs after the connection is
 // established (and Payload written) and before the first read, so a test
 // server can send its "late" banner only once the prober is waiting.
@@ -249,7 +246,7 @@ func probe(ctx context.Context, c *canceler, t Target, o Options) Result {
 
 	addrs, dnsTime, err := resolve(ctx, t.Host, o.ConnectTimeout)
 	if dnsTime > 0 {
-		r.DNSMs = millisPtr(dnsTime)
+		r.DNSMs = ptr.To(millis(dnsTime))
 	}
 	if err != nil {
 		if c.isCanceled() || ctx.Err() != nil {
@@ -294,7 +291,7 @@ func probe(ctx context.Context, c *canceler, t Target, o Options) Result {
 		// Bytes already in hand are the evidence, even if the read was then
 		// cut short by a close, a reset or the caller's cancel.
 		r.Outcome = OutcomeBanner
-		r.FirstByteMs = millisPtr(firstByte.Sub(established))
+		r.FirstByteMs = ptr.To(millis(firstByte.Sub(established)))
 		r.setBanner(buf[:n])
 		r.Protocol = Fingerprint(buf[:n])
 		return r

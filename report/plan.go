@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 // PlannedObject is one document of a fix plan: every chosen change to one
@@ -235,5 +237,5 @@ func RenderPlan(w io.Writer, plan FixPlan, alternatives bool) error {
 // U+2029) can end the comment early, and no character YAML forbids in a
 // stream (controls, invalid UTF-8) can make the plan unparsable.
 func comment(s string) string {
-	return "# " + safeText(s) + "\n"
+	return "# " + safetext.Line(s) + "\n"
 }

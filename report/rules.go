@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 // Code is a rule's stable identifier: "SF" and four digits, grouped by
@@ -136,10 +138,10 @@ func RulesMarkdown() string {
 	b.WriteString("| code | verdict | reason given | where Istio decides it |\n|---|---|---|---|\n")
 	for _, r := range Rules() {
 		if r.Retired {
-			fmt.Fprintf(&b, "| `%s` | retired | %s | |\n", r.Code, mdCell(r.Explain))
+			fmt.Fprintf(&b, "| `%s` | retired | %s | |\n", r.Code, safetext.Markdown(r.Explain))
 			continue
 		}
-		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s |\n", r.Code, r.Verdict, mdCell(r.Message()), mdCell(r.Source))
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s |\n", r.Code, r.Verdict, safetext.Markdown(r.Message()), safetext.Markdown(r.Source))
 	}
 	return b.String()
 }

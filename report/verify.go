@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 )
 
 // PathKey is one client path of one target: what a fix repairs and what
@@ -221,7 +223,7 @@ func (c PathCheck) Line() string {
 			fmt.Fprintf(&b, "; still in the way [%s]: %s", c.After.Code, why)
 		}
 	}
-	return safeText(b.String())
+	return safetext.Line(b.String())
 }
 
 // RenderChecks writes one line per path and a summary line.

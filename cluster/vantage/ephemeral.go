@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/report"
@@ -36,7 +37,7 @@ func RunFromPod(ctx context.Context, kube kubernetes.Interface, ns, name string,
 	}}
 	if inMesh {
 		// Not the proxy's uid: that one bypasses the capture.
-		ec.SecurityContext.RunAsUser = ptr(int64(65532))
+		ec.SecurityContext.RunAsUser = ptr.To(int64(65532))
 	}
 	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, ec)
 	if _, err := kube.CoreV1().Pods(ns).UpdateEphemeralContainers(ctx, name, pod, metav1.UpdateOptions{}); err != nil {

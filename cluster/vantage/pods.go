@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/report"
@@ -99,13 +100,13 @@ func ProbePodSpec(p PodProbe, o PodOptions) *corev1.Pod {
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
-			AutomountServiceAccountToken:  ptr(false),
-			TerminationGracePeriodSeconds: ptr(int64(1)),
+			AutomountServiceAccountToken:  ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(int64(1)),
 			ActiveDeadlineSeconds:         &deadline,
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptr(true),
-				RunAsUser:      ptr(int64(65532)),
-				RunAsGroup:     ptr(int64(65532)),
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To(int64(65532)),
+				RunAsGroup:     ptr.To(int64(65532)),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
@@ -115,9 +116,9 @@ func ProbePodSpec(p PodProbe, o PodOptions) *corev1.Pod {
 				Args:    args,
 				Env:     []corev1.EnvVar{{Name: TargetsEnv, Value: EncodeTargets(p.Targets)}},
 				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr(false),
-					ReadOnlyRootFilesystem:   ptr(true),
-					RunAsNonRoot:             ptr(true),
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					RunAsNonRoot:             ptr.To(true),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 				},
@@ -129,8 +130,6 @@ func ProbePodSpec(p PodProbe, o PodOptions) *corev1.Pod {
 		},
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // RunProbePod creates the pod, waits for its agent to finish, reads its
 // log and deletes it, whatever happens (with a context of its own, so
@@ -170,7 +169,7 @@ func RunProbePod(ctx context.Context, kube kubernetes.Interface, p PodProbe, o P
 func deletePod(kube kubernetes.Interface, ns, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+	err := kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 	if err != nil && !apierrors.IsNotFound(err) {
 		// Nothing better to do: the stale sweep of the next scan gets it.
 		_ = err
@@ -287,7 +286,7 @@ func containerDone(pod *corev1.Pod, container string, ephemeral bool) (bool, err
 
 // readLog fetches a container's log through the API server.
 func readLog(ctx context.Context, kube kubernetes.Interface, ns, pod, container string) ([]byte, error) {
-	rc, err := kube.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, LimitBytes: ptr(int64(16 << 20))}).Stream(ctx)
+	rc, err := kube.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, LimitBytes: ptr.To(int64(16 << 20))}).Stream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the log of %s/%s (%s): %w", ns, pod, container, err)
 	}

@@ -11,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -302,17 +302,18 @@ func renderProbeResults(w io.Writer, format string, results []probe.Result) erro
 		if err := enc.Encode(probeOutput{Results: results}); err != nil {
 			return err
 		}
-		_, err := w.Write(escapeInvisibles(buf.Bytes()))
+		_, err := w.Write(safetext.JSONForTerminal(buf.Bytes()))
 		return err
 	case "yaml":
 		// Through escaped JSON: the YAML parser behind sigs.k8s.io/yaml
-		// rejects raw C1 controls that a banner may carry, but reads their
-		// \u escapes, and its emitter double-quotes and escapes them again.
+		// rejects raw C1 controls, DEL and non-characters that a banner may
+		// carry, but reads their \u escapes, and its emitter double-quotes
+		// and escapes them again.
 		js, err := json.Marshal(probeOutput{Results: results})
 		if err != nil {
 			return err
 		}
-		b, err := yaml.JSONToYAML(escapeInvisibles(js))
+		b, err := yaml.JSONToYAML([]byte(safetext.JSONForYAML(string(js))))
 		if err != nil {
 			return err
 		}
@@ -322,30 +323,6 @@ func renderProbeResults(w io.Writer, format string, results []probe.Result) erro
 		return renderProbeTable(w, results)
 	}
 	return fmt.Errorf("unknown output format %q: want table, json or yaml", format)
-}
-
-// escapeInvisibles rewrites, as \uXXXX, the runes encoding/json leaves raw
-// but a terminal may act on or hide: C1 controls (U+0080-U+009F, 8-bit CSI
-// among them) and format characters such as bidi overrides. They can only
-// occur inside JSON strings, where the escape decodes to the same rune, so
-// the document's meaning is unchanged and `cat out.json` is safe.
-func escapeInvisibles(js []byte) []byte {
-	if !bytes.ContainsFunc(js, isInvisible) {
-		return js
-	}
-	var out bytes.Buffer
-	for _, r := range string(js) {
-		if isInvisible(r) {
-			fmt.Fprintf(&out, "\\u%04x", r)
-			continue
-		}
-		out.WriteRune(r)
-	}
-	return out.Bytes()
-}
-
-func isInvisible(r rune) bool {
-	return r >= 0x80 && r <= 0x9f || unicode.Is(unicode.Cf, r)
 }
 
 // detailWidth keeps a row on one line of a wide terminal; the full banner is

@@ -58,6 +58,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
@@ -611,7 +612,7 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 			case 3:
 				port.Name, port.Port = "db", 3306 // well-known
 			case 4:
-				port.Name, port.AppProtocol = "tcp-nats", ptr("nats.io/client") // the trap
+				port.Name, port.AppProtocol = "tcp-nats", ptr.To("nats.io/client") // the trap
 			}
 			_, err := kube.CoreV1().Services(svcNS(i)).Create(ctx, &corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Name: svcName(i)},
@@ -647,7 +648,7 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 				ObjectMeta:  metav1.ObjectMeta{Name: svcName(i) + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: svcName(i)}},
 				AddressType: discoveryv1.AddressTypeIPv4,
 				Endpoints:   eps,
-				Ports:       []discoveryv1.EndpointPort{{Name: ptr("main"), Port: ptr(int32(8000))}},
+				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("main"), Port: ptr.To(int32(8000))}},
 			}, metav1.CreateOptions{})
 			return created(err)
 		}},
@@ -687,8 +688,6 @@ func seed(ctx context.Context, env *testenv.Env, sz sizes) (int, error) {
 	}
 	return int(count.Load()), nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // retryOverload retries a create that an overloaded API server timed out
 // or throttled (seeding 94,000 objects on a busy machine does that). The

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -280,7 +281,7 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 		if dir == "" {
 			dir = "/"
 		}
-		volumes = append(volumes, corev1.Volume{Name: "metrics", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptrTo(resource.MustParse("16Mi"))}}})
+		volumes = append(volumes, corev1.Volume{Name: "metrics", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "metrics", MountPath: strings.TrimSuffix(dir, "/")})
 	}
 	fieldEnv := func(name, path string) corev1.EnvVar {
@@ -325,7 +326,7 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 	}
 	deadline := int64(o.ActiveDeadline.Seconds())
 	job := batchv1.JobSpec{
-		BackoffLimit:          ptrTo(int32(1)),
+		BackoffLimit:          ptr.To(int32(1)),
 		ActiveDeadlineSeconds: &deadline,
 		Template:              pod,
 	}
@@ -340,9 +341,9 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 		Spec: batchv1.CronJobSpec{
 			Schedule:                   o.Schedule,
 			ConcurrencyPolicy:          batchv1.ForbidConcurrent,
-			StartingDeadlineSeconds:    ptrTo(int64(300)),
-			SuccessfulJobsHistoryLimit: ptrTo(int32(3)),
-			FailedJobsHistoryLimit:     ptrTo(int32(3)),
+			StartingDeadlineSeconds:    ptr.To(int64(300)),
+			SuccessfulJobsHistoryLimit: ptr.To(int32(3)),
+			FailedJobsHistoryLimit:     ptr.To(int32(3)),
 			JobTemplate: batchv1.JobTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels(map[string]string{"app.kubernetes.io/component": component})},
 				Spec:       job,
@@ -350,8 +351,6 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 		},
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // RenderJobManifests writes the manifests as one multi-document YAML
 // stream for `kubectl apply -f -`.

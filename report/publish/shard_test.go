@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
@@ -60,8 +61,8 @@ func randomInput(seed uint64) report.Input {
 	names := []string{"mysql", "smtp", "http", "tcp-db", "redis", "ssh", "web", "nats"}
 	var obs []report.Observation
 	results := []probe.Result{
-		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr(2.5), Banner: "220 mail ESMTP", Protocol: "smtp"},
-		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr(5004), Banner: "220 mail ESMTP", Protocol: "smtp"},
+		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr.To(2.5), Banner: "220 mail ESMTP", Protocol: "smtp"},
+		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr.To(5004.0), Banner: "220 mail ESMTP", Protocol: "smtp"},
 		{Outcome: probe.OutcomeSilent, ConnectMs: 0.4},
 		{Outcome: probe.OutcomeRefused, ConnectMs: 0.1},
 		{Outcome: probe.OutcomeClosed, ConnectMs: 0.3},
@@ -100,8 +101,6 @@ func randomInput(seed uint64) report.Input {
 	obs = append(obs, report.Observation{Target: report.TargetKey{Kind: report.KindExternal, Name: "203.0.113.7", Port: 10000}, Vantage: report.VantageSelf, InMesh: true, Result: results[2]})
 	return report.Input{Inventory: inv, Observations: obs, External: ext}
 }
-
-func ptr(v float64) *float64 { return &v }
 
 func jsonOf(t *testing.T, r report.Report) string {
 	t.Helper()
