@@ -157,7 +157,7 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 	fl.DurationVar(&f.verifyTimeout, "verify-timeout", 60*time.Second, "With --apply: how long to keep probing the affected paths again until each passes (exit 4 after it)")
 	fl.StringVar(&f.record, "record", "", "With --apply: append what was changed to this file; with --undo: undo the last fix recorded in it (default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json)")
 	fl.BoolVar(&f.undo, "undo", false, "Put back what the last recorded fix --apply changed (dry-run first; asks unless --yes); no scan")
-	fl.StringVar(&f.from, "from", "", "Plan (and with --apply, apply) the fixes of a saved scan -o json report, - for stdin; no scan, no verification")
+	fl.StringVar(&f.from, "from", "", "Plan (with --apply, apply) the fixes of a saved report `FILE` (scan -o json; - for stdin): no scan, no verification")
 	return cmd
 }
 
