@@ -19,11 +19,14 @@ build:
 test-deps:
 	bash hack/test-deps.sh
 
-# test runs the whole suite. Under CI=true a missing daemon fails instead of skipping.
+# test runs the whole suite: the product's module, then the e2e module (the
+# world and the end-to-end tests, e2e/go.mod), the conformance module and the
+# Istio tools module. Under CI=true a missing daemon fails instead of skipping.
 test: build
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 ./...
+	bash hack/e2e.sh
 	bash hack/conformance.sh
 	cd e2e/tools/istio && $(GO) vet ./... && $(GO) test -count=1 ./...
 
@@ -43,17 +46,18 @@ RACE_PKGS := ./probe/ ./report/ ./report/publish/ ./cluster/...
 race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
-# staticcheck covers the product, its tests and hack/. e2e/world is left out
-# while it moves into a module of its own (issue 12).
+# staticcheck covers the product, its tests and hack/, then the e2e module.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 staticcheck:
-	$(STATICCHECK) $$($(GO) list ./... | grep -v '/e2e/world$$')
+	$(STATICCHECK) ./...
+	cd e2e && $(STATICCHECK) ./...
 
 bench: build
 	bash hack/bench.sh
 
 lint: staticcheck
 	$(GO) vet ./...
+	cd e2e && $(GO) vet ./...
 
 demo: build
 	bash hack/demo.sh

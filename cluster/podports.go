@@ -1,8 +1,6 @@
 package cluster
 
-import (
-	"strconv"
-)
+import "github.com/serverfirst/kubectl-serverfirst/internal/target"
 
 // UncoveredPort is a container port of a sidecar pod that no Service port
 // targets. Istio builds no Service chain for it, so traffic to the pod IP
@@ -38,18 +36,16 @@ func UncoveredPodPorts(inv *Inventory) []UncoveredPort {
 				continue
 			}
 			for _, sp := range svc.Ports {
-				n, err := strconv.Atoi(sp.TargetPort)
-				if err != nil {
-					named, ok := p.ContainerPorts[sp.TargetPort]
-					if !ok {
+				n, ok := target.ParsePort(sp.TargetPort)
+				if !ok {
+					if n, ok = p.ContainerPorts[sp.TargetPort]; !ok {
 						continue
 					}
-					n = int(named)
 				}
 				if covered[ref] == nil {
 					covered[ref] = map[int32]bool{}
 				}
-				covered[ref][int32(n)] = true
+				covered[ref][n] = true
 			}
 		}
 	}

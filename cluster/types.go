@@ -1,9 +1,13 @@
-// Package cluster reads what a scan needs from a live cluster (Services,
-// EndpointSlices, Pods, Namespaces, ServiceEntries, PeerAuthentications and
-// the mesh config) and applies Istio's own rules to it: protocol selection,
-// sidecar detection, effective mTLS mode, outbound port collisions.
+// Package cluster reads what a scan needs, from a live cluster (Load) or
+// from manifest files (ReadManifests): Services, EndpointSlices, Pods,
+// Namespaces, ServiceEntries, PeerAuthentications, DestinationRules,
+// Sidecars and the mesh config. It applies Istio's own rules to them:
+// protocol selection, sidecar detection, effective mTLS mode, outbound
+// listeners and their collisions, client TLS, interception annotations,
+// Sidecar scoping. It also applies fix objects to the API server.
 //
-// It produces plain values and knows nothing about dialing or rendering.
+// It never dials a workload and knows nothing about rendering; of this
+// module it imports only internal/target (the port parser).
 package cluster
 
 import "time"

@@ -22,7 +22,7 @@ cluster_demo() {
   echo "demo: starting the world (API server, node agent, injector, sidecar models, MariaDB, sshd, redis)..."
   # Built, not `go run`: go run does not pass Ctrl-C on, and the world must
   # see it to tear down its namespaces.
-  go build -o .cache/demo/testcluster ./e2e/cmd/testcluster
+  go -C e2e build -o ../.cache/demo/testcluster ./cmd/testcluster
   .cache/demo/testcluster --kubeconfig "$kc" --world --seed demo --world-bin-dir .cache/demo/bin >"$log" 2>&1 &
   world_pid=$!
   stop_world() { kill -INT "$world_pid" 2>/dev/null || true; wait "$world_pid" 2>/dev/null || true; }

@@ -24,7 +24,7 @@ fi
 for svc in mariadb redis-server postgresql ssh exim4; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
-# kube-apiserver + etcd for e2e/testenv, built once from e2e/tools (slow the first time).
+# kube-apiserver + etcd for internal/testenv, built once from e2e/tools (slow the first time).
 bash hack/testbins.sh
 # helm, for scan -f's `helm template` test, built once from the Go module proxy
 # into .cache/bin (a few minutes the first time).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd that e2e/testenv starts, from the
+# Builds the real kube-apiserver and etcd that internal/testenv starts, from the
 # versions pinned in e2e/tools/go.mod, and Istio's pilot-discovery (istiod)
 # and pilot-agent that the e2e world runs, from e2e/tools/istio/go.mod (plus
 # that module's own istio-world command), into .cache/testbin/ (ignored by

@@ -53,7 +53,7 @@ func ParseTarget(s string) (Target, error) {
 	if host == "" {
 		return Target{}, fmt.Errorf("target %q has an empty host: want HOST:PORT", s)
 	}
-	port, err := parsePort(portText)
+	port, err := ParsePort(portText)
 	if err != nil {
 		return Target{}, fmt.Errorf("target %q: %v", s, err)
 	}
@@ -84,7 +84,10 @@ func splitError(s string) error {
 	}
 }
 
-func parsePort(s string) (int, error) {
+// ParsePort reads a port: the whole string must be a number 1-65535 (so
+// "80abc", "+80" and " 80" are not ports). It is the module's one port
+// parser; its errors are worded for the PORT of HOST:PORT.
+func ParsePort(s string) (int, error) {
 	if s == "" {
 		return 0, errors.New("missing port: want HOST:PORT")
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // A ServiceEntry on a port that many HTTP Services share lists the first
@@ -23,8 +24,8 @@ func TestCollisionsListedUpToALimit(t *testing.T) {
 			inv := meshInv([]cluster.Pod{meshNoHint}, svcs...)
 			inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: ns, Name: "legacy-db", Hosts: []string{"mysql.legacy.example.com"},
 				Location: "MESH_EXTERNAL", Resolution: "STATIC", Ports: []cluster.ServiceEntryPort{sePort(10000, "tcp-db", "TCP")}}}
-			r := Build(Input{Inventory: inv, External: []ExternalTarget{{Host: "198.51.100.9", Port: 10000}}})
-			for _, key := range []TargetKey{{Kind: KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, {Kind: KindExternal, Name: "198.51.100.9", Port: 10000}} {
+			r := Build(Input{Inventory: inv, External: []target.ExternalTarget{{Host: "198.51.100.9", Port: 10000}}})
+			for _, key := range []target.TargetKey{{Kind: target.KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, {Kind: target.KindExternal, Name: "198.51.100.9", Port: 10000}} {
 				f := findingFor(t, r, key)
 				wantListed, wantTotal := min(n, maxCollisionsListed), 0
 				if n > maxCollisionsListed {
@@ -42,7 +43,7 @@ func TestCollisionsListedUpToALimit(t *testing.T) {
 	}
 }
 
-func findingFor(t *testing.T, r Report, key TargetKey) Finding {
+func findingFor(t *testing.T, r Report, key target.TargetKey) Finding {
 	t.Helper()
 	for _, f := range r.Findings {
 		if f.Key() == key {

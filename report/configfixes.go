@@ -10,6 +10,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // Fix types for the config-decided paths.
@@ -101,7 +102,7 @@ func plainYAMLName(s string) bool {
 // server-first port, each with its caveats.
 func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePort, meshPod *cluster.Pod, fixes []Fix) []Fix {
 	host := cluster.ServiceHostname(svc.Namespace, svc.Name)
-	targetPort, targetKnown := numericPort(f.TargetPort)
+	targetPort, targetKnown := target.ParsePort(f.TargetPort)
 	var added []Fix
 	configOnly := true // every affected mesh-to-mesh path comes from config
 	meshAffected := false

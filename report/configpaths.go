@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // The client paths that DestinationRules, interception annotations and
@@ -215,9 +216,6 @@ var (
 		Source:   "pilot/pkg/networking/core/listener_inbound.go buildInboundChainConfigs",
 	})
 )
-
-// KindPod is a finding for a container port no Service declares.
-const KindPod = "Pod"
 
 // clientProfile is one kind of mesh client: pods that see a destination
 // the same way (namespace where it matters, Sidecar, workload-selected
@@ -568,7 +566,7 @@ func (j *judge) podPortFindings() []Finding {
 	var out []Finding
 	for _, u := range cluster.UncoveredPodPorts(j.inv) {
 		f := Finding{
-			Kind: KindPod, Namespace: u.Pod.Namespace, Name: u.Pod.Name, Port: u.Port.Number, PortName: u.Port.Name,
+			Kind: target.KindPod, Namespace: u.Pod.Namespace, Name: u.Pod.Name, Port: u.Port.Number, PortName: u.Port.Name,
 			TargetPort: strconv.Itoa(int(u.Port.Number)), Protocol: string(u.Inbound.Protocol.Protocol), ProtocolSource: string(u.Inbound.Protocol.Source),
 			ServerInMesh: true, Scenario: MeshToMesh,
 		}

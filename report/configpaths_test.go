@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // configWorld is a declared-TCP MariaDB in shop with a sidecar, and a mesh
@@ -47,7 +48,7 @@ func TestConfigPaths(t *testing.T) {
 		name     string
 		pods     func(w *configWorld)
 		inv      invEdit
-		key      TargetKey
+		key      target.TargetKey
 		verdict  Verdict
 		code     Code
 		paths    []Code
@@ -169,7 +170,7 @@ func TestConfigPaths(t *testing.T) {
 				c.inv(w.inv, w)
 			}
 			key := c.key
-			if key == (TargetKey{}) {
+			if key == (target.TargetKey{}) {
 				key = dbKey
 			}
 			f := onlyFinding(t, Build(Input{Inventory: w.inv, Static: true}), key)
@@ -254,7 +255,7 @@ func TestPodPortFindings(t *testing.T) {
 					Ingress: []cluster.SidecarIngress{{Port: 4444, Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP")}, {Port: 3306, Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP")}}}}
 			}
 			r := Build(Input{Inventory: w.inv, Static: true})
-			f := onlyFinding(t, r, TargetKey{Kind: KindPod, Namespace: "shop", Name: "db-0", Port: 4444})
+			f := onlyFinding(t, r, target.TargetKey{Kind: target.KindPod, Namespace: "shop", Name: "db-0", Port: 4444})
 			if f.Verdict != c.want {
 				t.Errorf("verdict %s, want %s (%s)", f.Verdict, c.want, f.Reason)
 			}
@@ -270,7 +271,7 @@ func TestPodPortFindings(t *testing.T) {
 			}
 			// Only server-first candidates: the declared 3306 is no Pod finding.
 			for _, x := range r.Findings {
-				if x.Kind == KindPod && x.Port != 4444 {
+				if x.Kind == target.KindPod && x.Port != 4444 {
 					t.Errorf("Pod finding for port %d", x.Port)
 				}
 			}
@@ -319,7 +320,7 @@ func TestExternalBypassPaths(t *testing.T) {
 	inv := meshInv([]cluster.Pod{w.client, other})
 	inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: "shop", Name: "smtp", Hosts: []string{"smtp.example.com"},
 		Ports: []cluster.ServiceEntryPort{{Number: 25, Name: "smtp", Resolved: cluster.ServiceEntryPortProtocol("")}}}}
-	f := onlyFinding(t, Build(Input{Inventory: inv, Static: true}), TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "smtp", Port: 25})
+	f := onlyFinding(t, Build(Input{Inventory: inv, Static: true}), target.TargetKey{Kind: target.KindServiceEntry, Namespace: "shop", Name: "smtp", Port: 25})
 	// The mailer in jobs still sniffs: the finding stays at risk, and the
 	// web client's bypass is a path of its own.
 	if f.Verdict != AtRisk {

@@ -13,21 +13,15 @@ import (
 	"time"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
-
-// ExternalTarget is a destination outside the cluster that mesh clients
-// use, given by the user (scan --external HOST:PORT).
-type ExternalTarget struct {
-	Host string
-	Port int32
-}
 
 // Input is everything the verdict engine judges.
 type Input struct {
 	Inventory    *cluster.Inventory
-	Observations []Observation
-	External     []ExternalTarget
+	Observations []target.Observation
+	External     []target.ExternalTarget
 	// Static is true when no probing was attempted (scan --static); the
 	// report then says how to get proof.
 	Static bool
@@ -37,6 +31,9 @@ type Input struct {
 	// zero means unknown, which proves nothing where the mesh has one.
 	BannerWait    time.Duration
 	BannerWaitWhy string
+	// Warnings are the scan's own (a vantage that failed, a wait the mesh
+	// lengthened); the report lists them after the inventory's.
+	Warnings []string
 }
 
 // delayedFraction: a banner that arrives through the mesh after this share
@@ -56,7 +53,7 @@ func Build(in Input) Report {
 	SortFindings(findings)
 	r := Report{
 		Findings: findings,
-		Warnings: append([]string{}, inv.Warnings...),
+		Warnings: append(append([]string{}, inv.Warnings...), in.Warnings...),
 		Mesh: MeshSummary{
 			IstioInstalled:             inv.IstioInstalled,
 			Source:                     inv.Mesh.Source,
@@ -92,7 +89,7 @@ func Build(in Input) Report {
 // blocks on every CPU, each finding into its own slot: on a big cluster
 // the fix manifests make this the costliest step after reading the
 // inventory.
-func (j *judge) judgeAll(external []ExternalTarget) []Finding {
+func (j *judge) judgeAll(external []target.ExternalTarget) []Finding {
 	inv := j.inv
 	n := len(inv.Services) + len(inv.ServiceEntries)
 	// first[i] is the slot of object i's first port: Services, then
@@ -181,7 +178,7 @@ type judge struct {
 	clients   []clientProfile
 	profileOf map[*cluster.Pod]int
 	drIndex   *cluster.DestinationRuleIndex
-	obs       map[TargetKey][]Observation
+	obs       map[target.TargetKey][]target.Observation
 	anyMesh   bool
 	// wait is the probes' banner wait (0: unknown).
 	wait time.Duration
@@ -196,8 +193,8 @@ type judge struct {
 	owners     map[string]string
 }
 
-func newJudge(inv *cluster.Inventory, observations []Observation) *judge {
-	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[TargetKey][]Observation{}}
+func newJudge(inv *cluster.Inventory, observations []target.Observation) *judge {
+	j := &judge{inv: inv, pods: map[string]*cluster.Pod{}, listeners: cluster.WildcardListenerPorts(inv), obs: map[target.TargetKey][]target.Observation{}}
 	ambient := map[string]bool{}
 	for _, ns := range inv.Namespaces {
 		ambient[ns.Name] = ns.Ambient
@@ -229,7 +226,7 @@ func (j *judge) meshAbsent() bool { return !j.inv.IstioInstalled && !j.anyMesh }
 
 func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding {
 	f := Finding{
-		Kind: KindService, Namespace: svc.Namespace, Name: svc.Name, Port: p.Port, PortName: p.Name,
+		Kind: target.KindService, Namespace: svc.Namespace, Name: svc.Name, Port: p.Port, PortName: p.Name,
 		TargetPort: p.TargetPort, Protocol: string(p.Resolved.Protocol), ProtocolSource: string(p.Resolved.Source),
 		AppProtocol: p.AppProtocol, AppProtocolTrap: p.Resolved.AppProtocolTrap,
 	}
@@ -238,7 +235,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	hints.name("name", p.Name)
 	hints.name("service", svc.Name)
 	var meshPod *cluster.Pod
-	targetPort, targetPortKnown := numericPort(p.TargetPort)
+	targetPort, targetPortKnown := target.ParsePort(p.TargetPort)
 	var backends []*cluster.Pod
 	for _, ref := range svc.Backends {
 		pod := j.pods[ref.Namespace+"/"+ref.Name]
@@ -362,7 +359,7 @@ func (j *judge) staticPaths(f *Finding, static judgement, extern *judgement) {
 	switch {
 	case len(f.Paths) == 0:
 		f.Paths = append(f.Paths, PathVerdict{Scenario: f.Scenario, Verdict: f.Verdict, Code: f.Code, Reason: f.Reason})
-	case !probed[meshScenario] && f.Kind == KindService:
+	case !probed[meshScenario] && f.Kind == target.KindService:
 		f.Paths = append(f.Paths, PathVerdict{Scenario: meshScenario, Verdict: static.rule.Verdict, Code: static.rule.Code, Reason: static.reason})
 	}
 	if extern != nil && !probed[ExternalToMesh] {
@@ -429,7 +426,7 @@ func describeSource(s cluster.ProtocolSource) string {
 
 func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntryPort) Finding {
 	f := Finding{
-		Kind: KindServiceEntry, Namespace: se.Namespace, Name: se.Name, Port: int32(p.Number), PortName: p.Name,
+		Kind: target.KindServiceEntry, Namespace: se.Namespace, Name: se.Name, Port: int32(p.Number), PortName: p.Name,
 		Protocol: string(p.Resolved.Protocol), ProtocolSource: string(p.Resolved.Source), Hosts: se.Hosts,
 		Scenario: MeshToExternal,
 	}
@@ -463,9 +460,9 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 
 func (j *judge) addressAllocated() bool { return j.inv.Mesh.DNSCapture && j.inv.Mesh.DNSAutoAllocate }
 
-func (j *judge) external(t ExternalTarget) Finding {
+func (j *judge) external(t target.ExternalTarget) Finding {
 	f := Finding{
-		Kind: KindExternal, Name: t.Host, Port: t.Port, Protocol: string(cluster.ProtocolAuto),
+		Kind: target.KindExternal, Name: t.Host, Port: t.Port, Protocol: string(cluster.ProtocolAuto),
 		ProtocolSource: string(cluster.SourceNone), Scenario: MeshToExternal,
 	}
 	hints := hintSet{}
@@ -529,15 +526,6 @@ func (f *Finding) collisionText() string {
 	return text
 }
 
-// numericPort reads a targetPort written as a number.
-func numericPort(s string) (int32, bool) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n > 65535 {
-		return 0, false
-	}
-	return int32(n), true
-}
-
 // pathResult is the judgement of one client path.
 type pathResult struct {
 	judgement
@@ -559,7 +547,7 @@ func (j *judge) activeVerdict(f *Finding) {
 		e := evidenceOf(o)
 		f.Evidence = append(f.Evidence, e)
 		switch {
-		case o.Vantage == VantageDirect:
+		case o.Vantage == target.VantageDirect:
 			direct = append(direct, o.Result)
 		case e.throughMesh():
 			meshPath = append(meshPath, o.Result)
@@ -811,13 +799,13 @@ func lowerFirst(s string) string {
 	return strings.ToLower(s[:1]) + s[1:]
 }
 
-func evidenceOf(o Observation) Evidence {
+func evidenceOf(o target.Observation) Evidence {
 	r := o.Result
 	e := Evidence{
 		Vantage: o.Vantage, Address: r.Address, Outcome: string(r.Outcome), ConnectMs: r.ConnectMs,
 		FirstByteMs: r.FirstByteMs, Banner: probe.Describe(r.Bytes()), Protocol: r.Protocol, Error: r.Error,
 	}
-	if o.Vantage == VantageSelf {
+	if o.Vantage == target.VantageSelf {
 		inMesh := o.InMesh
 		e.InMesh = &inMesh
 	}
@@ -826,18 +814,18 @@ func evidenceOf(o Observation) Evidence {
 
 // throughMesh: the evidence went through a client sidecar.
 func (e Evidence) throughMesh() bool {
-	return e.Vantage == VantageMeshClient || e.Vantage == VantageSelf && e.InMesh != nil && *e.InMesh
+	return e.Vantage == target.VantageMeshClient || e.Vantage == target.VantageSelf && e.InMesh != nil && *e.InMesh
 }
 
 // vantageRank orders evidence as a reader checks it: the direct proof
 // first, then the mesh path, then the outside path.
 func vantageRank(e Evidence) int {
 	switch {
-	case e.Vantage == VantageDirect:
+	case e.Vantage == target.VantageDirect:
 		return 0
 	case e.throughMesh():
 		return 1
-	case e.Vantage == VantageOutsideClient:
+	case e.Vantage == target.VantageOutsideClient:
 		return 2
 	}
 	return 3

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
@@ -15,10 +16,10 @@ import (
 // them on several goroutines, with every kind of port, evidence on some
 // targets, duplicate keys (a TCP and a UDP port with one number) and
 // PeerAuthentications.
-func bigInventory() (*cluster.Inventory, []Observation) {
+func bigInventory() (*cluster.Inventory, []target.Observation) {
 	var pods []cluster.Pod
 	var svcs []cluster.Service
-	var obs []Observation
+	var obs []target.Observation
 	for i := range 400 {
 		ns := fmt.Sprintf("ns-%02d", i%7)
 		name := fmt.Sprintf("svc-%03d", i)
@@ -33,13 +34,13 @@ func bigInventory() (*cluster.Inventory, []Observation) {
 			ports = append(ports, uport("dns", 3306+int32(i%3)))
 		}
 		svcs = append(svcs, svc(ns, name, name, []cluster.Pod{p}, ports...))
-		key := TargetKey{Kind: KindService, Namespace: ns, Name: name, Port: ports[0].Port}
+		key := target.TargetKey{Kind: target.KindService, Namespace: ns, Name: name, Port: ports[0].Port}
 		switch i % 6 {
 		case 1:
-			obs = append(obs, Observation{Target: key, Vantage: VantageDirect, Result: banner(2, "5.5.5-MariaDB", "mysql")},
-				Observation{Target: key, Vantage: VantageMeshClient, Result: outcome(probe.OutcomeSilent)})
+			obs = append(obs, target.Observation{Target: key, Vantage: target.VantageDirect, Result: banner(2, "5.5.5-MariaDB", "mysql")},
+				target.Observation{Target: key, Vantage: target.VantageMeshClient, Result: outcome(probe.OutcomeSilent)})
 		case 2:
-			obs = append(obs, Observation{Target: key, Vantage: VantageSelf, InMesh: true, Result: banner(4000, "220 mail", "smtp")})
+			obs = append(obs, target.Observation{Target: key, Vantage: target.VantageSelf, InMesh: true, Result: banner(4000, "220 mail", "smtp")})
 		}
 	}
 	inv := meshInv(pods, svcs...)
@@ -66,7 +67,7 @@ func bigInventory() (*cluster.Inventory, []Observation) {
 // it with -race) gives the report one goroutine gives.
 func TestBuildParallelSameAsSequential(t *testing.T) {
 	inv, obs := bigInventory()
-	ext := []ExternalTarget{{Host: "mail.example.com", Port: 25}, {Host: "203.0.113.7", Port: 3306}}
+	ext := []target.ExternalTarget{{Host: "mail.example.com", Port: 25}, {Host: "203.0.113.7", Port: 3306}}
 	in := Input{Inventory: inv, Observations: obs, External: ext}
 
 	prev := runtime.GOMAXPROCS(1)

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
@@ -82,12 +83,12 @@ func silent() probe.Result { return outcome(probe.OutcomeSilent) }
 
 const mysqlGreeting = "MySQL 8.4" // what matters is the protocol the prober names
 
-func svcKey(ns, name string, port int32) TargetKey {
-	return TargetKey{Kind: KindService, Namespace: ns, Name: name, Port: port}
+func svcKey(ns, name string, port int32) target.TargetKey {
+	return target.TargetKey{Kind: target.KindService, Namespace: ns, Name: name, Port: port}
 }
 
-func obs(k TargetKey, v Vantage, r probe.Result) Observation {
-	return Observation{Target: k, Vantage: v, Result: r}
+func obs(k target.TargetKey, v target.Vantage, r probe.Result) target.Observation {
+	return target.Observation{Target: k, Vantage: v, Result: r}
 }
 
 func fixTypes(f Finding) []string {
@@ -144,7 +145,7 @@ func portByNumber(t *testing.T, obj map[string]any, field string, n int) map[str
 	return nil
 }
 
-func onlyFinding(t *testing.T, r Report, k TargetKey) Finding {
+func onlyFinding(t *testing.T, r Report, k target.TargetKey) Finding {
 	t.Helper()
 	for _, f := range r.Findings {
 		if f.Key() == k {
@@ -158,7 +159,7 @@ func onlyFinding(t *testing.T, r Report, k TargetKey) Finding {
 type engineCase struct {
 	name    string
 	in      Input
-	key     TargetKey
+	key     target.TargetKey
 	verdict Verdict
 	// code is the rule that must give the verdict.
 	code     Code
@@ -456,14 +457,14 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "direct banner + mesh silent, server in mesh: DEADLOCK mesh-to-mesh",
 			code: "SF0401",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
-				if len(f.Evidence) != 2 || f.Evidence[0].Vantage != VantageDirect || f.Evidence[1].Outcome != "silent" {
+				if len(f.Evidence) != 2 || f.Evidence[0].Vantage != target.VantageDirect || f.Evidence[1].Outcome != "silent" {
 					t.Errorf("evidence %+v", f.Evidence)
 				}
 				if !strings.Contains(f.Reason, "mysql banner") {
@@ -474,9 +475,9 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "direct banner + mesh silent, server without sidecar: DEADLOCK mesh-to-external",
 			code: "SF0401",
-			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToExternal,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
@@ -484,16 +485,16 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "self in mesh counts as the mesh path",
 			code: "SF0401",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
-				{Target: dbKey, Vantage: VantageSelf, InMesh: true, Result: silent()},
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.2, mysqlGreeting, "mysql")),
+				{Target: dbKey, Vantage: target.VantageSelf, InMesh: true, Result: silent()},
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				// The evidence says the self probe went through a sidecar,
 				// and ranks it as the mesh path, after the direct proof.
-				if len(f.Evidence) != 2 || f.Evidence[1].Vantage != VantageSelf || f.Evidence[1].InMesh == nil || !*f.Evidence[1].InMesh {
+				if len(f.Evidence) != 2 || f.Evidence[1].Vantage != target.VantageSelf || f.Evidence[1].InMesh == nil || !*f.Evidence[1].InMesh {
 					t.Errorf("evidence %+v", f.Evidence)
 				}
 				if f.Evidence[0].InMesh != nil {
@@ -507,8 +508,8 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh silent, no direct probe: AT-RISK, never DEADLOCK",
 			code: "SF0406",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -521,9 +522,9 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh silent, direct refused: AT-RISK, never DEADLOCK",
 			code: "SF0406",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, outcome(probe.OutcomeRefused)),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -531,17 +532,17 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "direct silent + mesh silent: CLIENT-FIRST",
 			code: "SF0405",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, silent()),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, silent()),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: ClientFirst, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "direct silent only, sniffed: CLIENT-FIRST",
 			code: "SF0414",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, silent()),
 			}},
 			key: dbKey, verdict: ClientFirst, scenario: MeshToMesh, fixes: []string{},
 		},
@@ -549,7 +550,7 @@ func TestBuildRules(t *testing.T) {
 			name: "direct banner only: AT-RISK with the proof that the server speaks first",
 			code: "SF0412",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("api", 8080, "", ""))),
-				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
+				Observations: []target.Observation{obs(svcKey(ns, "api", 8080), target.VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
 			key: svcKey(ns, "api", 8080), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
 			check: func(t *testing.T, f Finding) {
@@ -562,7 +563,7 @@ func TestBuildRules(t *testing.T) {
 			name: "HTTP-declared port, direct banner only: AT-RISK",
 			code: "SF0413",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("http-api", 8080, "", ""))),
-				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
+				Observations: []target.Observation{obs(svcKey(ns, "api", 8080), target.VantageDirect, banner(2, "220 mail ESMTP", "smtp"))}},
 			key: svcKey(ns, "api", 8080), verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
 			check: func(t *testing.T, f Finding) {
@@ -575,15 +576,15 @@ func TestBuildRules(t *testing.T) {
 			name: "Istio absent, direct banner: still OK, nothing sniffs",
 			code: "SF0501",
 			in: Input{Inventory: &cluster.Inventory{Pods: []cluster.Pod{plainDB}, Services: []cluster.Service{dbSvc(plainDB)}},
-				Observations: []Observation{obs(dbKey, VantageDirect, banner(1.2, mysqlGreeting, "mysql"))}},
+				Observations: []target.Observation{obs(dbKey, target.VantageDirect, banner(1.2, mysqlGreeting, "mysql"))}},
 			key: dbKey, verdict: OK, scenario: MeshToExternal, fixes: []string{},
 		},
 		{
 			name: "mesh banner after 80% of protocolDetectionTimeout, direct fast: DELAYED",
 			code: "SF0403",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -596,27 +597,27 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh banner well before the detection timeout: OK",
 			code: "SF0402",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, banner(3900, mysqlGreeting, "mysql")),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, banner(3900, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "slow server, slow both ways: not DELAYED",
 			code: "SF0402",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(4500, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, banner(4600, mysqlGreeting, "mysql")),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(4500, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, banner(4600, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "mesh banner fast: OK",
 			code: "SF0402",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, banner(2.5, mysqlGreeting, "mysql")),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, banner(2.5, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 		},
@@ -646,8 +647,8 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh banner after the detection timeout, no direct probe: DELAYED",
 			code: "SF0404",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
-				obs(dbKey, VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []target.Observation{
+				obs(dbKey, target.VantageMeshClient, banner(4100, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: Delayed, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -656,15 +657,15 @@ func TestBuildRules(t *testing.T) {
 			name: "mesh silent, no hints, no direct probe: CLIENT-FIRST",
 			code: "SF0407",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc(ns, "api", "app", []cluster.Pod{meshNoHint}, tport("api", 8080, "", ""))),
-				Observations: []Observation{obs(svcKey(ns, "api", 8080), VantageMeshClient, silent())}},
+				Observations: []target.Observation{obs(svcKey(ns, "api", 8080), target.VantageMeshClient, silent())}},
 			key: svcKey(ns, "api", 8080), verdict: ClientFirst, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "direct banner, mesh path closed without a byte: AT-RISK, not DEADLOCK",
 			code: "SF0408",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeClosed)),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, outcome(probe.OutcomeClosed)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -674,9 +675,9 @@ func TestBuildRules(t *testing.T) {
 			// before the mesh would have (5s).
 			name: "mesh silent within a wait shorter than protocolDetectionTimeout: AT-RISK, never DEADLOCK",
 			code: "SF0502",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 3 * time.Second, Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 3 * time.Second, Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -689,9 +690,9 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh silent, wait unknown, protocolDetectionTimeout set: AT-RISK",
 			code: "SF0502",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -699,9 +700,9 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh silent past protocolDetectionTimeout: DEADLOCK",
 			code: "SF0401",
-			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 7 * time.Second, Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
+			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), 5*time.Second), BannerWait: 7 * time.Second, Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
 			}},
 			key: dbKey, verdict: Deadlock, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -710,9 +711,9 @@ func TestBuildRules(t *testing.T) {
 			name: "outside client silent within a wait shorter than the inbound timeout: AT-RISK",
 			code: "SF0502",
 			in: Input{Inventory: withTimeout(meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))), 4*time.Second),
-				BannerWait: 4 * time.Second, Observations: []Observation{
-					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
-					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
+				BannerWait: 4 * time.Second, Observations: []target.Observation{
+					obs(svcKey(ns, "mail", 2525), target.VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), target.VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: AtRisk, scenario: ExternalToMesh,
 			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
@@ -726,12 +727,12 @@ func TestBuildRules(t *testing.T) {
 				inv := meshInv([]cluster.Pod{meshNoHint})
 				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
 				return inv
-			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}, BannerWait: 3 * time.Second,
-				Observations: []Observation{
-					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
-					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, VantageMeshClient, silent()),
+			}(), External: []target.ExternalTarget{{Host: "db.example.com", Port: 10001}}, BannerWait: 3 * time.Second,
+				Observations: []target.Observation{
+					obs(target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, target.VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
+					obs(target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, target.VantageMeshClient, silent()),
 				}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !strings.Contains(f.Reason, "15s") || !strings.Contains(f.Reason, "--timeout 17s") {
@@ -743,9 +744,9 @@ func TestBuildRules(t *testing.T) {
 			name: "outside client silent, direct banner, PERMISSIVE on a declared port: DEADLOCK external-to-mesh",
 			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
-				Observations: []Observation{
-					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP Postfix\r\n", "smtp")),
-					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
+				Observations: []target.Observation{
+					obs(svcKey(ns, "mail", 2525), target.VantageDirect, banner(3, "220 mail ESMTP Postfix\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), target.VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
 			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
@@ -777,9 +778,9 @@ func TestBuildRules(t *testing.T) {
 				inv := meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", "")))
 				inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: ns, Name: "default", Mode: cluster.MTLSStrict}}
 				return inv
-			}(), Observations: []Observation{
-				obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
-				obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
+			}(), Observations: []target.Observation{
+				obs(svcKey(ns, "mail", 2525), target.VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
+				obs(svcKey(ns, "mail", 2525), target.VantageOutsideClient, outcome(probe.OutcomeReset)),
 			}},
 			key: svcKey(ns, "mail", 2525), verdict: MTLSRejected, scenario: ExternalToMesh,
 			fixes: []string{FixMeshClient, FixPeerAuthentication, FixExcludeInbound},
@@ -793,8 +794,8 @@ func TestBuildRules(t *testing.T) {
 			name: "outside client reset under PERMISSIVE: not MTLS-REJECTED",
 			code: "SF0409",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
-				Observations: []Observation{
-					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, outcome(probe.OutcomeReset)),
+				Observations: []target.Observation{
+					obs(svcKey(ns, "mail", 2525), target.VantageOutsideClient, outcome(probe.OutcomeReset)),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Unreachable, scenario: ExternalToMesh, fixes: []string{},
 		},
@@ -802,10 +803,10 @@ func TestBuildRules(t *testing.T) {
 			name: "mesh and outside paths: the worst wins",
 			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshMail}, svc(ns, "mail", "mail", []cluster.Pod{meshMail}, tport("tcp-smtp", 2525, "", ""))),
-				Observations: []Observation{
-					obs(svcKey(ns, "mail", 2525), VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
-					obs(svcKey(ns, "mail", 2525), VantageMeshClient, banner(4, "220 mail ESMTP\r\n", "smtp")),
-					obs(svcKey(ns, "mail", 2525), VantageOutsideClient, silent()),
+				Observations: []target.Observation{
+					obs(svcKey(ns, "mail", 2525), target.VantageDirect, banner(3, "220 mail ESMTP\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), target.VantageMeshClient, banner(4, "220 mail ESMTP\r\n", "smtp")),
+					obs(svcKey(ns, "mail", 2525), target.VantageOutsideClient, silent()),
 				}},
 			key: svcKey(ns, "mail", 2525), verdict: Deadlock, scenario: ExternalToMesh,
 			fixes: []string{FixPeerAuthentication, FixExcludeInbound},
@@ -813,10 +814,10 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "mesh probes disagree: not DEADLOCK, and a note",
 			code: "SF0402",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageMeshClient, silent()),
-				obs(dbKey, VantageMeshClient, banner(2, mysqlGreeting, "mysql")),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, banner(1.5, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageMeshClient, silent()),
+				obs(dbKey, target.VantageMeshClient, banner(2, mysqlGreeting, "mysql")),
 			}},
 			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
 			check: func(t *testing.T, f Finding) {
@@ -831,17 +832,17 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "all refused: UNREACHABLE",
 			code: "SF0410",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
-				obs(dbKey, VantageMeshClient, outcome(probe.OutcomeRefused)),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, outcome(probe.OutcomeRefused)),
+				obs(dbKey, target.VantageMeshClient, outcome(probe.OutcomeRefused)),
 			}},
 			key: dbKey, verdict: Unreachable, scenario: MeshToMesh, fixes: []string{},
 		},
 		{
 			name: "connect timeout through the mesh: UNREACHABLE",
 			code: "SF0410",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageMeshClient, probe.Result{Outcome: probe.OutcomeConnectTimeout, ConnectMs: 3000, Error: "i/o timeout"}),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageMeshClient, probe.Result{Outcome: probe.OutcomeConnectTimeout, ConnectMs: 3000, Error: "i/o timeout"}),
 			}},
 			key: dbKey, verdict: Unreachable, scenario: MeshToMesh, fixes: []string{},
 			check: func(t *testing.T, f Finding) {
@@ -853,8 +854,8 @@ func TestBuildRules(t *testing.T) {
 		{
 			name: "only the direct path, refused: static verdict kept, with a note",
 			code: "SF0102",
-			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []Observation{
-				obs(dbKey, VantageDirect, outcome(probe.OutcomeRefused)),
+			in: Input{Inventory: meshInv([]cluster.Pod{meshDB}, dbSvc(meshDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageDirect, outcome(probe.OutcomeRefused)),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToMesh,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS, FixExcludeInbound, FixExcludeOutbound},
@@ -876,7 +877,7 @@ func TestBuildRules(t *testing.T) {
 					Ports: []cluster.ServiceEntryPort{sePort(2525, "mail", ""), sePort(443, "https", "HTTPS")}}}
 				return inv
 			}()},
-			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.Hints, []string{"host:smtp", "port:2525/smtp"}) {
@@ -911,7 +912,7 @@ func TestBuildRules(t *testing.T) {
 					Ports: []cluster.ServiceEntryPort{sePort(2525, "", "")}}}
 				return inv
 			}()},
-			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindServiceEntry, Namespace: ns, Name: "mail", Port: 2525}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if strings.Contains(strings.Join(f.Fixes[0].Notes, "\n"), "ISTIO_META_DNS") {
@@ -932,7 +933,7 @@ func TestBuildRules(t *testing.T) {
 					Ports: []cluster.ServiceEntryPort{sePort(10000, "tcp-db", "TCP")}}}
 				return inv
 			}()},
-			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				if !reflect.DeepEqual(f.CollidesWith, []string{"web/frontend:http-web (HTTP)"}) {
@@ -956,15 +957,15 @@ func TestBuildRules(t *testing.T) {
 					Addresses: []string{"192.0.2.7"}, Ports: []cluster.ServiceEntryPort{sePort(10000, "tcp-db", "TCP")}}}
 				return inv
 			}()},
-			key: TargetKey{Kind: KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: OK, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindServiceEntry, Namespace: ns, Name: "legacy-db", Port: 10000}, verdict: OK, scenario: MeshToExternal,
 			fixes: []string{},
 		},
 		{
 			name: "external target on a port an in-mesh HTTP Service uses: AT-RISK",
 			code: "SF0302",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
-				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
+				External: []target.ExternalTarget{{Host: "db.example.com", Port: 10000}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
@@ -979,8 +980,8 @@ func TestBuildRules(t *testing.T) {
 			name: "external IP target colliding: ServiceEntry by address",
 			code: "SF0302",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http", 10000, "", ""))),
-				External: []ExternalTarget{{Host: "192.0.2.9", Port: 10000}}},
-			key: TargetKey{Kind: KindExternal, Name: "192.0.2.9", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
+				External: []target.ExternalTarget{{Host: "192.0.2.9", Port: 10000}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "192.0.2.9", Port: 10000}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 			check: func(t *testing.T, f Finding) {
 				m := parseManifest(t, f.Fixes[0].Manifest)
@@ -993,8 +994,8 @@ func TestBuildRules(t *testing.T) {
 			name: "external target on a free port: OK",
 			code: "SF0303",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
-				External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: OK, scenario: MeshToExternal,
+				External: []target.ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, verdict: OK, scenario: MeshToExternal,
 			fixes: []string{},
 			check: func(t *testing.T, f Finding) {
 				if f.Protocol != "TCP" {
@@ -1009,8 +1010,8 @@ func TestBuildRules(t *testing.T) {
 				inv := meshInv([]cluster.Pod{meshNoHint})
 				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundRegistryOnly
 				return inv
-			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			}(), External: []target.ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 		{
@@ -1020,8 +1021,8 @@ func TestBuildRules(t *testing.T) {
 				inv := meshInv([]cluster.Pod{meshNoHint})
 				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
 				return inv
-			}(), External: []ExternalTarget{{Host: "db.example.com", Port: 10001}}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
+			}(), External: []target.ExternalTarget{{Host: "db.example.com", Port: 10001}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10001}, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 		{
@@ -1029,16 +1030,16 @@ func TestBuildRules(t *testing.T) {
 			name: "external target on the port of a sniffed in-mesh Service: OK",
 			code: "SF0303",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("web", 10000, "", ""))),
-				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: OK, scenario: MeshToExternal,
+				External: []target.ExternalTarget{{Host: "db.example.com", Port: 10000}}},
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}, verdict: OK, scenario: MeshToExternal,
 			fixes: []string{},
 		},
 		{
 			name: "client without sidecar and server without one: that is the direct path",
 			code: "SF0411",
-			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []Observation{
-				obs(dbKey, VantageOutsideClient, banner(1.2, mysqlGreeting, "mysql")),
-				obs(dbKey, VantageSelf, silent()),
+			in: Input{Inventory: meshInv([]cluster.Pod{plainDB}, dbSvc(plainDB)), Observations: []target.Observation{
+				obs(dbKey, target.VantageOutsideClient, banner(1.2, mysqlGreeting, "mysql")),
+				obs(dbKey, target.VantageSelf, silent()),
 			}},
 			key: dbKey, verdict: AtRisk, scenario: MeshToExternal,
 			fixes: []string{FixAppProtocol, FixRename, FixWellKnownPort, FixTLS},
@@ -1052,12 +1053,12 @@ func TestBuildRules(t *testing.T) {
 			name: "external target, direct banner + mesh silent: DEADLOCK mesh-to-external",
 			code: "SF0401",
 			in: Input{Inventory: meshInv([]cluster.Pod{meshNoHint}, svc("web", "frontend", "app", []cluster.Pod{meshNoHint}, tport("http-web", 10000, "", ""))),
-				External: []ExternalTarget{{Host: "db.example.com", Port: 10000}},
-				Observations: []Observation{
-					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
-					obs(TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, VantageMeshClient, silent()),
+				External: []target.ExternalTarget{{Host: "db.example.com", Port: 10000}},
+				Observations: []target.Observation{
+					obs(target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}, target.VantageOutsideClient, banner(5, mysqlGreeting, "mysql")),
+					obs(target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}, target.VantageMeshClient, silent()),
 				}},
-			key: TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}, verdict: Deadlock, scenario: MeshToExternal,
+			key: target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}, verdict: Deadlock, scenario: MeshToExternal,
 			fixes: []string{FixServiceEntry, FixExcludeOutbound},
 		},
 	}
@@ -1230,39 +1231,39 @@ func representativeInput() Input {
 			Ports: []cluster.ServiceEntryPort{sePort(587, "submission", ""), sePort(465, "smtps", "TLS")}},
 	}
 	inv.Warnings = []string{"no istio ConfigMap readable: assuming Istio's defaults"}
-	k := func(ns, name string, port int32) TargetKey { return svcKey(ns, name, port) }
-	ext := TargetKey{Kind: KindExternal, Name: "db.example.com", Port: 10000}
+	k := func(ns, name string, port int32) target.TargetKey { return svcKey(ns, name, port) }
+	ext := target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}
 	wait, why, _ := BannerWait(inv.Mesh, 3*time.Second, false) // as a plain scan waits
 	return Input{
 		Inventory:     inv,
 		BannerWait:    wait,
 		BannerWaitWhy: why,
-		External:      []ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
-		Observations: []Observation{
+		External:      []target.ExternalTarget{{Host: "db.example.com", Port: 10000}, {Host: "192.0.2.50", Port: 3306}},
+		Observations: []target.Observation{
 			// DEADLOCK mesh-to-mesh
-			obs(k(shop, "orders-db", 3307), VantageDirect, banner(1.3, "J\x00\x00\x00\n8.4.2\x00", "mysql")),
-			obs(k(shop, "orders-db", 3307), VantageMeshClient, silent()),
+			obs(k(shop, "orders-db", 3307), target.VantageDirect, banner(1.3, "J\x00\x00\x00\n8.4.2\x00", "mysql")),
+			obs(k(shop, "orders-db", 3307), target.VantageMeshClient, silent()),
 			// DEADLOCK external-to-mesh (declared port, PERMISSIVE)
-			obs(k(mail, "relay", 25), VantageDirect, banner(2.1, "220 relay ESMTP Postfix\r\n", "smtp")),
-			obs(k(mail, "relay", 25), VantageOutsideClient, silent()),
+			obs(k(mail, "relay", 25), target.VantageDirect, banner(2.1, "220 relay ESMTP Postfix\r\n", "smtp")),
+			obs(k(mail, "relay", 25), target.VantageOutsideClient, silent()),
 			// DELAYED
-			obs(k(mail, "relay", 587), VantageDirect, banner(2.2, "220 relay ESMTP Postfix\r\n", "smtp")),
-			obs(k(mail, "relay", 587), VantageMeshClient, banner(5003, "220 relay ESMTP Postfix\r\n", "smtp")),
+			obs(k(mail, "relay", 587), target.VantageDirect, banner(2.2, "220 relay ESMTP Postfix\r\n", "smtp")),
+			obs(k(mail, "relay", 587), target.VantageMeshClient, banner(5003, "220 relay ESMTP Postfix\r\n", "smtp")),
 			// MTLS-REJECTED
-			obs(k(mail, "imap", 143), VantageDirect, banner(1.1, "* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n", "imap")),
-			obs(k(mail, "imap", 143), VantageOutsideClient, outcome(probe.OutcomeReset)),
+			obs(k(mail, "imap", 143), target.VantageDirect, banner(1.1, "* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n", "imap")),
+			obs(k(mail, "imap", 143), target.VantageOutsideClient, outcome(probe.OutcomeReset)),
 			// CLIENT-FIRST
-			obs(k(shop, "pg", 5432), VantageDirect, silent()),
-			obs(k(shop, "pg", 5432), VantageMeshClient, silent()),
+			obs(k(shop, "pg", 5432), target.VantageDirect, silent()),
+			obs(k(shop, "pg", 5432), target.VantageMeshClient, silent()),
 			// UNREACHABLE
-			obs(k(shop, "gone", 2526), VantageDirect, probe.Result{Outcome: probe.OutcomeRefused, ConnectMs: 0.2, Error: "connection refused"}),
-			obs(k(shop, "gone", 2526), VantageMeshClient, probe.Result{Outcome: probe.OutcomeConnectTimeout, ConnectMs: 3000, Error: "i/o timeout"}),
+			obs(k(shop, "gone", 2526), target.VantageDirect, probe.Result{Outcome: probe.OutcomeRefused, ConnectMs: 0.2, Error: "connection refused"}),
+			obs(k(shop, "gone", 2526), target.VantageMeshClient, probe.Result{Outcome: probe.OutcomeConnectTimeout, ConnectMs: 3000, Error: "i/o timeout"}),
 			// OK through the mesh
-			obs(k(shop, "legacy-db", 3308), VantageDirect, banner(1.0, "J\x00\x00\x00\n11.4.2-MariaDB\x00", "mysql")),
-			obs(k(shop, "legacy-db", 3308), VantageMeshClient, banner(9.0, "J\x00\x00\x00\n11.4.2-MariaDB\x00", "mysql")),
+			obs(k(shop, "legacy-db", 3308), target.VantageDirect, banner(1.0, "J\x00\x00\x00\n11.4.2-MariaDB\x00", "mysql")),
+			obs(k(shop, "legacy-db", 3308), target.VantageMeshClient, banner(9.0, "J\x00\x00\x00\n11.4.2-MariaDB\x00", "mysql")),
 			// external, DEADLOCK mesh-to-external
-			obs(ext, VantageOutsideClient, banner(12, "J\x00\x00\x00\n8.0.36\x00", "mysql")),
-			obs(ext, VantageMeshClient, silent()),
+			obs(ext, target.VantageOutsideClient, banner(12, "J\x00\x00\x00\n8.0.36\x00", "mysql")),
+			obs(ext, target.VantageMeshClient, silent()),
 		},
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // ManagedByLabel marks objects the tool created, so they can be found.
@@ -488,7 +489,7 @@ func (j *judge) externalFixes(f Finding) []Fix {
 // one workload-level policy to a pod (the oldest): when one exists, the
 // fix extends it instead of adding a second that would be ignored.
 func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *cluster.Pod) (Fix, bool) {
-	port, ok := numericPort(f.TargetPort)
+	port, ok := target.ParsePort(f.TargetPort)
 	if !ok || meshPod == nil {
 		return Fix{}, false
 	}

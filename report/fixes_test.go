@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
@@ -67,16 +68,16 @@ func TestTCPPortName(t *testing.T) {
 
 // mailInventory is one meshed SMTP/POP3 workload with two declared ports
 // a client without a sidecar hangs on.
-func mailInventory(pas ...cluster.PeerAuthentication) (*cluster.Inventory, []Observation) {
+func mailInventory(pas ...cluster.PeerAuthentication) (*cluster.Inventory, []target.Observation) {
 	p := pod("mail", "relay-0", "relay", true, "boky/postfix:4")
 	p.Labels["tier"] = "edge"
 	inv := meshInv([]cluster.Pod{p}, svc("mail", "relay", "relay", []cluster.Pod{p},
 		tport("tcp-smtp", 25, "2525", ""), tport("tcp-pop3", 110, "1110", ""), tport("http-admin", 8080, "", "")))
 	inv.PeerAuthentications = pas
-	var o []Observation
+	var o []target.Observation
 	for _, port := range []int32{25, 110} {
 		k := svcKey("mail", "relay", port)
-		o = append(o, obs(k, VantageDirect, banner(2, "220 relay ESMTP\r\n", "smtp")), obs(k, VantageOutsideClient, silent()))
+		o = append(o, obs(k, target.VantageDirect, banner(2, "220 relay ESMTP\r\n", "smtp")), obs(k, target.VantageOutsideClient, silent()))
 	}
 	return inv, o
 }
@@ -266,7 +267,7 @@ func TestPlanMergesServiceEntryPorts(t *testing.T) {
 			Resolved: cluster.ServiceEntryPortProtocol("HTTPS")}}}}
 	r := Build(Input{Inventory: inv})
 	for _, port := range []int32{25, 110} {
-		f := onlyFinding(t, r, TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "mail", Port: port})
+		f := onlyFinding(t, r, target.TargetKey{Kind: target.KindServiceEntry, Namespace: "shop", Name: "mail", Port: port})
 		if f.Verdict != AtRisk || !reflect.DeepEqual(fixTypes(f), []string{FixServiceEntry, FixExcludeOutbound}) {
 			t.Fatalf("port %d: %s %v", port, f.Verdict, fixTypes(f))
 		}
@@ -305,7 +306,7 @@ func TestServiceEntryFixHostNameEndpoints(t *testing.T) {
 	inv := meshInv(nil)
 	inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: "shop", Name: "mail", Hosts: []string{"mail.example.com"},
 		Endpoints: []string{"192.0.2.1", "mx.example.com"}, Ports: []cluster.ServiceEntryPort{sePort(25, "smtp", "")}}}
-	f := onlyFinding(t, Build(Input{Inventory: inv}), TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "mail", Port: 25})
+	f := onlyFinding(t, Build(Input{Inventory: inv}), target.TargetKey{Kind: target.KindServiceEntry, Namespace: "shop", Name: "mail", Port: 25})
 	m := parseManifest(t, f.Fixes[0].Manifest)
 	if path(t, m, "spec", "addresses") != nil {
 		t.Errorf("addresses from mixed endpoints:\n%s", f.Fixes[0].Manifest)
@@ -335,7 +336,7 @@ func TestPlanManualFix(t *testing.T) {
 	inv.ServiceEntries = []cluster.ServiceEntry{{Namespace: "shop", Name: "db", Hosts: []string{"mysql.example.com"},
 		Ports: []cluster.ServiceEntryPort{sePort(3307, "tcp", "TCP")}}}
 	r := Build(Input{Inventory: inv})
-	f := onlyFinding(t, r, TargetKey{Kind: KindServiceEntry, Namespace: "shop", Name: "db", Port: 3307})
+	f := onlyFinding(t, r, target.TargetKey{Kind: target.KindServiceEntry, Namespace: "shop", Name: "db", Port: 3307})
 	if f.Verdict != AtRisk || len(f.Fixes) != 2 || f.Fixes[0].Manifest != "" || f.Fixes[1].Type != FixExcludeOutbound {
 		t.Fatalf("%s %+v", f.Verdict, f.Fixes)
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // The HTML report is one self-contained page: CSS, script and the chart
@@ -220,11 +222,11 @@ var seriesLabel = map[string]string{
 
 func seriesOf(e Evidence) string {
 	switch {
-	case e.Vantage == VantageDirect:
+	case e.Vantage == target.VantageDirect:
 		return seriesDirect
 	case e.throughMesh():
 		return seriesMesh
-	case e.Vantage == VantageOutsideClient:
+	case e.Vantage == target.VantageOutsideClient:
 		return seriesOutside
 	}
 	// "self" without a sidecar (a laptop, a non-injected Job): its own

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // The HTML golden file (testdata/report.html.golden) is written by
@@ -178,9 +179,9 @@ func htmlEscape(s string) string {
 func TestHTMLChartScale(t *testing.T) {
 	// Close times: a linear axis from 0.
 	mk := func(vals ...float64) Report {
-		f := Finding{Kind: KindService, Namespace: "ns", Name: "a", Port: 1, Verdict: OK}
+		f := Finding{Kind: target.KindService, Namespace: "ns", Name: "a", Port: 1, Verdict: OK}
 		for _, v := range vals {
-			f.Evidence = append(f.Evidence, Evidence{Vantage: VantageDirect, Outcome: "banner", FirstByteMs: &v})
+			f.Evidence = append(f.Evidence, Evidence{Vantage: target.VantageDirect, Outcome: "banner", FirstByteMs: &v})
 		}
 		return Report{Findings: []Finding{f}}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // TestApplyConfigurationManifests: each kind's apply configuration, with
@@ -62,7 +63,7 @@ func TestApplyConfigurationManifests(t *testing.T) {
 	r := Build(representativeInput())
 	web := pod("web", "app-0", "app", true, "ghcr.io/acme/app:1.0")
 	ip := Build(Input{Inventory: meshInv([]cluster.Pod{web}, svc("web", "frontend", "app", []cluster.Pod{web}, tport("http-web", 25, "", ""))),
-		External: []ExternalTarget{{Host: "192.0.2.9", Port: 25}}})
+		External: []target.ExternalTarget{{Host: "192.0.2.9", Port: 25}}})
 	ipFixes := 0
 	for _, f := range ip.Findings {
 		for _, fix := range f.Fixes {

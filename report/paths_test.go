@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // A silent outside client under STRICT is a rejection, not a deadlock:
@@ -14,9 +15,9 @@ func TestStrictSilentOutsideIsRejected(t *testing.T) {
 	inv := meshInv([]cluster.Pod{p}, svc("mail", "imap", "imap", []cluster.Pod{p}, tport("tcp-imap", 143, "143", "")))
 	inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: "mail", Name: "strict", Mode: cluster.MTLSStrict}}
 	k := svcKey("mail", "imap", 143)
-	r := Build(Input{Inventory: inv, Observations: []Observation{
-		obs(k, VantageDirect, banner(1, "* OK IMAP ready\r\n", "imap")),
-		obs(k, VantageOutsideClient, silent()),
+	r := Build(Input{Inventory: inv, Observations: []target.Observation{
+		obs(k, target.VantageDirect, banner(1, "* OK IMAP ready\r\n", "imap")),
+		obs(k, target.VantageOutsideClient, silent()),
 	}})
 	f := onlyFinding(t, r, k)
 	if f.Verdict != MTLSRejected || f.Scenario != ExternalToMesh {
@@ -30,10 +31,10 @@ func TestEveryAffectedPathGetsItsFix(t *testing.T) {
 	p := pod("shop", "db-0", "db", true, "mariadb:11")
 	inv := meshInv([]cluster.Pod{p}, svc("shop", "db", "db", []cluster.Pod{p}, tport("db", 3307, "3306", "")))
 	k := svcKey("shop", "db", 3307)
-	r := Build(Input{Inventory: inv, Observations: []Observation{
-		obs(k, VantageDirect, banner(2, "x", "mysql")),
-		obs(k, VantageMeshClient, silent()),
-		obs(k, VantageOutsideClient, silent()),
+	r := Build(Input{Inventory: inv, Observations: []target.Observation{
+		obs(k, target.VantageDirect, banner(2, "x", "mysql")),
+		obs(k, target.VantageMeshClient, silent()),
+		obs(k, target.VantageOutsideClient, silent()),
 	}})
 	f := onlyFinding(t, r, k)
 	if len(f.Paths) != 2 || f.Paths[0].Verdict != Deadlock || f.Paths[1].Verdict != Deadlock {

@@ -3,6 +3,8 @@ package report
 import (
 	"strconv"
 	"strings"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // shown returns the findings a table lists.
@@ -20,9 +22,9 @@ func shown(r Report, all bool) (list []Finding, hidden int) {
 // TargetName is the short kubectl-style name of a finding's target.
 func TargetName(f Finding) string {
 	switch f.Kind {
-	case KindService:
+	case target.KindService:
 		return "svc/" + f.Name + ":" + strconv.Itoa(int(f.Port))
-	case KindServiceEntry:
+	case target.KindServiceEntry:
 		return "se/" + f.Name + ":" + strconv.Itoa(int(f.Port))
 	}
 	return f.Name + ":" + strconv.Itoa(int(f.Port))
@@ -40,7 +42,7 @@ func protocolCell(f Finding) string {
 
 func serverCell(f Finding) string {
 	switch {
-	case f.Kind != KindService:
+	case f.Kind != target.KindService:
 		return "external"
 	case f.ServerInMesh:
 		return "sidecar"
@@ -70,7 +72,7 @@ func proofCell(f Finding) string {
 	var parts []string
 	for _, e := range f.Evidence {
 		v := string(e.Vantage)
-		if e.Vantage == VantageSelf && e.throughMesh() {
+		if e.Vantage == target.VantageSelf && e.throughMesh() {
 			v = "self(mesh)"
 		}
 		switch e.Outcome {

@@ -19,6 +19,7 @@ import (
 	goyaml "sigs.k8s.io/yaml/goyaml.v3"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
@@ -174,18 +175,18 @@ func hostileInput(s string) Input {
 	inv.Warnings = []string{s}
 	inv.Namespaces = []cluster.Namespace{{Name: ns, Ambient: true}}
 	wire := probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: f64(1), Banner: s, Protocol: s, Error: s, Address: s, Target: s}
-	dk := func(port int32) TargetKey { return svcKey(ns, "db-"+s, port) }
+	dk := func(port int32) target.TargetKey { return svcKey(ns, "db-"+s, port) }
 	return Input{
 		Inventory: inv,
-		External:  []ExternalTarget{{Host: s, Port: 10000}, {Host: "mail." + s, Port: 25}},
-		Observations: []Observation{
-			obs(dk(3307), VantageDirect, wire),
-			obs(dk(3307), VantageMeshClient, silent()),
-			obs(dk(2525), VantageDirect, wire),
-			obs(dk(2525), VantageOutsideClient, silent()),
-			obs(dk(10000), VantageMeshClient, probe.Result{Outcome: probe.OutcomeError, Error: s}),
-			obs(TargetKey{Kind: KindExternal, Name: s, Port: 10000}, VantageOutsideClient, wire),
-			obs(TargetKey{Kind: KindExternal, Name: s, Port: 10000}, VantageMeshClient, probe.Result{Outcome: probe.OutcomeSilent, Protocol: s}),
+		External:  []target.ExternalTarget{{Host: s, Port: 10000}, {Host: "mail." + s, Port: 25}},
+		Observations: []target.Observation{
+			obs(dk(3307), target.VantageDirect, wire),
+			obs(dk(3307), target.VantageMeshClient, silent()),
+			obs(dk(2525), target.VantageDirect, wire),
+			obs(dk(2525), target.VantageOutsideClient, silent()),
+			obs(dk(10000), target.VantageMeshClient, probe.Result{Outcome: probe.OutcomeError, Error: s}),
+			obs(target.TargetKey{Kind: target.KindExternal, Name: s, Port: 10000}, target.VantageOutsideClient, wire),
+			obs(target.TargetKey{Kind: target.KindExternal, Name: s, Port: 10000}, target.VantageMeshClient, probe.Result{Outcome: probe.OutcomeSilent, Protocol: s}),
 		},
 	}
 }
@@ -429,7 +430,7 @@ func fuzzInput(name, label, wire string) Input {
 	r := probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: f64(1), Banner: wire, Protocol: label, Error: wire}
 	in.Observations[0].Result = r
 	in.Observations[2].Result = r
-	in.External = append(in.External, ExternalTarget{Host: wire, Port: 4222})
+	in.External = append(in.External, target.ExternalTarget{Host: wire, Port: 4222})
 	return in
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // sarifSchemaFile is where hack/test-deps.sh puts the SARIF 2.1.0 schema
@@ -144,7 +146,7 @@ func TestSARIFResults(t *testing.T) {
 // own: the result points at the chart template instead (no line: the
 // rendered lines are not the template's).
 func TestSARIFHelmTemplate(t *testing.T) {
-	f := Finding{Kind: KindService, Namespace: "shop", Name: "db", Port: 3307, Verdict: AtRisk, Source: "stdin#1", SourceLine: 14, SourceTemplate: "db/templates/svc.yaml"}
+	f := Finding{Kind: target.KindService, Namespace: "shop", Name: "db", Port: 3307, Verdict: AtRisk, Source: "stdin#1", SourceLine: 14, SourceTemplate: "db/templates/svc.yaml"}
 	res := sarifResultFor(f, "SF0102", 0, RenderOptions{Command: "kubectl serverfirst"})
 	loc := res.Locations[0].PhysicalLocation
 	if loc == nil || loc.ArtifactLocation.URI != "db/templates/svc.yaml" || loc.Region != nil {

@@ -3,10 +3,12 @@
 // to the fix table, generates the fix manifests, and renders reports.
 //
 // It knows nothing about reaching the API server or dialing: it takes
-// plain values in and gives plain values out.
+// plain values in (an inventory, observations) and gives plain values out.
+// Probes are planned and run by cluster/vantage; of package probe, report
+// uses only the result values (Result, Outcome) and Describe.
 package report
 
-import "github.com/serverfirst/kubectl-serverfirst/probe"
+import "github.com/serverfirst/kubectl-serverfirst/internal/target"
 
 // Verdict is the tool's conclusion about one target. The strings are a
 // contract (JSON, --fail-on, explain).
@@ -67,60 +69,18 @@ const (
 // Scenarios lists them in the fix table's order.
 var Scenarios = []Scenario{MeshToMesh, MeshToExternal, ExternalToMesh}
 
-// Vantage is where a probe ran from.
-type Vantage string
-
-const (
-	// VantageDirect bypasses the sidecar (a port-forward to the pod): it
-	// tells whether the server itself speaks first.
-	VantageDirect Vantage = "direct"
-	// VantageMeshClient is a client with a sidecar.
-	VantageMeshClient Vantage = "mesh-client"
-	// VantageOutsideClient is a client without a sidecar.
-	VantageOutsideClient Vantage = "outside-client"
-	// VantageSelf is wherever the tool runs (a laptop, a Job pod); whether
-	// it is in the mesh is given by Observation.InMesh.
-	VantageSelf Vantage = "self"
-)
-
-// Target kinds.
-const (
-	KindService      = "Service"
-	KindServiceEntry = "ServiceEntry"
-	KindExternal     = "External" // a HOST:PORT given by the user
-)
-
-// TargetKey identifies a target: a Service port, a ServiceEntry port or an
-// external HOST:PORT (Kind External, Name = HOST).
-type TargetKey struct {
-	Kind      string
-	Namespace string
-	Name      string
-	Port      int32
-}
-
-// Observation is one probe result from one vantage point.
-type Observation struct {
-	Target  TargetKey
-	Vantage Vantage
-	// InMesh is whether the probing client had a sidecar (meaningful for
-	// VantageSelf; implied by the other vantages).
-	InMesh bool
-	Result probe.Result
-}
-
 // Evidence is an observation as the report shows it.
 type Evidence struct {
-	Vantage     Vantage  `json:"vantage"`
-	Address     string   `json:"address,omitempty"`
-	Outcome     string   `json:"outcome"`
-	ConnectMs   float64  `json:"connectMs"`
-	FirstByteMs *float64 `json:"firstByteMs,omitempty"`
-	Banner      string   `json:"banner,omitempty"`
-	Protocol    string   `json:"protocol,omitempty"`
-	Error       string   `json:"error,omitempty"`
+	Vantage     target.Vantage `json:"vantage"`
+	Address     string         `json:"address,omitempty"`
+	Outcome     string         `json:"outcome"`
+	ConnectMs   float64        `json:"connectMs"`
+	FirstByteMs *float64       `json:"firstByteMs,omitempty"`
+	Banner      string         `json:"banner,omitempty"`
+	Protocol    string         `json:"protocol,omitempty"`
+	Error       string         `json:"error,omitempty"`
 	// InMesh says whether a "self" probe went through a sidecar (only set
-	// for VantageSelf; the other vantages imply it).
+	// for target.VantageSelf; the other vantages imply it).
 	InMesh *bool `json:"inMesh,omitempty"`
 }
 
@@ -203,8 +163,8 @@ type Finding struct {
 }
 
 // Key is the finding's target.
-func (f Finding) Key() TargetKey {
-	return TargetKey{Kind: f.Kind, Namespace: f.Namespace, Name: f.Name, Port: f.Port}
+func (f Finding) Key() target.TargetKey {
+	return target.TargetKey{Kind: f.Kind, Namespace: f.Namespace, Name: f.Name, Port: f.Port}
 }
 
 // Report is the whole result of a scan. Its JSON is the documented schema.

@@ -7,12 +7,13 @@ import (
 	"strings"
 
 	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // PathKey is one client path of one target: what a fix repairs and what
 // fix --apply verifies.
 type PathKey struct {
-	Target   TargetKey
+	Target   target.TargetKey
 	Scenario Scenario
 }
 
@@ -20,7 +21,7 @@ type PathKey struct {
 func (p PathKey) String() string {
 	t := p.Target
 	name := fmt.Sprintf("%s %s/%s:%d", t.Kind, t.Namespace, t.Name, t.Port)
-	if t.Kind == KindExternal || t.Namespace == "" {
+	if t.Kind == target.KindExternal || t.Namespace == "" {
 		name = fmt.Sprintf("%s %s:%d", t.Kind, t.Name, t.Port)
 	}
 	if p.Scenario == "" {
@@ -45,17 +46,9 @@ func AppliedPaths(objects []PlannedObject) []PathKey {
 	return out
 }
 
-// ThroughMesh reports whether the observation's client had a sidecar: the
-// same rule the engine uses to tell the mesh path from the others.
-func (o Observation) ThroughMesh() bool { return evidenceOf(o).throughMesh() }
-
-// Reprobe is the client side of each path that verification probes again:
-// by target, whether the client has a sidecar.
-type Reprobe map[TargetKey]map[bool]bool
-
 // ReprobeFor lists what probing the paths again takes.
-func ReprobeFor(paths []PathKey) Reprobe {
-	r := Reprobe{}
+func ReprobeFor(paths []PathKey) target.Reprobe {
+	r := target.Reprobe{}
 	for _, p := range paths {
 		if r[p.Target] == nil {
 			r[p.Target] = map[bool]bool{}
@@ -63,23 +56,6 @@ func ReprobeFor(paths []PathKey) Reprobe {
 		r[p.Target][p.throughMesh()] = true
 	}
 	return r
-}
-
-// Wants reports whether a probe of target k by a client with (inMesh) or
-// without a sidecar is one of the paths to verify.
-func (r Reprobe) Wants(k TargetKey, inMesh bool) bool { return r[k][inMesh] }
-
-// Merge is the evidence a re-judgement rests on: the fresh observations
-// replace those of the paths they probed again; the rest carries over
-// (the direct path, which no fix changes, and paths not being verified).
-func (r Reprobe) Merge(old, fresh []Observation) []Observation {
-	out := make([]Observation, 0, len(old)+len(fresh))
-	for _, o := range old {
-		if o.Vantage == VantageDirect || !r.Wants(o.Target, o.ThroughMesh()) {
-			out = append(out, o)
-		}
-	}
-	return append(out, fresh...)
 }
 
 // PathState is a path's verdict in one report and the probe result it
@@ -112,7 +88,7 @@ func StateOf(r Report, p PathKey) PathState {
 			}
 		}
 		for i, e := range f.Evidence {
-			if e.Vantage != VantageDirect && e.throughMesh() == p.throughMesh() && (e.Vantage != VantageOutsideClient || f.ServerInMesh) {
+			if e.Vantage != target.VantageDirect && e.throughMesh() == p.throughMesh() && (e.Vantage != target.VantageOutsideClient || f.ServerInMesh) {
 				s.Evidence = &f.Evidence[i]
 				break
 			}
@@ -176,7 +152,7 @@ func evidenceWord(e *Evidence) string {
 
 // vantageWord names where a probe ran from.
 func vantageWord(e *Evidence) string {
-	if e.Vantage == VantageSelf && e.InMesh != nil {
+	if e.Vantage == target.VantageSelf && e.InMesh != nil {
 		if *e.InMesh {
 			return "self (in the mesh)"
 		}

@@ -5,20 +5,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 )
 
 func TestVerifyChecks(t *testing.T) {
-	db := TargetKey{Kind: KindService, Namespace: "shop", Name: "orders-db", Port: 3307}
-	ext := TargetKey{Kind: KindExternal, Name: "203.0.113.7", Port: 25}
+	db := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3307}
+	ext := target.TargetKey{Kind: target.KindExternal, Name: "203.0.113.7", Port: 25}
 	fb := func(v float64) *float64 { return &v }
 	yes := true
-	meshSilent := Evidence{Vantage: VantageMeshClient, Outcome: "silent"}
-	meshBanner := Evidence{Vantage: VantageMeshClient, Outcome: "banner", FirstByteMs: fb(1.8)}
-	direct := Evidence{Vantage: VantageDirect, Outcome: "banner", FirstByteMs: fb(0.4)}
-	outsideSilent := Evidence{Vantage: VantageOutsideClient, Outcome: "silent"}
-	selfBanner := Evidence{Vantage: VantageSelf, InMesh: &yes, Outcome: "banner", FirstByteMs: fb(12)}
-	finding := func(k TargetKey, v Verdict, code Code, reason string, paths []PathVerdict, ev ...Evidence) Finding {
+	meshSilent := Evidence{Vantage: target.VantageMeshClient, Outcome: "silent"}
+	meshBanner := Evidence{Vantage: target.VantageMeshClient, Outcome: "banner", FirstByteMs: fb(1.8)}
+	direct := Evidence{Vantage: target.VantageDirect, Outcome: "banner", FirstByteMs: fb(0.4)}
+	outsideSilent := Evidence{Vantage: target.VantageOutsideClient, Outcome: "silent"}
+	selfBanner := Evidence{Vantage: target.VantageSelf, InMesh: &yes, Outcome: "banner", FirstByteMs: fb(12)}
+	finding := func(k target.TargetKey, v Verdict, code Code, reason string, paths []PathVerdict, ev ...Evidence) Finding {
 		return Finding{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Port: k.Port, ServerInMesh: true, Verdict: v, Code: code, Reason: reason, Paths: paths, Evidence: ev}
 	}
 	before := Report{Findings: []Finding{
@@ -54,7 +55,7 @@ func TestVerifyChecks(t *testing.T) {
 		{"gone", PathKey{db, MeshToMesh}, Report{},
 			"NOT TAKEN Service shop/orders-db:3307 (mesh-to-mesh): re-judged statically (nothing probed it) (DEADLOCK -> gone); the target is no longer in the scan", false, true},
 		{"unreachable is no proof", PathKey{db, MeshToMesh},
-			Report{Findings: []Finding{finding(db, Unreachable, "SF0301", "refused", []PathVerdict{{Scenario: MeshToMesh, Verdict: Unreachable, Code: "SF0301", Reason: "refused"}}, Evidence{Vantage: VantageMeshClient, Outcome: "refused"})}},
+			Report{Findings: []Finding{finding(db, Unreachable, "SF0301", "refused", []PathVerdict{{Scenario: MeshToMesh, Verdict: Unreachable, Code: "SF0301", Reason: "refused"}}, Evidence{Vantage: target.VantageMeshClient, Outcome: "refused"})}},
 			"NOT TAKEN Service shop/orders-db:3307 (mesh-to-mesh): mesh-client silent -> refused (DEADLOCK -> UNREACHABLE); still in the way [SF0301]: refused", false, false},
 	}
 	for _, c := range cases {
@@ -86,32 +87,32 @@ func TestVerifyChecks(t *testing.T) {
 }
 
 func TestReprobeMerge(t *testing.T) {
-	db := TargetKey{Kind: KindService, Namespace: "shop", Name: "orders-db", Port: 3307}
-	other := TargetKey{Kind: KindService, Namespace: "shop", Name: "cache", Port: 6380}
+	db := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3307}
+	other := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "cache", Port: 6380}
 	r := ReprobeFor([]PathKey{{db, MeshToMesh}})
 	if !r.Wants(db, true) || r.Wants(db, false) || r.Wants(other, true) {
 		t.Fatalf("wants: %v", r)
 	}
-	obs := func(k TargetKey, v Vantage, inMesh bool, o probe.Outcome) Observation {
-		return Observation{Target: k, Vantage: v, InMesh: inMesh, Result: probe.Result{Outcome: o}}
+	obs := func(k target.TargetKey, v target.Vantage, inMesh bool, o probe.Outcome) target.Observation {
+		return target.Observation{Target: k, Vantage: v, InMesh: inMesh, Result: probe.Result{Outcome: o}}
 	}
-	old := []Observation{
-		obs(db, VantageDirect, false, probe.OutcomeBanner),
-		obs(db, VantageMeshClient, true, probe.OutcomeSilent),
-		obs(db, VantageSelf, true, probe.OutcomeSilent),
-		obs(db, VantageOutsideClient, false, probe.OutcomeSilent),
-		obs(other, VantageMeshClient, true, probe.OutcomeSilent),
+	old := []target.Observation{
+		obs(db, target.VantageDirect, false, probe.OutcomeBanner),
+		obs(db, target.VantageMeshClient, true, probe.OutcomeSilent),
+		obs(db, target.VantageSelf, true, probe.OutcomeSilent),
+		obs(db, target.VantageOutsideClient, false, probe.OutcomeSilent),
+		obs(other, target.VantageMeshClient, true, probe.OutcomeSilent),
 	}
-	fresh := []Observation{obs(db, VantageMeshClient, true, probe.OutcomeBanner)}
-	want := []Observation{old[0], old[3], old[4], fresh[0]}
+	fresh := []target.Observation{obs(db, target.VantageMeshClient, true, probe.OutcomeBanner)}
+	want := []target.Observation{old[0], old[3], old[4], fresh[0]}
 	if got := r.Merge(old, fresh); !reflect.DeepEqual(got, want) {
 		t.Errorf("merge:\n got %+v\nwant %+v", got, want)
 	}
 }
 
 func TestAppliedPaths(t *testing.T) {
-	a := PathKey{TargetKey{Kind: KindService, Namespace: "shop", Name: "db", Port: 1}, MeshToMesh}
-	b := PathKey{TargetKey{Kind: KindService, Namespace: "shop", Name: "db", Port: 1}, ExternalToMesh}
+	a := PathKey{target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "db", Port: 1}, MeshToMesh}
+	b := PathKey{target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "db", Port: 1}, ExternalToMesh}
 	got := AppliedPaths([]PlannedObject{{Paths: []PathKey{a, b}}, {Paths: []PathKey{b}}})
 	if !reflect.DeepEqual(got, []PathKey{a, b}) {
 		t.Errorf("got %v", got)

@@ -8,8 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // AgentTarget is one dial an agent makes: a target key and the address.
@@ -77,8 +77,8 @@ func WriteAgentOutput(w io.Writer, targets []AgentTarget, results []probe.Result
 // vantage. Lines that are not agent JSON (a runtime's own messages) are
 // skipped; a missing Done line is an error, so a cut log never passes as a
 // complete one.
-func ParseAgentOutput(log []byte, vantage report.Vantage, inMesh bool) ([]report.Observation, error) {
-	var out []report.Observation
+func ParseAgentOutput(log []byte, vantage target.Vantage, inMesh bool) ([]target.Observation, error) {
+	var out []target.Observation
 	done := false
 	sc := bufio.NewScanner(bytes.NewReader(log))
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
@@ -98,11 +98,11 @@ func ParseAgentOutput(log []byte, vantage report.Vantage, inMesh bool) ([]report
 			}
 			continue
 		}
-		key, ok := report.ParseTargetKey(l.Key)
+		key, ok := target.ParseTargetKey(l.Key)
 		if !ok || l.Result == nil {
 			continue
 		}
-		out = append(out, report.Observation{Target: key, Vantage: vantage, InMesh: inMesh, Result: *l.Result})
+		out = append(out, target.Observation{Target: key, Vantage: vantage, InMesh: inMesh, Result: *l.Result})
 	}
 	if err := sc.Err(); err != nil {
 		return out, err

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 func TestAgentOutputRoundTrip(t *testing.T) {
@@ -25,17 +25,17 @@ func TestAgentOutputRoundTrip(t *testing.T) {
 	}
 	// A runtime may interleave its own lines; they are skipped.
 	log := "starting agent\n" + buf.String() + "\n"
-	obs, err := ParseAgentOutput([]byte(log), report.VantageMeshClient, true)
+	obs, err := ParseAgentOutput([]byte(log), target.VantageMeshClient, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(obs) != 2 {
 		t.Fatalf("got %d observations, want 2", len(obs))
 	}
-	if obs[0].Target != (report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: "orders-db", Port: 3307}) || obs[0].Result.Outcome != probe.OutcomeSilent {
+	if obs[0].Target != (target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3307}) || obs[0].Result.Outcome != probe.OutcomeSilent {
 		t.Errorf("first observation = %+v", obs[0])
 	}
-	if obs[1].Target != (report.TargetKey{Kind: report.KindExternal, Name: "db.example.com", Port: 10000}) || *obs[1].Result.FirstByteMs != 2.5 || !obs[1].InMesh || obs[1].Vantage != report.VantageMeshClient {
+	if obs[1].Target != (target.TargetKey{Kind: target.KindExternal, Name: "db.example.com", Port: 10000}) || *obs[1].Result.FirstByteMs != 2.5 || !obs[1].InMesh || obs[1].Vantage != target.VantageMeshClient {
 		t.Errorf("second observation = %+v", obs[1])
 	}
 }
@@ -45,11 +45,11 @@ func TestParseAgentOutputRejectsCutLogs(t *testing.T) {
 	_ = WriteAgentOutput(&buf, []AgentTarget{{Key: "Service/a/b:1", Address: "1.2.3.4:1"}}, []probe.Result{{Outcome: probe.OutcomeSilent}})
 	full := buf.String()
 	cut := full[:strings.LastIndex(full, "{")]
-	if _, err := ParseAgentOutput([]byte(cut), report.VantageOutsideClient, false); err == nil {
+	if _, err := ParseAgentOutput([]byte(cut), target.VantageOutsideClient, false); err == nil {
 		t.Error("a log without the end marker was accepted")
 	}
 	lying := strings.Replace(full, `"count":1`, `"count":2`, 1)
-	if _, err := ParseAgentOutput([]byte(lying), report.VantageOutsideClient, false); err == nil {
+	if _, err := ParseAgentOutput([]byte(lying), target.VantageOutsideClient, false); err == nil {
 		t.Error("a log whose count does not match was accepted")
 	}
 }
@@ -76,7 +76,7 @@ func FuzzParseAgentOutput(f *testing.F) {
 	f.Add([]byte(`{"done":true}`))
 	f.Add([]byte(`{"key":"Service/a/b:99999","result":{}}`))
 	f.Fuzz(func(t *testing.T, log []byte) {
-		obs, err := ParseAgentOutput(log, report.VantageDirect, false)
+		obs, err := ParseAgentOutput(log, target.VantageDirect, false)
 		if err == nil {
 			for _, o := range obs {
 				if o.Target.Port <= 0 || o.Target.Port > 65535 {

@@ -18,22 +18,22 @@ import (
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // DirectProbe is the direct path to one pod: the ports to probe there and
 // the target each one stands for.
 type DirectProbe struct {
 	Namespace, Pod string
-	Ports          map[int32][]report.TargetKey
+	Ports          map[int32][]target.TargetKey
 }
 
 // RunDirect port-forwards to the pod, as kubectl port-forward does, and
 // probes each forwarded port on 127.0.0.1. The forward enters the pod over
 // its loopback, which Istio's capture leaves alone: what arrives is what
 // the server itself sends first.
-func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, d DirectProbe, o probe.Options) ([]report.Observation, error) {
+func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, d DirectProbe, o probe.Options) ([]target.Observation, error) {
 	req := kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward")
 	transport, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {
@@ -75,19 +75,19 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		return nil, err
 	}
 	var targets []probe.Target
-	var keys [][]report.TargetKey
+	var keys [][]target.TargetKey
 	for _, f := range forwarded {
 		targets = append(targets, probe.Target{Host: "127.0.0.1", Port: int(f.Local)})
 		keys = append(keys, d.Ports[int32(f.Remote)])
 	}
 	results := probe.ProbeAll(ctx, targets, o)
-	var out []report.Observation
+	var out []target.Observation
 	for i, r := range results {
 		// The local address means nothing to the reader: name the pod.
 		r.Target = d.Namespace + "/" + d.Pod + ":" + strconv.Itoa(int(forwarded[i].Remote))
 		r.Address = "port-forward " + r.Target
 		for _, k := range keys[i] {
-			out = append(out, report.Observation{Target: k, Vantage: report.VantageDirect, Result: r})
+			out = append(out, target.Observation{Target: k, Vantage: target.VantageDirect, Result: r})
 		}
 	}
 	cancel()
@@ -97,12 +97,12 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 // KeepTargets narrows direct probes to the targets keep accepts (a
 // shard's share, say): a port left with no target is not forwarded, a pod
 // left with no port is not visited. The input is not changed.
-func KeepTargets(direct []DirectProbe, keep func(report.TargetKey) bool) []DirectProbe {
+func KeepTargets(direct []DirectProbe, keep func(target.TargetKey) bool) []DirectProbe {
 	var out []DirectProbe
 	for _, d := range direct {
-		ports := map[int32][]report.TargetKey{}
+		ports := map[int32][]target.TargetKey{}
 		for port, keys := range d.Ports {
-			var kept []report.TargetKey
+			var kept []target.TargetKey
 			for _, k := range keys {
 				if keep(k) {
 					kept = append(kept, k)

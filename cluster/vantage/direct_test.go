@@ -14,28 +14,28 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 func TestKeepTargets(t *testing.T) {
-	key := func(name string, port int32) report.TargetKey {
-		return report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: name, Port: port}
+	key := func(name string, port int32) target.TargetKey {
+		return target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: name, Port: port}
 	}
 	in := []vantage.DirectProbe{
-		{Namespace: "shop", Pod: "db-0", Ports: map[int32][]report.TargetKey{3306: {key("db", 3306), key("db-alias", 3307)}, 9104: {key("db-metrics", 9104)}}},
-		{Namespace: "shop", Pod: "web-0", Ports: map[int32][]report.TargetKey{8080: {key("web", 80)}}},
+		{Namespace: "shop", Pod: "db-0", Ports: map[int32][]target.TargetKey{3306: {key("db", 3306), key("db-alias", 3307)}, 9104: {key("db-metrics", 9104)}}},
+		{Namespace: "shop", Pod: "web-0", Ports: map[int32][]target.TargetKey{8080: {key("web", 80)}}},
 	}
-	got := vantage.KeepTargets(in, func(k report.TargetKey) bool { return k.Name == "db-alias" })
-	want := []vantage.DirectProbe{{Namespace: "shop", Pod: "db-0", Ports: map[int32][]report.TargetKey{3306: {key("db-alias", 3307)}}}}
+	got := vantage.KeepTargets(in, func(k target.TargetKey) bool { return k.Name == "db-alias" })
+	want := []vantage.DirectProbe{{Namespace: "shop", Pod: "db-0", Ports: map[int32][]target.TargetKey{3306: {key("db-alias", 3307)}}}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("KeepTargets = %v, want %v", got, want)
 	}
 	if len(in[0].Ports[3306]) != 2 || len(in[0].Ports) != 2 {
 		t.Errorf("the input was changed: %v", in)
 	}
-	if got := vantage.KeepTargets(in, func(report.TargetKey) bool { return false }); got != nil {
+	if got := vantage.KeepTargets(in, func(target.TargetKey) bool { return false }); got != nil {
 		t.Errorf("nothing kept: %v", got)
 	}
 }
@@ -96,7 +96,7 @@ func TestPortForwardRights(t *testing.T) {
 	create := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}}}
 	forward := func(kc string, ns string) error {
 		cfg := mustConfig(t, kc)
-		_, err := vantage.RunDirect(ctx, cfg, kubernetes.NewForConfigOrDie(cfg), vantage.DirectProbe{Namespace: ns, Pod: "nowhere", Ports: map[int32][]report.TargetKey{80: nil}}, probe.Options{})
+		_, err := vantage.RunDirect(ctx, cfg, kubernetes.NewForConfigOrDie(cfg), vantage.DirectProbe{Namespace: ns, Pod: "nowhere", Ports: map[int32][]target.TargetKey{80: nil}}, probe.Options{})
 		return err
 	}
 

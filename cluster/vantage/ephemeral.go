@@ -10,7 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // RunFromPod probes from inside an existing client pod with an ephemeral
@@ -18,7 +18,7 @@ import (
 // namespace, so its dials take the real client path, through the sidecar
 // when there is one. Ephemeral containers cannot be removed; this one
 // exits when done and stays listed as terminated in the pod's status.
-func RunFromPod(ctx context.Context, kube kubernetes.Interface, ns, name string, targets []AgentTarget, o PodOptions) ([]report.Observation, error) {
+func RunFromPod(ctx context.Context, kube kubernetes.Interface, ns, name string, targets []AgentTarget, o PodOptions) ([]target.Observation, error) {
 	pod, err := kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("--from-pod %s/%s: %w", ns, name, err)

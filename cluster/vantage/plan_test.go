@@ -106,12 +106,3 @@ func TestOwnConfigIn(t *testing.T) {
 		}
 	}
 }
-
-func TestParsePort(t *testing.T) {
-	for in, want := range map[string]int32{"80": 80, "65535": 65535, "80abc": 0, "0": 0, "65536": 0, "-1": 0, "": 0, " 80": 0, "mysql": 0} {
-		got, err := parsePort(in)
-		if got != want || (err == nil) != (want != 0) {
-			t.Errorf("parsePort(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-}

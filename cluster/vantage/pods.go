@@ -19,7 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
 // Labels every probe pod carries, so they can be found and cleaned up.
@@ -63,11 +63,11 @@ func NewScanID() string {
 }
 
 // vantageOf maps a pod's mesh membership to the report's vantage.
-func vantageOf(inMesh bool) report.Vantage {
+func vantageOf(inMesh bool) target.Vantage {
 	if inMesh {
-		return report.VantageMeshClient
+		return target.VantageMeshClient
 	}
-	return report.VantageOutsideClient
+	return target.VantageOutsideClient
 }
 
 // ProbePodSpec builds the pod: restricted-compliant, never restarted,
@@ -135,7 +135,7 @@ func ProbePodSpec(p PodProbe, o PodOptions) *corev1.Pod {
 // log and deletes it, whatever happens (with a context of its own, so
 // Ctrl-C still cleans up). A pod that asked for a sidecar and did not get
 // one is reported as an error: its results would be mislabelled.
-func RunProbePod(ctx context.Context, kube kubernetes.Interface, p PodProbe, o PodOptions) ([]report.Observation, error) {
+func RunProbePod(ctx context.Context, kube kubernetes.Interface, p PodProbe, o PodOptions) ([]target.Observation, error) {
 	pod, err := kube.CoreV1().Pods(p.Namespace).Create(ctx, ProbePodSpec(p, o), metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("creating the %s probe pod in %s: %w", vantageOf(p.InMesh), p.Namespace, err)

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // The probe pods must be admitted where PodSecurity "restricted" is

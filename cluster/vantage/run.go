@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // Plan is every probe a live-cluster scan makes.
@@ -28,7 +27,7 @@ type Plan struct {
 // first running backend of each Service port). It is PlanProbesByClass
 // with no facts about client configuration: every namespace is a class of
 // its own.
-func PlanProbes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool) Plan {
+func PlanProbes(inv *cluster.Inventory, externals []target.ExternalTarget, outside bool) Plan {
 	return PlanProbesByClass(inv, externals, outside, nil)
 }
 
@@ -84,21 +83,21 @@ func OwnConfigIn(inv *cluster.Inventory) OwnClientConfig {
 // class (ClientClass) instead of per namespace: a class's pods run in its
 // first namespace (in name order) and probe the targets of all its
 // namespaces.
-func PlanProbesByClass(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, own OwnClientConfig) Plan {
-	return planFrom(report.PlanSelfProbes(inv, externals, false), inv, outside, own)
+func PlanProbesByClass(inv *cluster.Inventory, externals []target.ExternalTarget, outside bool, own OwnClientConfig) Plan {
+	return planFrom(PlanSelfProbes(inv, externals, false), inv, outside, own)
 }
 
 // PlanReprobes is the plan to probe some client paths again (fix --apply's
 // verification): the probe pods' targets r wants, by target and whether
 // the pod has a sidecar, pods left with none dropped, and no direct path
 // (no fix changes what the server itself sends).
-func PlanReprobes(inv *cluster.Inventory, externals []report.ExternalTarget, outside bool, r report.Reprobe) Plan {
-	full := planFrom(report.PlanReprobes(inv, externals, false, r), inv, outside, nil)
+func PlanReprobes(inv *cluster.Inventory, externals []target.ExternalTarget, outside bool, r target.Reprobe) Plan {
+	full := planFrom(PlanSelfReprobes(inv, externals, false, r), inv, outside, nil)
 	var out Plan
 	for _, pp := range full.Pods {
 		var targets []AgentTarget
 		for _, t := range pp.Targets {
-			if k, ok := report.ParseTargetKey(t.Key); ok && r.Wants(k, pp.InMesh) {
+			if k, ok := target.ParseTargetKey(t.Key); ok && r.Wants(k, pp.InMesh) {
 				targets = append(targets, t)
 			}
 		}
@@ -112,7 +111,7 @@ func PlanReprobes(inv *cluster.Inventory, externals []report.ExternalTarget, out
 
 // planFrom spreads probe tasks over one pair of probe pods per client class
 // (own as in PlanProbesByClass) and plans the direct paths.
-func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, own OwnClientConfig) Plan {
+func planFrom(tasks []target.ProbeTask, inv *cluster.Inventory, outside bool, own OwnClientConfig) Plan {
 	byNS := map[string][]AgentTarget{}
 	var namespaces []string
 	for _, t := range tasks {
@@ -174,8 +173,8 @@ func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, ow
 				}
 				port, ok := pod.ContainerPorts[p.TargetPort]
 				if !ok {
-					n, err := parsePort(p.TargetPort)
-					if err != nil {
+					n, ok := target.ParsePort(p.TargetPort)
+					if !ok {
 						continue
 					}
 					port = n
@@ -183,10 +182,10 @@ func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, ow
 				k := pod.Namespace + "/" + pod.Name
 				d, ok := direct[k]
 				if !ok {
-					d = &DirectProbe{Namespace: pod.Namespace, Pod: pod.Name, Ports: map[int32][]report.TargetKey{}}
+					d = &DirectProbe{Namespace: pod.Namespace, Pod: pod.Name, Ports: map[int32][]target.TargetKey{}}
 					direct[k] = d
 				}
-				d.Ports[port] = append(d.Ports[port], report.TargetKey{Kind: report.KindService, Namespace: s.Namespace, Name: s.Name, Port: p.Port})
+				d.Ports[port] = append(d.Ports[port], target.TargetKey{Kind: target.KindService, Namespace: s.Namespace, Name: s.Name, Port: p.Port})
 				break
 			}
 		}
@@ -202,16 +201,6 @@ func planFrom(tasks []report.ProbeTask, inv *cluster.Inventory, outside bool, ow
 	return plan
 }
 
-// parsePort reads a targetPort written as a number. The whole string must
-// be the number: fmt.Sscanf("%d") read "80abc" as 80.
-func parsePort(s string) (int32, error) {
-	n, err := strconv.ParseInt(s, 10, 32)
-	if err != nil || n <= 0 || n > 65535 {
-		return 0, fmt.Errorf("not a port: %q", s)
-	}
-	return int32(n), nil
-}
-
 // RunOptions tune a live-cluster probe run.
 type RunOptions struct {
 	Pod         PodOptions
@@ -223,7 +212,7 @@ type RunOptions struct {
 
 // Run executes a plan. Failures of single vantage points become warnings:
 // the report then rests on whatever evidence did arrive.
-func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan Plan, o RunOptions) ([]report.Observation, []string) {
+func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan Plan, o RunOptions) ([]target.Observation, []string) {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
@@ -232,12 +221,12 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 	}
 	var (
 		mu       sync.Mutex
-		obs      []report.Observation
+		obs      []target.Observation
 		warnings []string
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, o.Concurrency)
 	)
-	collect := func(got []report.Observation, err error, what string) {
+	collect := func(got []target.Observation, err error, what string) {
 		mu.Lock()
 		defer mu.Unlock()
 		obs = append(obs, got...)

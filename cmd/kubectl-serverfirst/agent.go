@@ -33,7 +33,10 @@ and print one JSON line per result, then a line {"done":true,"count":N}.
 
 This is what the short-lived probe pods and --from-pod ephemeral containers run;
 "scan" reads their logs. Targets come from the arguments and from the
-` + vantage.TargetsEnv + ` environment variable, one KEY=HOST:PORT per line.`,
+` + vantage.TargetsEnv + ` environment variable, one KEY=HOST:PORT per line.
+--quit-proxy then asks the pod's sidecar to exit (POST
+127.0.0.1:15020/quitquitquit), so a probe pod can complete; never use it inside
+someone else's pod.`,
 		Hidden: false,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			text := os.Getenv(vantage.TargetsEnv)
@@ -70,7 +73,7 @@ This is what the short-lived probe pods and --from-pod ephemeral containers run;
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "How long to wait for the TCP handshake")
 	f.limits.add(fl, "")
 	fl.BoolVar(&f.waitForProxy, "wait-for-proxy", false, "Wait (up to 60s) until the sidecar reports ready on 127.0.0.1:15021/healthz/ready")
-	fl.BoolVar(&f.quitProxy, "quit-proxy", false, "When done, ask the sidecar to exit (POST 127.0.0.1:15020/quitquitquit) so a probe pod can complete; never use it inside someone else's pod")
+	fl.BoolVar(&f.quitProxy, "quit-proxy", false, "When done, ask the sidecar to exit so a probe pod completes; never inside someone else's pod")
 	return cmd
 }
 

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -61,10 +62,11 @@ func newFixCommand(root *rootOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fix [flags]",
 		Short: "Print (or apply, verify and undo) the best fix for every affected port as YAML",
-		Long: `Scan like "scan" does, then print the best fix for every affected port as one
-multi-document YAML stream, ready for "kubectl apply -f -". Fixes to the same
-object are merged into one document; every document repeats the object's whole
-ports list, so applying it never drops a port or undoes an earlier fix.
+		Long: `Scan like "scan" does (its flags are scan's: "scan --help" tells them in full),
+then print the best fix for every affected port as one multi-document YAML
+stream, ready for "kubectl apply -f -". Fixes to the same object are merged into
+one document; every document repeats the object's whole ports list, so applying
+it never drops a port or undoes an earlier fix.
 
 Which fix, by scenario:
   mesh-to-mesh      appProtocol: tcp on the Service port (or a tcp- name prefix,
@@ -126,13 +128,19 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 			if f.from != "" {
 				return fixFrom(cmd.Context(), root, f)
 			}
-			var scanned *scanRun
-			var observed []report.Observation
-			f.lastScan, f.observed = &scanned, &observed
-			r, err := runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
+			cfg, err := f.config(root, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
+			scanned, err := newLiveScan(root, cfg)
+			if err != nil {
+				return err
+			}
+			res, err := scanned.run(cmd.Context())
+			if err != nil {
+				return err
+			}
+			r := res.Report
 			plan := report.Plan(r)
 			if err := report.RenderPlan(root.streams.Out, plan, f.all); err != nil {
 				return err
@@ -144,7 +152,7 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 			if err != nil || len(applied) == 0 || f.noVerify {
 				return err
 			}
-			return verifyFix(cmd.Context(), scanned, r, observed, applied, f.verifyTimeout, time.Now(), root.streams.ErrOut)
+			return verifyFix(cmd.Context(), scanned, r, res.Observations, applied, f.verifyTimeout, time.Now(), root.streams.ErrOut)
 		},
 	}
 	f.add(cmd)
@@ -347,7 +355,7 @@ var verifyBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, 
 // verifyFix probes the applied fixes' paths again with the scan's own
 // vantages until each took or the timeout ends, and prints every path
 // before -> after. Exit 4 when some did not take.
-func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs []report.Observation, applied []report.PlannedObject,
+func verifyFix(ctx context.Context, s *liveScan, before report.Report, beforeObs []target.Observation, applied []report.PlannedObject,
 	timeout time.Duration, began time.Time, errOut io.Writer) error {
 	paths := report.AppliedPaths(applied)
 	reprobe := report.ReprobeFor(paths)
@@ -359,19 +367,13 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 	var warned []string
 	for {
 		round++
-		inv, err := s.load(ctx)
+		after, err := s.reprobe(ctx, reprobe, beforeObs)
 		if err != nil {
 			return err
-		}
-		in := report.Input{Inventory: inv, External: s.externals, Static: true}
-		if !s.static() {
-			in = s.gather(ctx, inv, reprobe, io.Discard)
-			in.Observations = reprobe.Merge(beforeObs, in.Observations)
 		}
 		if ctx.Err() != nil {
 			return &exitError{code: 130, err: errors.New("interrupted")}
 		}
-		after := report.Build(in)
 		checks = report.CheckPaths(paths, before, after)
 		// A probe that could not run leaves its path to a static
 		// judgement: say why.
@@ -381,7 +383,7 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 				fmt.Fprintf(errOut, "verify: warning: %s\n", w)
 			}
 		}
-		if s.static() || report.AllSettled(checks) {
+		if s.cfg.Static() || report.AllSettled(checks) {
 			break
 		}
 		wait := min(b.Step(), time.Until(deadline))
@@ -417,7 +419,7 @@ func verifyFix(ctx context.Context, s *scanRun, before report.Report, beforeObs 
 		why := "what is still in the way is config, not a push the mesh has yet to make"
 		if timedOut {
 			why = fmt.Sprintf("--verify-timeout %s ended", timeout)
-		} else if s.static() {
+		} else if s.cfg.Static() {
 			why = "judged from the objects (a static scan)"
 		}
 		return &exitError{code: 4, err: fmt.Errorf("%d of %d applied path(s) did not take: %s", failed, len(checks), why)}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // TestScanHTMLOutput: -o html through the CLI is the self-contained page

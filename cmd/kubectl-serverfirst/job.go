@@ -60,7 +60,7 @@ Nothing is applied: pipe it to kubectl apply -f -.`,
 	fl.IntVar(&o.Shards, "shards", 1, "Split the targets between this many pods (an Indexed Job)")
 	fl.StringVar(&o.Image, "probe-image", defaultProbeImage(), "Image that runs kubectl-serverfirst")
 	fl.BoolVar(&o.Outside, "outside", false, "Add a second CronJob without a sidecar (outside-client evidence)")
-	fl.BoolVar(&o.Direct, "direct", false, "Grant port-forward into pods (ClusterRole "+publish.PortForwardRoleName+") and scan with --direct, so a deadlock is proven (DEADLOCK), not only suspected (AT-RISK)")
+	fl.BoolVar(&o.Direct, "direct", false, "Grant port-forward into pods and scan with --direct: a deadlock proven, not only AT-RISK")
 	fl.StringVar(&o.ReportName, "report-configmap", publish.DefaultReportName, "Name of the report ConfigMap in the job's namespace")
 	fl.StringVar(&o.IstioNamespace, "istio-namespace", "istio-system", "Namespace of the mesh ConfigMap (for the mesh-config Role)")
 	fl.StringVar(&o.MetricsFile, "metrics-file", publish.DefaultMetricsFile, "Where the scan writes Prometheus metrics in its pod (an emptyDir); empty for none")

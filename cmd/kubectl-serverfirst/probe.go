@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,13 +21,21 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
-type probeFlags struct {
+// probeCommandOptions is the probe command: its flags, then the targets
+// and the payload Validate reads from them for Run.
+type probeCommandOptions struct {
+	streams        genericiooptions.IOStreams
+	args           []string
 	files          []string
 	timeout        time.Duration
 	connectTimeout time.Duration
 	limits         probeLimits
 	send           string
 	output         string
+
+	// Set by Validate.
+	targets []probe.Target
+	payload []byte
 }
 
 const probeExample = `  # Does the server speak first? A MySQL, an SMTP and a Redis server:
@@ -47,7 +55,7 @@ const probeExample = `  # Does the server speak first? A MySQL, an SMTP and a Re
 
 func newProbeCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	defaults := probe.DefaultOptions()
-	f := &probeFlags{}
+	f := &probeCommandOptions{streams: streams}
 	cmd := &cobra.Command{
 		Use:   "probe [flags] HOST:PORT...",
 		Short: "Dial targets and report whether the server speaks first",
@@ -74,14 +82,18 @@ Outcomes:
 
 The probe is passive: it connects, reads at most 512 bytes (stopping after the
 first line or burst), and closes normally. Nothing is sent unless you pass
---send. Targets are HOST:PORT, [IPv6]:PORT or NAME:PORT, no scheme.
+--send (escapes \r \n \t \0 \\ \xNN, nothing else). Targets are HOST:PORT,
+[IPv6]:PORT or NAME:PORT, no scheme; -f FILE reads one per line, skipping blank
+lines and # comments (at a line's start or after a space or tab).
 
 Many targets: a silent target costs a socket for the whole --timeout and no
 CPU, so by default as many targets as the open-files limit allows are probed
 at once (the soft limit is raised to the hard one first), and the time taken
 is close to one --timeout. Politeness is kept per destination instead: at most
 --per-ip probes at once to one IP and --per-ip-port to one IP:port (a host
-name counts as given), one connection per target, each closed normally. On a
+name counts as given; the default 1 keeps a MySQL's max_connect_errors and an
+SMTP server's per-client limits untouched), one connection per target, each
+closed normally. On a
 terminal, a run longer than a second shows a live count on stderr.
 
 Output: -o table (default), json or yaml. The JSON is
@@ -95,24 +107,33 @@ input (malformed target, unreadable file, no targets, bad flag); 130 when
 interrupted (Ctrl-C), after printing what finished.`,
 		Example: probeExample,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runProbe(cmd, streams, f, args)
+			f.Complete(args)
+			if err := f.Validate(); err != nil {
+				return err
+			}
+			return f.Run(cmd.Context())
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.files, "filename", "f", nil,
-		"Read targets from FILE, one HOST:PORT per line (blank lines and # comments ignored); - reads stdin. Repeatable")
+		"Read targets from FILE, one HOST:PORT per line (# comments); - reads stdin; repeatable")
 	fl.DurationVar(&f.timeout, "timeout", defaults.BannerTimeout,
 		"How long to wait for the server's first byte after connecting")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", defaults.ConnectTimeout,
 		"How long to wait for the TCP handshake (and, separately, for DNS)")
 	f.limits.add(fl, "")
 	fl.StringVar(&f.send, "send", "",
-		`Bytes to send right after connecting, with escapes \r \n \t \0 \\ \xNN. The only way the probe sends anything`)
+		`Bytes to send right after connecting (escapes \r \n \t \0 \\ \xNN): the only way anything is sent`)
 	fl.StringVarP(&f.output, "output", "o", "table", "Output format: table, json or yaml")
 	return cmd
 }
 
-func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFlags, args []string) error {
+// Complete takes the targets given as arguments.
+func (f *probeCommandOptions) Complete(args []string) { f.args = args }
+
+// Validate checks the flags and reads the targets: arguments first, then
+// each -f file.
+func (f *probeCommandOptions) Validate() error {
 	switch f.output {
 	case "table", "json", "yaml":
 	default:
@@ -127,26 +148,28 @@ func runProbe(cmd *cobra.Command, streams genericiooptions.IOStreams, f *probeFl
 	if err := f.limits.validate(); err != nil {
 		return err
 	}
-	payload, err := unescapePayload(f.send)
-	if err != nil {
+	var err error
+	if f.payload, err = unescapePayload(f.send); err != nil {
 		return fmt.Errorf("--send: %w", err)
 	}
-
-	targets, err := collectTargets(args, f.files, streams.In)
-	if err != nil {
+	if f.targets, err = collectTargets(f.args, f.files, f.streams.In); err != nil {
 		return err
 	}
-	if len(targets) == 0 {
+	if len(f.targets) == 0 {
 		return errors.New("no targets: give HOST:PORT arguments or -f FILE (see --help)")
 	}
+	return nil
+}
 
+// Run probes the targets and prints the results.
+func (f *probeCommandOptions) Run(ctx context.Context) error {
+	streams, targets := f.streams, f.targets
 	o := probe.DefaultOptions()
 	o.BannerTimeout = f.timeout
 	o.ConnectTimeout = f.connectTimeout
 	f.limits.apply(&o, len(targets), streams.ErrOut)
-	o.Payload = payload
+	o.Payload = f.payload
 
-	ctx := cmd.Context()
 	progress, stopProgress := liveProgress(streams.ErrOut, len(targets))
 	o.Progress = progress
 	results := probe.ProbeAll(ctx, targets, o)
@@ -194,50 +217,13 @@ func collectTargets(args, files []string, stdin io.Reader) ([]probe.Target, erro
 			defer fh.Close()
 			r = fh
 		}
-		ts, err := readTargets(r, name)
+		ts, err := probe.ReadTargets(r, name)
 		if err != nil {
 			return nil, err
 		}
 		targets = append(targets, ts...)
 	}
 	return targets, nil
-}
-
-// readTargets parses one target per line. A '#' at the start of a line or
-// after whitespace starts a comment.
-func readTargets(r io.Reader, name string) ([]probe.Target, error) {
-	var targets []probe.Target
-	sc := bufio.NewScanner(r)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if i := commentStart(text); i >= 0 {
-			text = text[:i]
-		}
-		text = strings.TrimSpace(text)
-		if text == "" {
-			continue
-		}
-		t, err := probe.ParseTarget(text)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
-		targets = append(targets, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s:%d: %w", name, line+1, err)
-	}
-	return targets, nil
-}
-
-func commentStart(s string) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '#' && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t') {
-			return i
-		}
-	}
-	return -1
 }
 
 // unescapePayload turns the --send text into bytes. Only a small, explicit

@@ -127,10 +127,16 @@ func waitForClient(c net.Conn) { io.Copy(io.Discard, c) }
 // runCLI runs the real command tree as main does, without a kubeconfig.
 func runCLI(t *testing.T, ctx context.Context, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runCLIWith(t, ctx, hooks{}, stdin, args...)
+}
+
+// runCLIWith is runCLI with test stand-ins (hooks).
+func runCLIWith(t *testing.T, ctx context.Context, h hooks, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "does-not-exist"))
 	t.Setenv("HOME", t.TempDir())
 	var out, errOut bytes.Buffer
-	root := NewRootCommand(genericiooptions.IOStreams{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut})
+	root := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut}, h)
 	root.SetArgs(args)
 	err = root.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
@@ -347,23 +353,6 @@ func TestUnescapePayload(t *testing.T) {
 	}
 }
 
-func TestReadTargetsComments(t *testing.T) {
-	in := "# header\n127.0.0.1:1\n  [::1]:2 # trailing comment\n\nlocalhost:3\t# tab comment\n"
-	got, err := readTargets(strings.NewReader(in), "list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []probe.Target{{Host: "127.0.0.1", Port: 1}, {Host: "::1", Port: 2}, {Host: "localhost", Port: 3}}
-	if len(got) != len(want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("target %d = %v, want %v", i, got[i], want[i])
-		}
-	}
-}
-
 func TestCapConcurrency(t *testing.T) {
 	limit, ok := probe.OpenFileLimit()
 	if !ok {
@@ -409,27 +398,6 @@ func FuzzUnescapePayload(f *testing.F) {
 		}
 		if err == nil && !strings.Contains(s, `\`) && string(b) != s {
 			t.Fatalf("unescapePayload(%q) = %q changed text without escapes", s, b)
-		}
-	})
-}
-
-// FuzzReadTargets: a targets file never panics the parser, errors name the
-// file and line, and every target it accepts is a valid one.
-func FuzzReadTargets(f *testing.F) {
-	f.Add("127.0.0.1:1\n# c\n\n[::1]:2 # x\n")
-	f.Add("a:1\r\nb:2\r\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		ts, err := readTargets(strings.NewReader(s), "list")
-		if err != nil {
-			if !strings.HasPrefix(err.Error(), "list:") || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error %q is not one line naming list:LINE", err)
-			}
-			return
-		}
-		for _, tg := range ts {
-			if _, err := probe.ParseTarget(tg.String()); err != nil {
-				t.Fatalf("accepted %+v, which does not parse back: %v", tg, err)
-			}
 		}
 	})
 }

@@ -27,7 +27,7 @@ func (l *probeLimits) add(fl *pflag.FlagSet, prefix string) {
 		prefix+"How many targets to probe at once, at most; 0 = as many as the open-files limit allows")
 	fl.IntVar(&l.perIP, "per-ip", d.PerIP, prefix+"How many probes at once to one destination IP")
 	fl.IntVar(&l.perIPPort, "per-ip-port", d.PerIPPort,
-		prefix+"How many probes at once to one IP:port (1 keeps a MySQL's max_connect_errors and an SMTP server's per-client limits untouched)")
+		prefix+"How many probes at once to one IP:port")
 }
 
 func (l *probeLimits) validate() error {

@@ -6,6 +6,8 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/serverfirst/kubectl-serverfirst/scan"
 )
 
 // rootOptions holds what every subcommand shares: the kubeconfig flags and
@@ -20,14 +22,30 @@ type rootOptions struct {
 	// requests counts the API requests of every client built (fix
 	// --apply reports what verifying cost).
 	requests atomic.Int64
+	hooks    hooks
+}
+
+// hooks stand in for what a test cannot have; the zero value is the real
+// thing.
+type hooks struct {
+	// runDirect replaces vantage.Run for the port-forwards of --direct
+	// (the test API server has no kubelet to forward to).
+	runDirect scan.RunDirectFunc
+	// sidecarQuitURL replaces the Istio agent's quit endpoint.
+	sidecarQuitURL string
 }
 
 // NewRootCommand builds the command tree. It has no side effects until a
 // subcommand runs.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	return newRootCommand(streams, hooks{})
+}
+
+func newRootCommand(streams genericiooptions.IOStreams, h hooks) *cobra.Command {
 	opts := &rootOptions{
 		configFlags: genericclioptions.NewConfigFlags(true),
 		streams:     streams,
+		hooks:       h,
 	}
 	cmd := &cobra.Command{
 		Use:   "kubectl-serverfirst",

@@ -21,8 +21,10 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/scan"
 )
 
 // scanFlags are shared by scan and fix: both judge the same targets.
@@ -41,14 +43,6 @@ type scanFlags struct {
 	direct         bool
 	fromPods       []string
 
-	// planFilter narrows the self-probe plan (scan --shard); observed
-	// receives the observations the report rests on. Both are set by
-	// scan's in-cluster flags only (scan_publish.go).
-	planFilter func([]report.ProbeTask) []report.ProbeTask
-	observed   *[]report.Observation
-	// lastScan receives the scan's resolved settings (fix --apply).
-	lastScan **scanRun
-
 	// flags tells whether --timeout was given: otherwise the banner wait
 	// follows the mesh's own timeouts.
 	flags *pflag.FlagSet
@@ -59,27 +53,36 @@ func (f *scanFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	f.flags = fl
 	fl.BoolVar(&f.static, "static", false, "Judge from the cluster's objects only: no connection to any target (same as --vantage none)")
-	fl.StringVar(&f.vantage, "vantage", "auto", `Where probes run from: "pods" (short-lived probe pods with and without a sidecar, plus a port-forward to each server for the direct path), "self" (dial targets from where this command runs), "none" (static verdicts), "auto" (self inside a pod, pods elsewhere)`)
-	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", `With --vantage self: does this process sit behind a sidecar? "true", "false", or "auto" (true inside a pod whose istio-proxy is found)`)
+	fl.StringVar(&f.vantage, "vantage", "auto", "Where probes run from: pods, self, none or auto (see Vantages below)")
+	fl.StringVar(&f.selfInMesh, "self-in-mesh", "auto", "With --vantage self: whether this process has a sidecar: true, false or auto")
 	fl.StringVar(&f.istioNamespace, "istio-namespace", cluster.DefaultIstioNamespace, "Namespace of the Istio control plane and its mesh ConfigMap (istio, istio-<rev>)")
-	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; checked for port collisions and probed with the rest. Repeatable")
-	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner (default: this, or longer where the mesh's protocolDetectionTimeout or Envoy's 15s catch-all timeout could end a wait later, so silence proves a hang)")
+	fl.StringArrayVar(&f.external, "external", nil, "An external HOST:PORT that mesh clients use without a ServiceEntry; repeatable")
+	fl.DurationVar(&f.timeout, "timeout", d.BannerTimeout, "With probes: how long to wait for a banner (unset: longer where the mesh could end a wait later)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", d.ConnectTimeout, "With probes: how long to wait for the TCP handshake")
 	f.limits.add(fl, "With probes: ")
-	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), "With --vantage pods or --from-pod: the image that runs `kubectl-serverfirst agent`")
+	fl.StringVar(&f.probeImage, "probe-image", defaultProbeImage(), `With --vantage pods or --from-pod: the image that runs "kubectl-serverfirst agent"`)
 	fl.BoolVar(&f.noOutside, "no-outside", false, "With --vantage pods: skip the probe pod without a sidecar (no external-to-mesh evidence)")
 	fl.BoolVar(&f.noDirect, "no-direct", false, "With --vantage pods: skip the port-forwards to the servers (no direct proof: DEADLOCK becomes AT-RISK)")
-	fl.BoolVar(&f.direct, "direct", false, "With --vantage self (so with --in-cluster): also port-forward through the API server into a pod behind each probed Service port and listen on its loopback, past its sidecar: the direct half of a DEADLOCK proof (does the server speak first at all?); without it, silence through the mesh is only AT-RISK. Needs create on pods/portforward, a powerful right (job manifests --direct grants it); checked first, one warning without it. --vantage pods does this anyway")
-	fl.StringArrayVar(&f.fromPods, "from-pod", nil, "Also probe from inside this existing client pod (NAMESPACE/POD) with an ephemeral container: the exact path that hangs. Repeatable")
+	fl.BoolVar(&f.direct, "direct", false, "With --vantage self: also port-forward into each server's pod for the direct proof (see below)")
+	fl.StringArrayVar(&f.fromPods, "from-pod", nil, "Also probe from this client pod (NAMESPACE/POD) with an ephemeral container; repeatable")
 }
 
-type scanCmdFlags struct {
+// scanOptions is the scan command: its flags, then what Complete and
+// Validate resolve from them for Run.
+type scanOptions struct {
+	root *rootOptions
 	scanFlags
 	output  string
 	showOK  bool
 	failOn  string
 	publish publishFlags
 	files   fileFlags
+
+	// Set by Complete and Validate.
+	cmd            *cobra.Command
+	failOnVerdicts map[report.Verdict]bool
+	cfg            scan.Config
+	externals      []target.ExternalTarget // -f
 }
 
 const scanExample = `  # What hangs in my namespace? (static: no connection to any target)
@@ -107,7 +110,7 @@ const scanExample = `  # What hangs in my namespace? (static: no connection to a
   kubectl serverfirst scan -f new/ --context prod`
 
 func newScanCommand(root *rootOptions) *cobra.Command {
-	f := &scanCmdFlags{}
+	o := &scanOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "scan [flags]",
 		Short: "Find Service and ServiceEntry ports where a server-first protocol hangs in the mesh",
@@ -131,6 +134,26 @@ pod with a sidecar that is the mesh half of a DEADLOCK; --direct adds the
 direct half, a port-forward into each server's pod (needs create on
 pods/portforward). --vantage pods gathers both with probe pods.
 
+Vantages (--vantage):
+  pods   probe pods with and without a sidecar (running --probe-image's agent)
+         and a port-forward to each server (--no-outside, --no-direct skip parts)
+  self   dial from where this runs; --self-in-mesh auto: true inside a pod
+         ($POD_NAME, else the host name) that has an istio-proxy
+  none   static verdicts (same as --static)
+  auto   self inside a pod, pods elsewhere
+--direct (with self, so with --in-cluster) listens on each server pod's loopback,
+past its sidecar; without it, silence through the mesh is only AT-RISK. Its
+right is powerful (job manifests --direct grants it): checked first, one warning
+where it is missing. --from-pod NAMESPACE/POD probes from inside that client pod
+(an ephemeral container): the exact path that hangs.
+
+Probes wait --timeout for a banner, or longer where the mesh's
+protocolDetectionTimeout or Envoy's 15s catch-all timeout could end a wait later,
+so that silence proves a hang. --per-ip-port 1 (the default) keeps a MySQL's
+max_connect_errors and an SMTP server's per-client limits untouched. --external
+HOST:PORT names a destination outside the cluster that mesh clients use without
+a ServiceEntry: it is checked for port collisions and probed with the rest.
+
 -f FILE|DIR|- judges manifests instead (helm template or kustomize build output,
 a directory of YAML): workloads count as the pods they would create, with the
 sidecar Istio's injector would give them (namespace labels in the files, or
@@ -139,70 +162,133 @@ ConfigMap in the files (Istio's defaults otherwise, said in the report). Alone,
 -f contacts no API server and reads no kubeconfig; with an explicit --context,
 --kubeconfig, --server or --cluster it judges that cluster as it would be after
 applying the files (each object in them replaces its live version). Findings
-name their file#document and line (-o sarif puts them on that line).
+name their file#document and line (-o sarif puts them on that line). A
+directory is read recursively for *.yaml, *.yml and *.json; multi-document YAML
+and List objects are read too.
+
+In a cluster (--in-cluster, what job manifests sets up): the pod's
+ServiceAccount instead of a kubeconfig, --vantage self and -o json unless given,
+and the sidecar asked to exit when done (--quit-sidecar: POST
+` + sidecarQuitURL + `).
+--report-configmap NAMESPACE/NAME also writes report.json, report.md,
+previous.json (the last report) and updated into that ConfigMap, created if
+absent and kept under --report-max-bytes (1 MiB): past it report.json is gzipped,
+then previous.json dropped, then report.md cut, then the least severe findings
+trimmed, each step noted in the report (lower it if your API server or etcd
+accepts less). --shard INDEX/COUNT (or --shards COUNT in an Indexed Job) probes
+one share of the targets; with --report-configmap the shard is stored as
+shard-INDEX.json and the last shard of a run (--run-id, default the Job's name)
+merges them.
 
 The table lists affected ports worst first and ends with what to run next;
 -o json/yaml list every port in the documented schema (see README).
 ` + "`explain VERDICT`" + ` tells what a verdict means and how to fix it.
 
 Exit status: 0 when the scan ran, whatever it found; 3 when a finding matches
---fail-on; 1 on errors (unreachable API server, bad flags, a -f path that does
-not exist); 130 on Ctrl-C.
+--fail-on (deadlock, delayed, at-risk, mtls-rejected, unreachable); 1 on errors
+(unreachable API server, bad flags, a -f path that does not exist); 130 on
+Ctrl-C.
 Read-only: nothing in the cluster is changed.`,
 		Example: scanExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			err := o.Complete(cmd)
 			// In a Job, the sidecar must be stopped however the scan ends.
-			pub, err := f.publish.prepare(cmd, root, &f.scanFlags, &f.output)
-			defer pub.quitSidecar(cmd.Context(), cmd.ErrOrStderr())
+			defer o.publish.quitSidecar(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			failOn, err := parseFailOn(f.failOn)
-			if err != nil {
+			if err := o.Validate(); err != nil {
 				return err
 			}
-			if err := checkOutput(f.output); err != nil {
-				return err
-			}
-			var r report.Report
-			if len(f.files.paths) > 0 {
-				r, err = runFileScan(cmd, root, &f.scanFlags, &f.files, cmd.ErrOrStderr())
-			} else {
-				r, err = runScan(cmd.Context(), root, &f.scanFlags, cmd.ErrOrStderr())
-			}
-			if err != nil {
-				return err
-			}
-			r = pub.shardReport(r)
-			o := report.RenderOptions{Color: colorWanted(root.streams.Out), ShowAll: f.showOK}
-			if err := report.Render(root.streams.Out, f.output, r, o); err != nil {
-				return err
-			}
-			if cmd.Context().Err() != nil {
-				return &exitError{code: 130, err: errors.New("interrupted")}
-			}
-			if err := pub.publish(cmd.Context(), root, r, cmd.ErrOrStderr()); err != nil {
-				return err
-			}
-			return failOnFindings(r, failOn)
+			return o.Run(cmd.Context())
 		},
 	}
-	f.add(cmd)
+	o.add(cmd)
 	fl := cmd.Flags()
-	fl.StringVarP(&f.output, "output", "o", "table", "Output format: "+strings.Join(report.Formats, ", "))
-	fl.BoolVar(&f.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
-	fl.StringVar(&f.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated: deadlock, delayed, at-risk, mtls-rejected, unreachable")
-	f.publish.add(cmd, root)
-	f.files.add(cmd)
+	fl.StringVarP(&o.output, "output", "o", "table", "Output format: "+strings.Join(report.Formats, ", "))
+	fl.BoolVar(&o.showOK, "show-ok", false, "List unaffected ports in the table too (-o wide always does)")
+	fl.StringVar(&o.failOn, "fail-on", "", "Exit 3 when a finding has one of these verdicts, comma-separated (see Exit status below)")
+	o.publish.add(cmd, root)
+	o.files.add(cmd)
 	return cmd
 }
 
-func checkOutput(o string) error {
-	for _, f := range report.Formats {
-		if o == f {
-			return nil
+// Complete resolves what the flags leave open: the defaults --in-cluster
+// changes, where the report is published, the shard, --fail-on.
+func (o *scanOptions) Complete(cmd *cobra.Command) error {
+	o.cmd = cmd
+	fl := cmd.Flags()
+	if err := o.publish.complete(fl, o.root); err != nil {
+		return err
+	}
+	// --in-cluster changes two defaults: -o json, for the Job's log, and
+	// --vantage self, for the Job's pod is the vantage.
+	if o.root.inCluster {
+		if !fl.Changed("output") {
+			o.output = "json"
 		}
+		if !fl.Changed("vantage") && !o.static {
+			o.vantage = "self"
+		}
+	}
+	var err error
+	o.failOnVerdicts, err = parseFailOn(o.failOn)
+	return err
+}
+
+// Validate checks the flags together and builds the scan's Config.
+func (o *scanOptions) Validate() error {
+	if err := checkOutput(o.output); err != nil {
+		return err
+	}
+	if len(o.files.paths) > 0 {
+		return o.validateFiles()
+	}
+	cfg, err := o.config(o.root, o.cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	cfg.ShardIndex, cfg.ShardCount = o.publish.shardIndex, o.publish.shardCount
+	o.cfg = cfg
+	return nil
+}
+
+// Run scans, renders the report, publishes it and applies --fail-on.
+func (o *scanOptions) Run(ctx context.Context) error {
+	var res scan.Result
+	if len(o.files.paths) > 0 {
+		r, err := o.runFiles(ctx)
+		if err != nil {
+			return err
+		}
+		res.Report = r
+	} else {
+		s, err := newLiveScan(o.root, o.cfg)
+		if err != nil {
+			return err
+		}
+		if res, err = s.run(ctx); err != nil {
+			return err
+		}
+	}
+	r := o.publish.shardReport(res.Report, res.Observations)
+	ro := report.RenderOptions{Color: colorWanted(o.root.streams.Out), ShowAll: o.showOK}
+	if err := report.Render(o.root.streams.Out, o.output, r, ro); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return &exitError{code: 130, err: errors.New("interrupted")}
+	}
+	if err := o.publish.publish(ctx, o.root, r, o.cmd.ErrOrStderr()); err != nil {
+		return err
+	}
+	return failOnFindings(r, o.failOnVerdicts)
+}
+
+func checkOutput(o string) error {
+	if slices.Contains(report.Formats, o) {
+		return nil
 	}
 	return fmt.Errorf("unknown output format %q: want one of %s", o, strings.Join(report.Formats, ", "))
 }
@@ -282,139 +368,88 @@ func (o *rootOptions) scanNamespaces() ([]string, error) {
 	return []string{ns}, nil
 }
 
-// runScan is the whole pipeline: inventory -> targets -> probes -> report.
-func runScan(ctx context.Context, root *rootOptions, f *scanFlags, progress io.Writer) (report.Report, error) {
-	s, err := prepareScan(root, f)
-	if err != nil {
-		return report.Report{}, err
-	}
-	inv, err := s.load(ctx)
-	if err != nil {
-		return report.Report{}, err
-	}
-	in := s.gather(ctx, inv, nil, progress)
-	if f.observed != nil {
-		*f.observed = in.Observations
-	}
-	if f.lastScan != nil {
-		*f.lastScan = s
-	}
-	return report.Build(in), nil
-}
-
-// scanRun is one scan's settings, resolved: fix --apply probes again
-// with the very same vantages.
-type scanRun struct {
-	root      *rootOptions
-	f         *scanFlags
-	vantage   string // pods, self or none
-	externals []report.ExternalTarget
-	fromPods  []podRef
-	clients   cluster.Clients
-	cfg       *rest.Config
-}
-
-func prepareScan(root *rootOptions, f *scanFlags) (*scanRun, error) {
+// config checks the scan flags and turns them into a scan's settings
+// (the namespaces are the clients', set by newLiveScan); progress
+// receives the scan's progress lines.
+func (f *scanFlags) config(root *rootOptions, progress io.Writer) (scan.Config, error) {
 	if err := f.limits.validate(); err != nil {
-		return nil, err
+		return scan.Config{}, err
 	}
 	externals, err := parseExternals(f.external)
 	if err != nil {
-		return nil, err
+		return scan.Config{}, err
 	}
-	vantage := f.vantage
+	from := f.vantage
 	if f.static {
-		vantage = "none"
+		from = "none"
 	}
-	switch vantage {
+	switch from {
 	case "auto":
-		vantage = "pods"
+		from = "pods"
 		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-			vantage = "self"
+			from = "self"
 		}
 	case "none", "self", "pods":
 	default:
-		return nil, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
+		return scan.Config{}, fmt.Errorf("--vantage %q: want pods, self, none or auto", f.vantage)
 	}
-	if err := checkDirect(f, vantage); err != nil {
-		return nil, err
+	if err := checkDirect(f, from); err != nil {
+		return scan.Config{}, err
 	}
 	fromPods, err := parseFromPods(f.fromPods)
 	if err != nil {
-		return nil, err
+		return scan.Config{}, err
 	}
-	if vantage == "self" {
+	cfg := scan.Config{
+		IstioNamespace: f.istioNamespace, From: scan.From(from), External: externals,
+		Probe: f.probeOptions(), BannerTimeoutSet: f.flags != nil && f.flags.Changed("timeout"),
+		ProbeImage: f.probeImage, NoOutside: f.noOutside, NoDirect: f.noDirect, Direct: f.direct, FromPods: fromPods,
+		InCluster: root.inCluster, Progress: progress, RunDirect: root.hooks.runDirect,
+	}
+	if cfg.From == scan.FromSelf {
 		// The flag's value is checked before anything is read.
-		if _, err := selfInMesh(f.selfInMesh, &cluster.Inventory{}); err != nil {
-			return nil, err
+		if cfg.SelfInMesh, err = parseSelfInMesh(f.selfInMesh); err != nil {
+			return scan.Config{}, err
 		}
+		cfg.Self = selfPod()
 	}
-	clients, cfg, err := root.clients()
+	return cfg, nil
+}
+
+// liveScan is a scan ready to run against the cluster: fix --apply
+// probes again with the very same settings.
+type liveScan struct {
+	root    *rootOptions
+	clients scan.Clients
+	cfg     scan.Config
+}
+
+func newLiveScan(root *rootOptions, cfg scan.Config) (*liveScan, error) {
+	clients, rc, err := root.clients()
 	if err != nil {
 		return nil, err
 	}
-	return &scanRun{root: root, f: f, vantage: vantage, externals: externals, fromPods: fromPods, clients: clients, cfg: cfg}, nil
-}
-
-// static: the scan probes nothing.
-func (s *scanRun) static() bool { return s.vantage == "none" && len(s.fromPods) == 0 }
-
-// load reads the inventory of the scan's namespaces.
-func (s *scanRun) load(ctx context.Context) (*cluster.Inventory, error) {
-	namespaces, err := s.root.scanNamespaces()
-	if err != nil {
+	if cfg.Namespaces, err = root.scanNamespaces(); err != nil {
 		return nil, err
 	}
-	inv, err := cluster.Load(ctx, s.clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: s.f.istioNamespace})
-	if err != nil {
-		return nil, apiError(s.cfg.Host, err)
-	}
-	return inv, nil
+	return &liveScan{root: root, clients: scan.Clients{Clients: clients, REST: rc}, cfg: cfg}, nil
 }
 
-// gather probes from the scan's vantages. reprobe, when set, narrows the
-// probes to some client paths (by target and whether the client has a
-// sidecar) and skips the direct path: fix --apply's verification.
-func (s *scanRun) gather(ctx context.Context, inv *cluster.Inventory, reprobe report.Reprobe, progress io.Writer) report.Input {
-	f := s.f
-	in := report.Input{Inventory: inv, External: s.externals, Static: s.static()}
-	// Silence proves a hang only past the mesh's own timeouts: unless the
-	// user chose, every probe below waits that long.
-	if !in.Static {
-		var note string
-		f.timeout, in.BannerWaitWhy, note = report.BannerWait(inv.Mesh, f.timeout, f.flags != nil && f.flags.Changed("timeout"))
-		in.BannerWait = f.timeout
-		if note != "" {
-			inv.Warnings = append(inv.Warnings, note)
-		}
+func (s *liveScan) run(ctx context.Context) (scan.Result, error) {
+	res, err := scan.Run(ctx, s.clients, s.cfg)
+	if err != nil {
+		return res, apiError(s.clients.REST.Host, err)
 	}
-	if s.vantage == "self" {
-		inMesh, _ := selfInMesh(f.selfInMesh, inv) // checked by prepareScan
-		o := f.probeOptions()
-		plan := report.PlanSelfProbes(inv, s.externals, inMesh)
-		if f.planFilter != nil {
-			plan = f.planFilter(plan)
-		}
-		if reprobe != nil {
-			plan = slices.DeleteFunc(report.PlanReprobes(inv, s.externals, inMesh, reprobe), func(t report.ProbeTask) bool { return !reprobe.Wants(t.Key, t.InMesh) })
-		}
-		fmt.Fprintf(progress, "probing %d targets from here (%s)...\n", len(plan), map[bool]string{true: "in the mesh", false: "outside the mesh"}[inMesh])
-		// --direct: the port-forwards run alongside the dials from here.
-		wait := func() ([]report.Observation, []string) { return nil, nil }
-		if f.direct && reprobe == nil {
-			wait = startSelfDirect(ctx, s.cfg, s.clients.Kube, inv, s.externals, plan, f, s.root.inCluster, progress)
-		}
-		in.Observations = report.RunPlan(ctx, plan, o)
-		direct, warnings := wait()
-		in.Observations = append(in.Observations, direct...)
-		inv.Warnings = append(inv.Warnings, warnings...)
+	return res, nil
+}
+
+// reprobe is scan.Reprobe: the paths r names probed again.
+func (s *liveScan) reprobe(ctx context.Context, r target.Reprobe, before []target.Observation) (report.Report, error) {
+	after, err := scan.Reprobe(ctx, s.clients, s.cfg, r, before)
+	if err != nil {
+		return after, apiError(s.clients.REST.Host, err)
 	}
-	if s.vantage == "pods" || len(s.fromPods) > 0 {
-		obs, warnings := runLiveVantages(ctx, s.cfg, s.clients, inv, s.externals, f, s.vantage == "pods", s.fromPods, reprobe, progress)
-		in.Observations = append(in.Observations, obs...)
-		inv.Warnings = append(inv.Warnings, warnings...)
-	}
-	return in
+	return after, nil
 }
 
 // probeOptions are the prober's defaults with the scan's timeouts and
@@ -443,35 +478,58 @@ func checkDirect(f *scanFlags, vantage string) error {
 	return nil
 }
 
-func selfInMesh(flag string, inv *cluster.Inventory) (bool, error) {
+// parseSelfInMesh reads --self-in-mesh; auto is nil (scan looks up the
+// pod it runs in).
+func parseSelfInMesh(flag string) (*bool, error) {
 	switch flag {
-	case "true":
-		return true, nil
-	case "false":
-		return false, nil
+	case "true", "false":
+		v := flag == "true"
+		return &v, nil
 	case "auto":
-		name, ns := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
-		if name == "" {
-			name, _ = os.Hostname()
-		}
-		for _, p := range inv.Pods {
-			if p.Name == name && (ns == "" || p.Namespace == ns) {
-				return p.HasSidecar, nil
-			}
-		}
-		return false, nil
+		return nil, nil
 	}
-	return false, fmt.Errorf("--self-in-mesh %q: want true, false or auto", flag)
+	return nil, fmt.Errorf("--self-in-mesh %q: want true, false or auto", flag)
 }
 
-func parseExternals(list []string) ([]report.ExternalTarget, error) {
-	var out []report.ExternalTarget
+// selfPod names the pod this process may run in: $POD_NAME (else the host
+// name, a pod's default) in $POD_NAMESPACE (any namespace when unset).
+func selfPod() scan.PodRef {
+	name, ns := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	return scan.PodRef{Namespace: ns, Name: name}
+}
+
+func parseExternals(list []string) ([]target.ExternalTarget, error) {
+	var out []target.ExternalTarget
 	for _, s := range list {
 		t, err := probe.ParseTarget(s)
 		if err != nil {
 			return nil, fmt.Errorf("--external: %w", err)
 		}
-		out = append(out, report.ExternalTarget{Host: t.Host, Port: int32(t.Port)})
+		out = append(out, target.ExternalTarget{Host: t.Host, Port: int32(t.Port)})
+	}
+	return out, nil
+}
+
+// defaultProbeImage is the release image of this very version.
+func defaultProbeImage() string {
+	tag := version
+	if tag == "" || tag == "dev" {
+		tag = "latest"
+	}
+	return "ghcr.io/serverfirst/kubectl-serverfirst:" + tag
+}
+
+func parseFromPods(list []string) ([]scan.PodRef, error) {
+	var out []scan.PodRef
+	for _, s := range list {
+		ns, name, ok := strings.Cut(s, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("--from-pod %q: want NAMESPACE/POD", s)
+		}
+		out = append(out, scan.PodRef{Namespace: ns, Name: name})
 	}
 	return out, nil
 }

@@ -16,7 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -129,12 +130,12 @@ func TestScanConfigDecidedPaths(t *testing.T) {
 		code       report.Code
 		fix        string
 	}{
-		{report.KindService, "plain", 3306, report.AtRisk, "SF0601", report.FixDestinationRule},
-		{report.KindService, "strict", 3306, report.MTLSRejected, "SF0602", report.FixDestinationRule},
-		{report.KindService, "mutual", 3306, report.MTLSRejected, "SF0603", report.FixDestinationRule},
-		{report.KindService, "agree", 3306, report.OK, "SF0109", ""},
-		{report.KindService, "excluded", 3306, report.MTLSRejected, "SF0701", report.FixDestinationRule},
-		{report.KindPod, "galera-0", 4444, report.AtRisk, "SF0901", report.FixDeclarePodPort},
+		{target.KindService, "plain", 3306, report.AtRisk, "SF0601", report.FixDestinationRule},
+		{target.KindService, "strict", 3306, report.MTLSRejected, "SF0602", report.FixDestinationRule},
+		{target.KindService, "mutual", 3306, report.MTLSRejected, "SF0603", report.FixDestinationRule},
+		{target.KindService, "agree", 3306, report.OK, "SF0109", ""},
+		{target.KindService, "excluded", 3306, report.MTLSRejected, "SF0701", report.FixDestinationRule},
+		{target.KindPod, "galera-0", 4444, report.AtRisk, "SF0901", report.FixDeclarePodPort},
 	} {
 		f := find(c.kind, c.name, c.port)
 		if f.Verdict != c.verdict || f.Code != c.code {
@@ -146,7 +147,7 @@ func TestScanConfigDecidedPaths(t *testing.T) {
 		if c.fix != "" && !strings.Contains(out, `"type": "`+c.fix+`"`) {
 			t.Errorf("no %s fix in the report", c.fix)
 		}
-		if c.kind == report.KindService && c.verdict != report.OK && !strings.Contains(f.Paths[0].Clients, "web (1 pod)") {
+		if c.kind == target.KindService && c.verdict != report.OK && !strings.Contains(f.Paths[0].Clients, "web (1 pod)") {
 			t.Errorf("%s: paths %+v do not say which clients", c.name, f.Paths)
 		}
 	}

@@ -20,10 +20,12 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
+	"github.com/serverfirst/kubectl-serverfirst/scan"
 )
 
 // seedSidecars creates server pods that sit behind a "sidecar": each pod's
@@ -111,24 +113,24 @@ func serve(t *testing.T, ln net.Listener, handle func(net.Conn)) {
 // kubelet): it probes each planned pod port on 127.0.0.1, where the pod's
 // loopback is in seedSidecars, and records what was planned.
 type fakePortForward struct {
+	runDirect scan.RunDirectFunc
+
 	mu      sync.Mutex
 	calls   int
 	targets []string // TargetKey strings, sorted
 	pods    []string
 }
 
-func installFakePortForward(t *testing.T) *fakePortForward {
+func newFakePortForward(t *testing.T) *fakePortForward {
 	f := &fakePortForward{}
-	old := runDirectPlan
-	t.Cleanup(func() { runDirectPlan = old })
-	runDirectPlan = func(ctx context.Context, _ *rest.Config, _ kubernetes.Interface, plan vantage.Plan, o vantage.RunOptions) ([]report.Observation, []string) {
+	f.runDirect = func(ctx context.Context, _ *rest.Config, _ kubernetes.Interface, plan vantage.Plan, o vantage.RunOptions) ([]target.Observation, []string) {
 		f.mu.Lock()
 		f.calls++
 		f.mu.Unlock()
 		if len(plan.Pods) > 0 {
 			t.Errorf("--direct planned %d probe pods", len(plan.Pods))
 		}
-		var obs []report.Observation
+		var obs []target.Observation
 		for _, d := range plan.Direct {
 			f.mu.Lock()
 			f.pods = append(f.pods, d.Namespace+"/"+d.Pod)
@@ -141,13 +143,19 @@ func installFakePortForward(t *testing.T) *fakePortForward {
 					f.mu.Lock()
 					f.targets = append(f.targets, k.String())
 					f.mu.Unlock()
-					obs = append(obs, report.Observation{Target: k, Vantage: report.VantageDirect, Result: r})
+					obs = append(obs, target.Observation{Target: k, Vantage: target.VantageDirect, Result: r})
 				}
 			}
 		}
 		return obs, nil
 	}
 	return f
+}
+
+// run runs the CLI with the fake in place of the port-forwards.
+func (f *fakePortForward) run(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	return runWith(t, hooks{runDirect: f.runDirect}, stdin, args...)
 }
 
 func (f *fakePortForward) reset() (calls int, targets, pods []string) {
@@ -242,12 +250,12 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 		"cache": waitForClient,
 	})
 	seedSidecars(t, env, "other", map[string]func(net.Conn){"imap": greet("* OK IMAP4rev1 ready\r\n")})
-	fake := installFakePortForward(t)
-	scan := []string{"scan", "-n", "app", "--vantage", "self", "--self-in-mesh", "true", "--timeout", "1s", "-o", "json"}
+	fake := newFakePortForward(t)
+	scanArgs := []string{"scan", "-n", "app", "--vantage", "self", "--self-in-mesh", "true", "--timeout", "1s", "-o", "json"}
 
 	var all []string
 	t.Run("the direct half makes DEADLOCK", func(t *testing.T) {
-		out, errOut, err := run(t, "", append(scan, "--kubeconfig", env.Kubeconfig, "--direct")...)
+		out, errOut, err := fake.run(t, "", append(scanArgs, "--kubeconfig", env.Kubeconfig, "--direct")...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -290,7 +298,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 	}
 
 	t.Run("without --direct: AT-RISK, no port-forward", func(t *testing.T) {
-		out, errOut, err := run(t, "", append(scan, "--kubeconfig", env.Kubeconfig)...)
+		out, errOut, err := fake.run(t, "", append(scanArgs, "--kubeconfig", env.Kubeconfig)...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -305,7 +313,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 
 	t.Run("without the right: one warning, AT-RISK", func(t *testing.T) {
 		kc := bindRules(t, env, "reader", "reader", reader)
-		out, errOut, err := run(t, "", append(scan, "--kubeconfig", kc, "--direct")...)
+		out, errOut, err := fake.run(t, "", append(scanArgs, "--kubeconfig", kc, "--direct")...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -327,7 +335,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pods, w := planSelfDirect(context.Background(), clients.Kube, inv, nil, report.PlanSelfProbes(inv, nil, true), true)
+		pods, w := scan.PlanSelfDirect(context.Background(), clients.Kube, inv, nil, vantage.PlanSelfProbes(inv, nil, true), true)
 		if len(pods) != 0 || len(w) != 1 || w[0] != "--direct: this ServiceAccount cannot create pods/portforward; no direct proof, so deadlocks show as AT-RISK (job manifests --direct grants it)" {
 			t.Errorf("in the Job: pods %v, warnings %q", pods, w)
 		}
@@ -336,7 +344,7 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 	t.Run("the right in some namespaces: forwards there, names the rest", func(t *testing.T) {
 		bindRules(t, env, "app-only", "app-only-reader", reader)
 		kc := bindRules(t, env, "app-only", "app-only-forwarder", []rbacv1.PolicyRule{portForward}, "app")
-		out, errOut, err := run(t, "", "scan", "-A", "--vantage", "self", "--self-in-mesh", "true", "--timeout", "1s", "-o", "json", "--kubeconfig", kc, "--direct")
+		out, errOut, err := fake.run(t, "", "scan", "-A", "--vantage", "self", "--self-in-mesh", "true", "--timeout", "1s", "-o", "json", "--kubeconfig", kc, "--direct")
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -368,13 +376,13 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 	t.Run("shards forward to their own targets", func(t *testing.T) {
 		var union []string
 		for i := range 3 {
-			out, errOut, err := run(t, "", append(scan, "--kubeconfig", env.Kubeconfig, "--direct", "--shard", fmt.Sprintf("%d/3", i), "--run-id", "direct")...)
+			out, errOut, err := fake.run(t, "", append(scanArgs, "--kubeconfig", env.Kubeconfig, "--direct", "--shard", fmt.Sprintf("%d/3", i), "--run-id", "direct")...)
 			if err != nil {
 				t.Fatalf("shard %d: %v\n%s", i, err, errOut)
 			}
 			_, targets, _ := fake.reset()
 			for _, k := range targets {
-				key, ok := report.ParseTargetKey(k)
+				key, ok := target.ParseTargetKey(k)
 				if !ok || publish.ShardOf(key, 3) != i {
 					t.Errorf("shard %d forwarded to %s, owned by shard %d", i, k, publish.ShardOf(key, 3))
 				}
@@ -393,9 +401,8 @@ func TestScanDirectAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("the real port-forward is tried, not refused", func(t *testing.T) {
-		runDirectPlan = vantage.Run // installFakePortForward's cleanup restores it too
 		kc := bindRules(t, env, "forwarder", "forwarder", append(slices.Clone(reader), portForward))
-		out, errOut, err := run(t, "", append(scan, "--kubeconfig", kc, "--direct")...)
+		out, errOut, err := run(t, "", append(scanArgs, "--kubeconfig", kc, "--direct")...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}

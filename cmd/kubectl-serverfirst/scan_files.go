@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -13,6 +13,7 @@ import (
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/scan"
 )
 
 // fileFlags are scan -f's: manifests judged before they reach a cluster.
@@ -24,8 +25,8 @@ type fileFlags struct {
 
 func (f *fileFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringArrayVarP(&f.paths, "filename", "f", nil, "Judge the objects in these manifests (a file, a directory read recursively for *.yaml, *.yml and *.json, or - for stdin; multi-document YAML and List objects). Alone, no API server is contacted; with an explicit --context, --kubeconfig or --server, the cluster is judged as it would be after applying them. Repeatable")
-	fl.StringVar(&f.meshConfig, "mesh-config", "", "With -f: the mesh config to assume (the istio ConfigMap, or the YAML of its mesh key); default: an istio ConfigMap among the files, else Istio's defaults")
+	fl.StringArrayVarP(&f.paths, "filename", "f", nil, "Judge the objects in these manifests: a file, a directory or - for stdin; repeatable (see below)")
+	fl.StringVar(&f.meshConfig, "mesh-config", "", "With -f: the mesh config to assume (the istio ConfigMap, or the YAML of its mesh key)")
 	fl.StringSliceVar(&f.injectedNamespaces, "injected-namespaces", nil, "With -f: namespaces that are not in the files but have sidecar injection enabled (comma-separated)")
 	// Shell completion offers manifests (and directories) for -f.
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
@@ -45,27 +46,31 @@ func overlayWanted(cmd *cobra.Command) bool {
 	return false
 }
 
-// runFileScan judges the manifests: alone, or over the live cluster.
-func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileFlags, progress io.Writer) (report.Report, error) {
-	if root.inCluster {
-		return report.Report{}, errors.New("-f and --in-cluster: a scheduled scan judges the cluster, not files; drop one")
+// validateFiles checks scan -f's flags: manifests are judged statically.
+func (o *scanOptions) validateFiles() error {
+	if o.root.inCluster {
+		return errors.New("-f and --in-cluster: a scheduled scan judges the cluster, not files; drop one")
 	}
 	switch {
-	case sf.vantage != "auto" && sf.vantage != "none":
-		return report.Report{}, fmt.Errorf("-f judges manifests statically: --vantage %s probes live targets, drop one", sf.vantage)
-	case sf.direct:
-		return report.Report{}, errors.New("-f judges manifests statically: --direct probes live targets, drop one")
-	case len(sf.fromPods) > 0:
-		return report.Report{}, errors.New("-f judges manifests statically: --from-pod probes live targets, drop one")
+	case o.vantage != "auto" && o.vantage != "none":
+		return fmt.Errorf("-f judges manifests statically: --vantage %s probes live targets, drop one", o.vantage)
+	case o.direct:
+		return errors.New("-f judges manifests statically: --direct probes live targets, drop one")
+	case len(o.fromPods) > 0:
+		return errors.New("-f judges manifests statically: --from-pod probes live targets, drop one")
 	}
-	if cmd.Flags().Changed("report-configmap") && !overlayWanted(cmd) {
-		return report.Report{}, errors.New("-f without a cluster and --report-configmap: writing the ConfigMap needs one; name it with --context or --kubeconfig, or drop --report-configmap")
+	if o.cmd.Flags().Changed("report-configmap") && !overlayWanted(o.cmd) {
+		return errors.New("-f without a cluster and --report-configmap: writing the ConfigMap needs one; name it with --context or --kubeconfig, or drop --report-configmap")
 	}
-	externals, err := parseExternals(sf.external)
-	if err != nil {
-		return report.Report{}, err
-	}
-	opts := cluster.ManifestOptions{IstioNamespace: sf.istioNamespace, InjectedNamespaces: ff.injectedNamespaces}
+	var err error
+	o.externals, err = parseExternals(o.external)
+	return err
+}
+
+// runFiles judges the manifests: alone, or over the live cluster.
+func (o *scanOptions) runFiles(ctx context.Context) (report.Report, error) {
+	root, ff := o.root, &o.files
+	opts := cluster.ManifestOptions{IstioNamespace: o.istioNamespace, InjectedNamespaces: ff.injectedNamespaces}
 	if ff.meshConfig != "" {
 		text, err := readMeshConfigFile(ff.meshConfig)
 		if err != nil {
@@ -77,7 +82,7 @@ func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileF
 		}
 		opts.MeshConfig, opts.MeshConfigSource = text, source
 	}
-	overlay := overlayWanted(cmd)
+	overlay := overlayWanted(o.cmd)
 	if overlay {
 		ns, _, err := root.configFlags.ToRawKubeConfigLoader().Namespace()
 		if err != nil {
@@ -91,25 +96,20 @@ func runFileScan(cmd *cobra.Command, root *rootOptions, sf *scanFlags, ff *fileF
 	if err != nil {
 		return report.Report{}, err
 	}
-	var base *cluster.Inventory
+	cfg := scan.Config{IstioNamespace: o.istioNamespace, External: o.externals}
+	var live *scan.Clients
 	if overlay {
-		clients, cfg, err := root.clients()
+		s, err := newLiveScan(root, cfg)
 		if err != nil {
 			return report.Report{}, err
 		}
-		namespaces, err := root.scanNamespaces()
-		if err != nil {
-			return report.Report{}, err
-		}
-		base, err = cluster.Load(cmd.Context(), clients, cluster.LoadOptions{Namespaces: namespaces, IstioNamespace: sf.istioNamespace})
-		if err != nil {
-			return report.Report{}, apiError(cfg.Host, err)
-		}
+		live, cfg = &s.clients, s.cfg
 	}
-	fmt.Fprintf(progress, "read %d object(s) from %s, %d judged\n", m.Objects, strings.Join(ff.paths, ", "), m.Judged)
-	inv := m.Inventory(base)
-	r := report.Build(report.Input{Inventory: inv, External: externals, Static: true})
-	report.AttachSources(&r, m)
+	r, err := scan.RunManifests(ctx, m, live, cfg)
+	if err != nil {
+		return report.Report{}, apiError(live.REST.Host, err)
+	}
+	fmt.Fprintf(o.cmd.ErrOrStderr(), "read %d object(s) from %s, %d judged\n", m.Objects, strings.Join(ff.paths, ", "), m.Judged)
 	return r, nil
 }
 

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -397,7 +398,7 @@ func TestScanFilesOverlay(t *testing.T) {
 			if beforeV[k].Affected() {
 				fixed++
 			}
-		case f.Verdict != beforeV[k] && f.Kind == report.KindService:
+		case f.Verdict != beforeV[k] && f.Kind == target.KindService:
 			// A fix to another object (the PeerAuthentication of the
 			// same pods) may repair it: the plan says which it repairs.
 			if !strings.Contains(plan, fmt.Sprintf(" %s/svc/%s:%d", f.Namespace, f.Name, f.Port)) {

@@ -14,16 +14,18 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
 )
 
 // sidecarQuitURL is the Istio agent's endpoint that stops the proxy, so a
-// Job's pod completes once the scan is done (a variable for tests).
-var sidecarQuitURL = "http://127.0.0.1:15020/quitquitquit"
+// Job's pod completes once the scan is done.
+const sidecarQuitURL = "http://127.0.0.1:15020/quitquitquit"
 
 // publishFlags are scan's flags for the scheduled in-cluster scan: where
 // the report and metrics go, sharding, and the sidecar's exit.
@@ -38,97 +40,87 @@ type publishFlags struct {
 	quitSidecarFlag bool
 	reportMaxBytes  int
 
-	// Resolved by prepare.
+	// Resolved by complete.
 	cmNamespace, cmName    string
 	shardIndex, shardCount int
-	observed               []report.Observation
 	shardPayload           *publish.Shard
 	started                time.Time
 	quit                   bool
+	quitURL                string
 }
 
 func (p *publishFlags) add(cmd *cobra.Command, root *rootOptions) {
 	fl := cmd.Flags()
-	fl.BoolVar(&root.inCluster, "in-cluster", false, "Run as a Job inside the cluster: the pod's ServiceAccount instead of a kubeconfig, --vantage self, -o json unless -o is given, and stop the sidecar when done (--quit-sidecar)")
-	fl.StringVar(&p.reportConfigMap, "report-configmap", "", "Also write the report into this ConfigMap (NAMESPACE/NAME): report.json, report.md, previous.json (the last report), updated; created if absent, kept under 1 MiB")
-	fl.IntVar(&p.reportMaxBytes, "report-max-bytes", publish.DefaultBudget, "With --report-configmap: the most bytes the ConfigMap may take; past it report.json is gzipped, then previous.json dropped, then report.md cut, then the least severe findings trimmed, each step noted in the report (lower it if your API server or etcd accepts less than 1 MiB)")
+	fl.BoolVar(&root.inCluster, "in-cluster", false, "Run as a Job inside the cluster: the pod's ServiceAccount, not a kubeconfig (see In a cluster)")
+	fl.StringVar(&p.reportConfigMap, "report-configmap", "", "Also write the report into this ConfigMap (NAMESPACE/NAME), created if absent (see In a cluster)")
+	fl.IntVar(&p.reportMaxBytes, "report-max-bytes", publish.DefaultBudget, "With --report-configmap: the most bytes the ConfigMap may take (see In a cluster)")
 	fl.StringVar(&p.metricsFile, "metrics-file", "", "Also write Prometheus metrics to this file (node exporter textfile format, written atomically)")
 	fl.StringVar(&p.pushgateway, "pushgateway", "", "Also push Prometheus metrics to this Pushgateway URL")
 	fl.StringVar(&p.pushJob, "push-job", "kubectl-serverfirst", "With --pushgateway: the job label of the pushed group")
-	fl.StringVar(&p.shard, "shard", "", "Probe only this share of the targets, INDEX/COUNT (0-based); with --report-configmap the shard is stored as shard-INDEX.json and the last shard of a run merges them")
+	fl.StringVar(&p.shard, "shard", "", "Probe only this share of the targets, INDEX/COUNT (0-based; see In a cluster)")
 	fl.IntVar(&p.shards, "shards", 0, "Like --shard, with INDEX from $JOB_COMPLETION_INDEX (an Indexed Job's pods)")
-	fl.StringVar(&p.runID, "run-id", "", "With sharding: the name shared by the shards of one scan (default $"+publish.RunIDEnv+", the Job's name in job manifests)")
-	fl.BoolVar(&p.quitSidecarFlag, "quit-sidecar", false, "When done, ask the pod's Istio sidecar to exit (POST "+sidecarQuitURL+"), so a Job completes; default true with --in-cluster")
+	fl.StringVar(&p.runID, "run-id", "", "With sharding: the name the shards of one scan share (default $"+publish.RunIDEnv+")")
+	fl.BoolVar(&p.quitSidecarFlag, "quit-sidecar", false, "When done, ask the pod's Istio sidecar to exit, so a Job completes (default true with --in-cluster)")
 }
 
 // minReportBytes leaves room for the ConfigMap's metadata, the summary and
 // the note saying what was trimmed.
 const minReportBytes = 4096
 
-// prepare resolves the flags before the scan. It always returns p (its
-// quitSidecar must run whatever happens).
-func (p *publishFlags) prepare(cmd *cobra.Command, root *rootOptions, sf *scanFlags, output *string) (*publishFlags, error) {
+// complete resolves the flags before the scan; quitSidecar must run
+// whatever it returns.
+func (p *publishFlags) complete(fl *pflag.FlagSet, root *rootOptions) error {
 	p.started = time.Now()
-	fl := cmd.Flags()
+	p.quitURL = root.hooks.sidecarQuitURL
+	if p.quitURL == "" {
+		p.quitURL = sidecarQuitURL
+	}
 	p.quit = root.inCluster
 	if fl.Changed("quit-sidecar") {
 		p.quit = p.quitSidecarFlag
 	}
-	if root.inCluster {
-		if !fl.Changed("output") {
-			*output = "json"
-		}
-		if !fl.Changed("vantage") && !sf.static {
-			sf.vantage = "self"
-		}
-	}
 	if p.reportConfigMap != "" {
 		ns, name, ok := strings.Cut(p.reportConfigMap, "/")
 		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return p, fmt.Errorf("--report-configmap %q: want NAMESPACE/NAME", p.reportConfigMap)
+			return fmt.Errorf("--report-configmap %q: want NAMESPACE/NAME", p.reportConfigMap)
 		}
 		p.cmNamespace, p.cmName = ns, name
 	}
 	if fl.Changed("report-max-bytes") && (p.reportMaxBytes < minReportBytes || p.reportMaxBytes > publish.MaxObjectBytes) {
-		return p, fmt.Errorf("--report-max-bytes %d: want %d..%d", p.reportMaxBytes, minReportBytes, publish.MaxObjectBytes)
+		return fmt.Errorf("--report-max-bytes %d: want %d..%d", p.reportMaxBytes, minReportBytes, publish.MaxObjectBytes)
 	}
 	switch {
 	case p.shard != "" && p.shards != 0:
-		return p, errors.New("--shard and --shards: give one")
+		return errors.New("--shard and --shards: give one")
 	case p.shard != "":
 		i, n, err := publish.ParseShard(p.shard)
 		if err != nil {
-			return p, fmt.Errorf("--shard: %w", err)
+			return fmt.Errorf("--shard: %w", err)
 		}
 		p.shardIndex, p.shardCount = i, n
 	case p.shards < 0:
-		return p, fmt.Errorf("--shards %d: want a positive count", p.shards)
+		return fmt.Errorf("--shards %d: want a positive count", p.shards)
 	case p.shards > 0:
 		env := os.Getenv("JOB_COMPLETION_INDEX")
 		i, err := strconv.Atoi(env)
 		if err != nil || i < 0 || i >= p.shards {
-			return p, fmt.Errorf("--shards %d: $JOB_COMPLETION_INDEX is %q, want 0..%d (run in an Indexed Job, or use --shard INDEX/COUNT)", p.shards, env, p.shards-1)
+			return fmt.Errorf("--shards %d: $JOB_COMPLETION_INDEX is %q, want 0..%d (run in an Indexed Job, or use --shard INDEX/COUNT)", p.shards, env, p.shards-1)
 		}
 		p.shardIndex, p.shardCount = i, p.shards
 	}
-	if p.shardCount > 1 {
-		i, n := p.shardIndex, p.shardCount
-		sf.planFilter = func(plan []report.ProbeTask) []report.ProbeTask { return publish.FilterPlan(plan, i, n) }
-		sf.observed = &p.observed
-		if p.runID == "" {
-			p.runID = os.Getenv(publish.RunIDEnv)
-		}
+	if p.shardCount > 1 && p.runID == "" {
+		p.runID = os.Getenv(publish.RunIDEnv)
 	}
-	return p, nil
+	return nil
 }
 
 // shardReport keeps the shard's own part of the report (and its raw
 // observations, for the ConfigMap).
-func (p *publishFlags) shardReport(r report.Report) report.Report {
+func (p *publishFlags) shardReport(r report.Report, observed []target.Observation) report.Report {
 	if p.shardCount <= 1 {
 		return r
 	}
-	sh := publish.NewShard(p.runID, p.shardIndex, p.shardCount, r, p.observed, time.Now())
+	sh := publish.NewShard(p.runID, p.shardIndex, p.shardCount, r, observed, time.Now())
 	p.shardPayload = &sh
 	return sh.Report
 }
@@ -214,7 +206,7 @@ func (p *publishFlags) quitSidecar(ctx context.Context, log io.Writer) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sidecarQuitURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.quitURL, nil)
 	if err != nil {
 		fmt.Fprintf(log, "warning: cannot stop the sidecar: %v\n", err)
 		return
@@ -224,15 +216,15 @@ func (p *publishFlags) quitSidecar(ctx context.Context, log io.Writer) {
 		return // no sidecar in this pod
 	}
 	if err != nil {
-		fmt.Fprintf(log, "warning: cannot stop the sidecar (POST %s): %v\n", sidecarQuitURL, err)
+		fmt.Fprintf(log, "warning: cannot stop the sidecar (POST %s): %v\n", p.quitURL, err)
 		return
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		fmt.Fprintf(log, "warning: the sidecar did not stop (POST %s): %s\n", sidecarQuitURL, resp.Status)
+		fmt.Fprintf(log, "warning: the sidecar did not stop (POST %s): %s\n", p.quitURL, resp.Status)
 		return
 	}
-	fmt.Fprintf(log, "sidecar stopped (POST %s)\n", sidecarQuitURL)
+	fmt.Fprintf(log, "sidecar stopped (POST %s)\n", p.quitURL)
 }
 
 // restConfig is the pod's ServiceAccount with --in-cluster, else the

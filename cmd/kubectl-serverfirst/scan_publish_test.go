@@ -24,7 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
 )
@@ -135,13 +136,12 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 	}
 	scan := []string{"scan", "-n", "app", "--kubeconfig", kc, "--vantage", "self", "--self-in-mesh", "false", "--timeout", "1s"}
 	quit := newRecorder(t)
-	defer func(u string) { sidecarQuitURL = u }(sidecarQuitURL)
-	sidecarQuitURL = quit.srv.URL + "/quitquitquit"
+	h := hooks{sidecarQuitURL: quit.srv.URL + "/quitquitquit"}
 
 	var single report.Report
 	t.Run("single job: ConfigMap, metrics file, sidecar", func(t *testing.T) {
 		prom := filepath.Join(t.TempDir(), "serverfirst.prom")
-		out, errOut, err := run(t, "", append(scan, "-o", "json", "--report-configmap", "serverfirst/report", "--metrics-file", prom, "--quit-sidecar")...)
+		out, errOut, err := runWith(t, h, "", append(scan, "-o", "json", "--report-configmap", "serverfirst/report", "--metrics-file", prom, "--quit-sidecar")...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -196,7 +196,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 		for i := range 3 {
 			args := append(scan, "-o", "json", "--shard", fmt.Sprintf("%d/3", i), "--run-id", "job-1",
 				"--report-configmap", "serverfirst/report", "--pushgateway", gw.srv.URL)
-			out, errOut, err := run(t, "", args...)
+			out, errOut, err := runWith(t, h, "", args...)
 			if err != nil {
 				t.Fatalf("shard %d: %v\n%s", i, err, errOut)
 			}
@@ -206,7 +206,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 					t.Errorf("%s in two shards", k)
 				}
 				union[k] = v
-				if key, _ := report.ParseTargetKey(k); publish.ShardOf(key, 3) != i {
+				if key, _ := target.ParseTargetKey(k); publish.ShardOf(key, 3) != i {
 					t.Errorf("shard %d reports %s, owned by %d", i, k, publish.ShardOf(key, 3))
 				}
 			}
@@ -244,7 +244,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 		}
 
 		// report merge of the files gives the same report.
-		out, errOut, err := run(t, "", append([]string{"report", "merge"}, files...)...)
+		out, errOut, err := runWith(t, h, "", append([]string{"report", "merge"}, files...)...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -256,14 +256,14 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 	t.Run("an incomplete run is merged by report merge --configmap", func(t *testing.T) {
 		t.Setenv("JOB_COMPLETION_INDEX", "1")
 		t.Setenv(publish.RunIDEnv, "job-2")
-		_, errOut, err := run(t, "", append(scan, "--shards", "2", "--report-configmap", "serverfirst/report")...)
+		_, errOut, err := runWith(t, h, "", append(scan, "--shards", "2", "--report-configmap", "serverfirst/report")...)
 		if err != nil || !strings.Contains(errOut, `shard 1/2 of run "job-2" written`) {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
 		if _, ok := cmOf().Data["shard-1.json"]; !ok {
 			t.Fatalf("no shard-1.json")
 		}
-		out, errOut, err := run(t, "", "report", "merge", "--kubeconfig", kc, "--configmap", "serverfirst/report", "--publish")
+		out, errOut, err := runWith(t, h, "", "report", "merge", "--kubeconfig", kc, "--configmap", "serverfirst/report", "--publish")
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -297,7 +297,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := []string{"scan", "-n", "app", "--kubeconfig", sa, "--static", "-o", "json", "--report-configmap", "serverfirst/report"}
-		out, errOut, err := run(t, "", args...)
+		out, errOut, err := runWith(t, h, "", args...)
 		if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "cannot write ConfigMap serverfirst/report: forbidden: the job's ServiceAccount needs create/update on it") {
 			t.Fatalf("err = %v (exit %d)\n%s", err, exitCode(err), errOut)
 		}
@@ -317,7 +317,7 @@ func TestScanPublishesAgainstAPIServer(t *testing.T) {
 			{[]string{"--shard", "0/3", "--shards", "3"}, "give one"},
 			{[]string{"--shards", "3"}, "JOB_COMPLETION_INDEX"},
 		} {
-			_, _, err := run(t, "", append([]string{"scan", "--kubeconfig", kc, "--static"}, c.args...)...)
+			_, _, err := runWith(t, h, "", append([]string{"scan", "--kubeconfig", kc, "--static"}, c.args...)...)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("%v: err = %v, want %q", c.args, err, c.want)
 			}
@@ -332,9 +332,8 @@ func TestScanInClusterOutsideAPod(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "")
 	quit := newRecorder(t)
-	defer func(u string) { sidecarQuitURL = u }(sidecarQuitURL)
-	sidecarQuitURL = quit.srv.URL + "/quitquitquit"
-	_, _, err := run(t, "", "scan", "--in-cluster", "-A")
+	h := hooks{sidecarQuitURL: quit.srv.URL + "/quitquitquit"}
+	_, _, err := runWith(t, h, "", "scan", "--in-cluster", "-A")
 	if err == nil || !strings.Contains(err.Error(), "--in-cluster: not inside a pod") {
 		t.Errorf("err = %v", err)
 	}
@@ -345,14 +344,12 @@ func TestScanInClusterOutsideAPod(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	sidecarQuitURL = "http://" + addr + "/quitquitquit"
-	_, errOut, _ := run(t, "", "scan", "--in-cluster", "-A")
+	_, errOut, _ := runWith(t, hooks{sidecarQuitURL: "http://" + addr + "/quitquitquit"}, "", "scan", "--in-cluster", "-A")
 	if strings.Contains(errOut, "sidecar") {
 		t.Errorf("refused quit reported: %s", errOut)
 	}
 	// --quit-sidecar=false: nothing is posted.
-	sidecarQuitURL = quit.srv.URL + "/quitquitquit"
-	_, _, _ = run(t, "", "scan", "--in-cluster", "--quit-sidecar=false", "-A")
+	_, _, _ = runWith(t, h, "", "scan", "--in-cluster", "--quit-sidecar=false", "-A")
 	if g := quit.got(); len(g) != 1 {
 		t.Errorf("--quit-sidecar=false posted: %v", g)
 	}
@@ -368,15 +365,13 @@ func TestInClusterDefaults(t *testing.T) {
 	if err := scan.ParseFlags([]string{"--in-cluster"}); err != nil {
 		t.Fatal(err)
 	}
-	f := &scanCmdFlags{output: "table"}
-	f.vantage = "auto"
-	ro := &rootOptions{inCluster: true}
-	p, err := f.publish.prepare(scan, ro, &f.scanFlags, &f.output)
-	if err != nil {
+	o := &scanOptions{root: &rootOptions{inCluster: true}, output: "table"}
+	o.vantage = "auto"
+	if err := o.Complete(scan); err != nil {
 		t.Fatal(err)
 	}
-	if f.output != "json" || f.vantage != "self" || !p.quit {
-		t.Errorf("in-cluster defaults: output %q vantage %q quit %v", f.output, f.vantage, p.quit)
+	if o.output != "json" || o.vantage != "self" || !o.publish.quit {
+		t.Errorf("in-cluster defaults: output %q vantage %q quit %v", o.output, o.vantage, o.publish.quit)
 	}
 }
 

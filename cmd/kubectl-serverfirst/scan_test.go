@@ -22,7 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -30,9 +31,15 @@ import (
 // run runs the command tree in-process with a minute's deadline.
 func run(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
+	return runWith(t, hooks{}, stdin, args...)
+}
+
+// runWith is run with test stand-ins (hooks).
+func runWith(t *testing.T, h hooks, stdin string, args ...string) (string, string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return runCLI(t, ctx, stdin, args...)
+	return runCLIWith(t, ctx, h, stdin, args...)
 }
 
 // seedShop creates a small cluster that has one of every static case.
@@ -234,10 +241,10 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		fb := 3.0
-		key := report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: "orders-db-tcp", Port: 3308}
-		r := report.Build(report.Input{Inventory: inv, Observations: []report.Observation{
-			{Target: key, Vantage: report.VantageDirect, Result: probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: &fb, Protocol: "mysql"}},
-			{Target: key, Vantage: report.VantageOutsideClient, Result: probe.Result{Outcome: probe.OutcomeSilent}},
+		key := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db-tcp", Port: 3308}
+		r := report.Build(report.Input{Inventory: inv, Observations: []target.Observation{
+			{Target: key, Vantage: target.VantageDirect, Result: probe.Result{Outcome: probe.OutcomeBanner, FirstByteMs: &fb, Protocol: "mysql"}},
+			{Target: key, Vantage: target.VantageOutsideClient, Result: probe.Result{Outcome: probe.OutcomeSilent}},
 		}})
 		dyn, err := dynamic.NewForConfig(env.Config)
 		if err != nil {

@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -53,7 +53,7 @@ func TestScanWaitFollowsTheMeshDetectionTimeout(t *testing.T) {
 	seedSidecarsWith(t, env, "app", detectionFallback(4*time.Second), map[string]func(net.Conn){
 		"mariadb": greet("J\x00\x00\x00\x0a8.0.36\x00"),
 	})
-	installFakePortForward(t)
+	fake := newFakePortForward(t)
 	scan := []string{"scan", "-n", "app", "--vantage", "self", "--self-in-mesh", "true", "--direct", "-o", "json", "--kubeconfig", env.Kubeconfig}
 
 	only := func(t *testing.T, r report.Report) report.Finding {
@@ -65,7 +65,7 @@ func TestScanWaitFollowsTheMeshDetectionTimeout(t *testing.T) {
 	}
 
 	t.Run("plain scan: DELAYED, never DEADLOCK", func(t *testing.T) {
-		out, errOut, err := run(t, "", scan...)
+		out, errOut, err := fake.run(t, "", scan...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -83,7 +83,7 @@ func TestScanWaitFollowsTheMeshDetectionTimeout(t *testing.T) {
 	})
 
 	t.Run("--timeout shorter than the mesh's: not DEADLOCK, and what to pass", func(t *testing.T) {
-		out, errOut, err := run(t, "", append(scan, "--timeout", "1s")...)
+		out, errOut, err := fake.run(t, "", append(scan, "--timeout", "1s")...)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}
@@ -116,7 +116,7 @@ func TestScanWaitFollowsTheMeshDetectionTimeout(t *testing.T) {
 		if _, err := env.Client.CoreV1().ConfigMaps("istio-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		out, errOut, err := run(t, "", "scan", "-n", "app", "--static", "-o", "json", "--kubeconfig", env.Kubeconfig)
+		out, errOut, err := fake.run(t, "", "scan", "-n", "app", "--static", "-o", "json", "--kubeconfig", env.Kubeconfig)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, errOut)
 		}

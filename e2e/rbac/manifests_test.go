@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // TestManifestsInventoryEqualsLive: this package's seed (slices, a

@@ -33,7 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 const appLabel = "app.kubernetes.io/name"

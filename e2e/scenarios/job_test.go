@@ -20,9 +20,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 	"github.com/serverfirst/kubectl-serverfirst/report/publish"
 )
@@ -316,7 +318,7 @@ func TestScheduledJob(t *testing.T) {
 	}
 	before := fx.readReport(ctx, t, "serverfirst-report")
 	run4 := fx.runJob(ctx, t, "serverfirst-scan", "scan-forbidden", func(j *batchv1.Job) {
-		j.Spec.BackoffLimit = ptr(int32(0))
+		j.Spec.BackoffLimit = ptr.To[int32](0)
 	})
 	if run4.pod.Status.Phase != corev1.PodFailed {
 		t.Errorf("without write rights the Job's pod must fail, got %s", run4.pod.Status.Phase)
@@ -463,7 +465,7 @@ func tail(s string) string {
 // meshSilent: the mesh-client evidence saw no byte from the server.
 func meshSilent(f report.Finding) bool {
 	for _, e := range f.Evidence {
-		if e.Vantage == report.VantageMeshClient || e.Vantage == report.VantageSelf {
+		if e.Vantage == target.VantageMeshClient || e.Vantage == target.VantageSelf {
 			return e.Outcome == "silent"
 		}
 	}

@@ -25,9 +25,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -87,7 +89,7 @@ func pathVerdict(f report.Finding, sc report.Scenario) report.Verdict {
 
 func hasDirectBanner(f report.Finding) bool {
 	for _, e := range f.Evidence {
-		if e.Outcome == "banner" && (e.Vantage == report.VantageDirect || e.Vantage == report.VantageOutsideClient && !f.ServerInMesh) {
+		if e.Outcome == "banner" && (e.Vantage == target.VantageDirect || e.Vantage == target.VantageOutsideClient && !f.ServerInMesh) {
 			return true
 		}
 	}
@@ -159,7 +161,7 @@ func (fx *fixture) pod(t *testing.T, ns, app, image string, port int32) {
 	_, err := fx.env.Client.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns, Labels: map[string]string{"app": app}},
 		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr(int64(1)),
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers: []corev1.Container{{Name: "server", Image: image,
 				Ports: []corev1.ContainerPort{{Name: "main", ContainerPort: port}},
 				Env:   []corev1.EnvVar{{Name: "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", Value: "1"}}}},
@@ -185,8 +187,6 @@ func (fx *fixture) service(t *testing.T, ns, name, app, portName string, port, t
 		t.Fatal(err)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func (fx *fixture) podIP(t *testing.T, ns, name string) string {
 	t.Helper()
@@ -277,24 +277,24 @@ func TestFixTableEndToEnd(t *testing.T) {
 			t.Errorf("%s/%s:%d: no direct-path banner in the evidence\n%s", f.Namespace, f.Name, f.Port, describe(f))
 		}
 	}
-	db := find(t, r, report.KindService, "m2m", "db", 3307)
+	db := find(t, r, target.KindService, "m2m", "db", 3307)
 	check(db, report.Deadlock, report.MeshToMesh, true)
-	if v := pathVerdict(find(t, r, report.KindService, "m2m", "db-wk", 3306), report.MeshToMesh); v != report.OK {
+	if v := pathVerdict(find(t, r, target.KindService, "m2m", "db-wk", 3306), report.MeshToMesh); v != report.OK {
 		t.Errorf("3306 unnamed: mesh path %s, want OK", v)
 	}
-	check(find(t, r, report.KindService, "cf", "cache", 6380), report.ClientFirst, "", false)
-	e2m := find(t, r, report.KindService, "e2m", "ssh", 2222)
+	check(find(t, r, target.KindService, "cf", "cache", 6380), report.ClientFirst, "", false)
+	e2m := find(t, r, target.KindService, "e2m", "ssh", 2222)
 	check(e2m, report.Deadlock, report.ExternalToMesh, true)
 	if v := pathVerdict(e2m, report.MeshToMesh); v != report.OK {
 		t.Errorf("e2m mesh path %s, want OK (declared TCP)", v)
 	}
-	check(find(t, r, report.KindService, "strict", "ssh", 2222), report.MTLSRejected, report.ExternalToMesh, false)
-	check(find(t, r, report.KindExternal, "", extIP, 2224), report.Deadlock, report.MeshToExternal, true)
-	check(find(t, r, report.KindServiceEntry, "m2m", "ext-ssh", 2223), report.Deadlock, report.MeshToExternal, true)
-	locked := find(t, r, report.KindService, "locked", "nothing", 9999)
+	check(find(t, r, target.KindService, "strict", "ssh", 2222), report.MTLSRejected, report.ExternalToMesh, false)
+	check(find(t, r, target.KindExternal, "", extIP, 2224), report.Deadlock, report.MeshToExternal, true)
+	check(find(t, r, target.KindServiceEntry, "m2m", "ext-ssh", 2223), report.Deadlock, report.MeshToExternal, true)
+	locked := find(t, r, target.KindService, "locked", "nothing", 9999)
 	outsideRan := false
 	for _, e := range locked.Evidence {
-		outsideRan = outsideRan || e.Vantage == report.VantageOutsideClient
+		outsideRan = outsideRan || e.Vantage == target.VantageOutsideClient
 	}
 	if !outsideRan {
 		t.Errorf("the restricted namespace did not admit the outside-client probe pod; warnings: %v", r.Warnings)
@@ -317,13 +317,13 @@ func TestFixTableEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = scanJSON(ctx, t, fx.bin, fx.kc, "-A", "--external", external)
-	check(find(t, r, report.KindService, "m2m", "db", 3307), report.OK, "", false)
-	check(find(t, r, report.KindService, "e2m", "ssh", 2222), report.OK, "", false)
-	check(find(t, r, report.KindExternal, "", extIP, 2224), report.OK, "", false)
-	check(find(t, r, report.KindServiceEntry, "m2m", "ext-ssh", 2223), report.OK, "", false)
+	check(find(t, r, target.KindService, "m2m", "db", 3307), report.OK, "", false)
+	check(find(t, r, target.KindService, "e2m", "ssh", 2222), report.OK, "", false)
+	check(find(t, r, target.KindExternal, "", extIP, 2224), report.OK, "", false)
+	check(find(t, r, target.KindServiceEntry, "m2m", "ext-ssh", 2223), report.OK, "", false)
 	// STRICT stays: fix never opens it on its own.
-	check(find(t, r, report.KindService, "strict", "ssh", 2222), report.MTLSRejected, report.ExternalToMesh, false)
-	check(find(t, r, report.KindService, "cf", "cache", 6380), report.ClientFirst, "", false)
+	check(find(t, r, target.KindService, "strict", "ssh", 2222), report.MTLSRejected, report.ExternalToMesh, false)
+	check(find(t, r, target.KindService, "cf", "cache", 6380), report.ClientFirst, "", false)
 
 	// Idempotent: a second fix finds nothing to apply.
 	_, errOut, code = cli(ctx, t, fx.bin, fx.kc, "fix", "-A", "--apply", "--yes", "--allow-plaintext", "--external", external, "--timeout", "2s", "--connect-timeout", "2s")
@@ -363,7 +363,7 @@ func TestFixTableEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := scanJSON(ctx, t, fx.bin, fx.kc, "-n", "slow", "--no-outside", "--timeout", "4s")
-		f := find(t, r, report.KindService, "slow", "db", 3309)
+		f := find(t, r, target.KindService, "slow", "db", 3309)
 		if f.Verdict != report.Delayed || !hasDirectBanner(f) {
 			t.Errorf("got %s, want DELAYED with direct proof\n%s", f.Verdict, describe(f))
 		}

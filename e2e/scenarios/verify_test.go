@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // verification is the summary line fix --apply ends its verification with.

@@ -12,6 +12,12 @@ import (
 // originalDst reads where a REDIRECTed connection was going before iptables
 // rewrote it (SO_ORIGINAL_DST, IPv4), as Envoy's original_dst listener
 // filter does.
+//
+// e2e/tools/istio/proxy has the same 30 lines (OriginalDst), on purpose: that
+// module builds Istio's binaries with the k8s.io versions istio.io/istio pins
+// (v0.36), and importing this package would pull the e2e module, and through
+// it the product's k8s.io v0.37, into its build; importing that package from
+// here would pull Envoy's go-control-plane and grpc into the e2e module.
 func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {

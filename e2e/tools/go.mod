@@ -1,4 +1,4 @@
-// Test tooling only: builds the real kube-apiserver and etcd that e2e/testenv
+// Test tooling only: builds the real kube-apiserver and etcd that internal/testenv
 // starts. Kept out of the product's go.mod so the CLI's dependency graph stays
 // lean. hack/testbins.sh builds from this module and caches the binaries
 // under .cache/testbin/, keyed by a hash of this file and go.sum.

@@ -20,7 +20,7 @@ import (
 
 // APIForwardPort is where the node namespace accepts pods' connections to
 // the API server (on the bridge address, e.g. 10.88.0.1:6443): the kube-apiserver
-// of e2e/testenv listens on the root namespace's loopback, which no pod
+// of internal/testenv listens on the root namespace's loopback, which no pod
 // can reach.
 const APIForwardPort = 6443
 

@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // TestInjectorAgainstAPIServer registers the injector with a real API

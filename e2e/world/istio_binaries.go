@@ -11,7 +11,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // EnvIstioBin names the folder holding pilot-discovery, pilot-agent and

@@ -17,8 +17,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	"k8s.io/cri-streaming/pkg/streaming/portforward"
 )
 
 // startKubeletServer serves the parts of the kubelet API the API server
@@ -209,8 +210,10 @@ func tailOffset(f *os.File, n int) (int64, error) {
 }
 
 // servePortForward answers POST /portForward/{ns}/{pod}[/{uid}] with the
-// SPDY port-forward protocol; each stream dials 127.0.0.1:PORT inside the
-// pod's network namespace, as a CRI runtime does.
+// kubelet's own port-forward server (k8s.io/cri-streaming: SPDY, and
+// WebSocket should a client come without the API server's translation);
+// each stream dials 127.0.0.1:PORT inside the pod's network namespace, as a
+// CRI runtime does.
 func (n *Node) servePortForward(rw http.ResponseWriter, r *http.Request) {
 	ns, name := r.PathValue("ns"), r.PathValue("pod")
 	w := n.workerByName(ns, name)
@@ -222,15 +225,18 @@ func (n *Node) servePortForward(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "pod UID mismatch", http.StatusNotFound)
 		return
 	}
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		http.Error(rw, "websocket port-forward is not served by the world kubelet; the API server speaks SPDY to kubelets", http.StatusBadRequest)
+	// The kubelet's handler (pkg/kubelet/server) does the same: the options
+	// only matter to WebSocket clients, which name the ports in the query.
+	opts, err := portforward.NewV4Options(r)
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
 		return
 	}
-	err := handleHTTPStreams(r, rw, &podForwarder{w: w}, ns+"/"+name, string(w.uid),
-		[]string{portForwardProtocolV1Name}, 4*time.Hour, 30*time.Second)
-	if err != nil && n.ctx.Err() == nil {
-		n.opts.Logf("world: port-forward %s/%s: %v", ns, name, err)
-	}
+	// The kubelet's defaults: streaming-connection-idle-timeout 4h, stream
+	// creation timeout 30s. Errors go to klog (runtime.HandleError), as in
+	// the kubelet.
+	portforward.ServePortForward(rw, r, &podForwarder{w: w}, ns+"/"+name, string(w.uid), opts,
+		4*time.Hour, 30*time.Second, portforward.SupportedProtocols)
 }
 
 type podForwarder struct{ w *podWorker }

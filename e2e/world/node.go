@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -473,5 +472,3 @@ func (n *Node) finalDelete(p *corev1.Pod) {
 		n.opts.Logf("world: delete %s/%s: %v", p.Namespace, p.Name, err)
 	}
 }
-
-func (n *Node) kubeletAddr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }

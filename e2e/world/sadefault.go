@@ -23,7 +23,7 @@ import (
 const saDefaultingName = "serverfirst-world-serviceaccount"
 
 // saDefaulter does the one thing of the ServiceAccount admission plugin
-// (off in e2e/testenv) that Istio's injection depends on: a pod that names
+// (off in internal/testenv) that Istio's injection depends on: a pod that names
 // no ServiceAccount gets `default`. Istio's template mounts a projected
 // service-account token, which the API server rejects on a pod without
 // one; in a cluster the plugin has set it before any webhook runs.

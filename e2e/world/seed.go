@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 )
 
 // The demo workloads (SeedDemo), by namespace:
@@ -136,12 +137,10 @@ func demoPod(ns, app string, c corev1.Container) *corev1.Pod {
 			// would write; Istio's injected token volume needs it.
 			ServiceAccountName:            "default",
 			Containers:                    []corev1.Container{c},
-			TerminationGracePeriodSeconds: ptrInt64(2),
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
 		},
 	}
 }
-
-func ptrInt64(v int64) *int64 { return &v }
 
 func ignoreExists[T any](_ T, err error) error {
 	if apierrors.IsAlreadyExists(err) {

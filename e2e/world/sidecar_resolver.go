@@ -85,7 +85,7 @@ type Binaries struct {
 	// Serverfirst is kubectl-serverfirst (./cmd/kubectl-serverfirst), run by
 	// ServerfirstResolver for in-cluster probe pods and Jobs.
 	Serverfirst string
-	// SidecarModel is ./e2e/cmd/sidecar-model, run by SidecarResolver.
+	// SidecarModel is e2e/cmd/sidecar-model, run by SidecarResolver.
 	SidecarModel string
 }
 
@@ -122,8 +122,8 @@ type IstioBinaries struct {
 	IstioWorld string
 }
 
-// BuildBinaries go-builds kubectl-serverfirst and the sidecar model from the
-// module at repoRoot into outDir (created if needed). It always builds: the
+// BuildBinaries go-builds kubectl-serverfirst from the module at repoRoot and
+// the sidecar model from the e2e module under it into outDir (created if needed). It always builds: the
 // Go build cache makes an unchanged rebuild take a second or two, and a
 // stale binary would test yesterday's code. The go command is the one on
 // PATH, else $GOROOT/bin/go, else /usr/local/go/bin/go.
@@ -143,33 +143,39 @@ func BuildBinaries(ctx context.Context, repoRoot, outDir string) (Binaries, erro
 		Serverfirst:  filepath.Join(abs, "kubectl-serverfirst"),
 		SidecarModel: filepath.Join(abs, "sidecar-model"),
 	}
-	// One go command for both: it builds them in parallel, and with -o a
-	// directory names each binary after its package's folder. It writes
-	// into a fresh folder, then renames into place: a world still running
-	// the previous binaries (another testcluster) keeps them intact, where
-	// overwriting a running executable fails with "text file busy".
+	// One go command per module: the product builds in its own module (with
+	// its own go.mod's versions, as shipped), the sidecar model in the e2e
+	// module. With -o a directory each binary is named after its package's
+	// folder. They go into a fresh folder, then are renamed into place: a
+	// world still running the previous binaries (another testcluster) keeps
+	// them intact, where overwriting a running executable fails with "text
+	// file busy".
 	tmp, err := os.MkdirTemp(abs, ".build-")
 	if err != nil {
 		return Binaries{}, err
 	}
 	defer os.RemoveAll(tmp)
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ { // once more after a transient build-cache error
-		cmd := exec.CommandContext(ctx, goCmd, "build", "-o", tmp+string(filepath.Separator),
-			"./cmd/kubectl-serverfirst", "./e2e/cmd/sidecar-model")
-		cmd.Dir = repoRoot
-		output, err := cmd.CombinedOutput()
-		if err == nil {
-			lastErr = nil
-			break
+	for _, build := range []struct{ dir, pkg string }{
+		{repoRoot, "./cmd/kubectl-serverfirst"},
+		{filepath.Join(repoRoot, "e2e"), "./cmd/sidecar-model"},
+	} {
+		var lastErr error
+		for attempt := 0; attempt < 2; attempt++ { // once more after a transient build-cache error
+			cmd := exec.CommandContext(ctx, goCmd, "build", "-o", tmp+string(filepath.Separator), build.pkg)
+			cmd.Dir = build.dir
+			output, err := cmd.CombinedOutput()
+			if err == nil {
+				lastErr = nil
+				break
+			}
+			lastErr = fmt.Errorf("go build -o %s/ %s (in %s): %v\n%s", abs, build.pkg, build.dir, err, output)
+			if ctx.Err() != nil {
+				break
+			}
 		}
-		lastErr = fmt.Errorf("go build -o %s/ ./cmd/kubectl-serverfirst ./e2e/cmd/sidecar-model: %v\n%s", abs, err, output)
-		if ctx.Err() != nil {
-			break
+		if lastErr != nil {
+			return Binaries{}, lastErr
 		}
-	}
-	if lastErr != nil {
-		return Binaries{}, lastErr
 	}
 	for _, p := range []string{b.Serverfirst, b.SidecarModel} {
 		if err := os.Rename(filepath.Join(tmp, filepath.Base(p)), p); err != nil {

@@ -1,5 +1,5 @@
 // Package world runs a small Kubernetes "node" on this machine against a
-// real API server (e2e/testenv): a node agent that binds pods to itself and
+// real API server (internal/testenv): a node agent that binds pods to itself and
 // runs each container as a local process in the pod's own network
 // namespace, a pod network (a bridge in a node network namespace, one veth
 // per pod), a kube-proxy stand-in (iptables DNAT for ClusterIPs inside the

@@ -13,8 +13,9 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // TestPodAPIAccess: a pod running as a non-root uid finds its
@@ -98,7 +99,7 @@ curl -sS --fail --cacert $SA/ca.crt -H "Authorization: Bearer $(cat $SA/token)" 
 				{Name: "mixed", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"},
 						Items: []corev1.KeyToPath{{Key: "mode", Path: "conf/mode"}}}},
-					{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Optional: ptrTo(true),
+					{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Optional: ptr.To(true),
 						Items: []corev1.KeyToPath{{Key: "k", Path: "secret"}}}},
 					{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
 						{Path: "pod", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}},
@@ -117,7 +118,7 @@ curl -sS --fail --cacert $SA/ca.crt -H "Authorization: Bearer $(cat $SA/token)" 
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ServiceAccountName:           "scanner",
-			AutomountServiceAccountToken: ptrTo(false),
+			AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{sh("main",
 				`test ! -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo "no token; host=$KUBERNETES_SERVICE_HOST"`)},
 		},

@@ -21,14 +21,15 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
+	"k8s.io/utils/ptr"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 // requireWorld skips without root and the tools, except under CI=true,
@@ -251,7 +252,7 @@ func TestWorld(t *testing.T) {
 			Name: "probe", Image: "ghcr.io/serverfirst/kubectl-serverfirst:dev",
 			Args:            []string{"probe", "--timeout", "20s", "-o", "json", "$(TARGET)"},
 			Env:             []corev1.EnvVar{{Name: "TARGET", Value: svc.Spec.ClusterIP + ":3307"}},
-			SecurityContext: &corev1.SecurityContext{RunAsUser: ptrTo(int64(65532))},
+			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](65532)},
 		}}},
 	}
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
@@ -356,8 +357,6 @@ func nodeNAT(t *testing.T, node *Node) string {
 	return string(out)
 }
 
-func ptrTo[T any](v T) *T { return &v }
-
 // portForwardBanner forwards a local port to the pod through the API server
 // (SPDY, as client-go's tools/portforward does) and reads the first line.
 // With websocket, it dials as kubectl and the product do: SPDY tunnelled
@@ -372,13 +371,15 @@ func portForwardBanner(t *testing.T, env *testenv.Env, ns, pod string, port int,
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
 	if websocket {
 		ws, err := portforward.NewSPDYOverWebsocketDialer(u, env.Config)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fellBack := false
+		// client-go's WebSocket dialer reports a refused upgrade with
+		// k8s.io/streaming's error type (see cluster/vantage/direct.go).
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
 			fellBack = httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 			return fellBack
@@ -532,7 +533,7 @@ func TestWorldLifecycle(t *testing.T) {
 	if strings.Join(lines, ",") != "tick 1,tick 2,tick 3" {
 		t.Errorf("followed logs %q", lines)
 	}
-	tail, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{TailLines: ptrTo(int64(1))}).DoRaw(ctx)
+	tail, err := cs.CoreV1().Pods("life").GetLogs("ticker", &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx)
 	if err != nil || string(tail) != "tick 3\n" {
 		t.Errorf("tailLines=1: %q, %v", tail, err)
 	}

@@ -1,5 +1,5 @@
 // Command bench-scan measures the static scan's inventory read against a
-// real kube-apiserver + etcd (e2e/testenv) seeded like a big cluster: 200
+// real kube-apiserver + etcd (internal/testenv) seeded like a big cluster: 200
 // namespaces, 5,000 Services (sniffed, tcp-, http- and well-known-port
 // names), 20,000 Pods (half with an istio-proxy), 5,000 EndpointSlices,
 // 1,000 ServiceEntries and some PeerAuthentications. It times cluster.Load
@@ -61,7 +61,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 

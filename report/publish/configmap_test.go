@@ -21,7 +21,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -81,10 +82,10 @@ func smallReport(reason string) report.Report {
 	fb := 12.5
 	r := report.Report{
 		Findings: []report.Finding{
-			{Kind: report.KindService, Namespace: "shop", Name: "orders-db", Port: 3306, Protocol: "auto", ProtocolSource: "sniffed",
+			{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3306, Protocol: "auto", ProtocolSource: "sniffed",
 				Verdict: report.Deadlock, Scenario: report.MeshToMesh, Reason: reason,
-				Evidence: []report.Evidence{{Vantage: report.VantageSelf, Outcome: "banner", FirstByteMs: &fb, Protocol: "mysql"}}},
-			{Kind: report.KindService, Namespace: "shop", Name: "web", Port: 80, Protocol: "HTTP", ProtocolSource: "port name", Verdict: report.OK, Reason: "declared"},
+				Evidence: []report.Evidence{{Vantage: target.VantageSelf, Outcome: "banner", FirstByteMs: &fb, Protocol: "mysql"}}},
+			{Kind: target.KindService, Namespace: "shop", Name: "web", Port: 80, Protocol: "HTTP", ProtocolSource: "port name", Verdict: report.OK, Reason: "declared"},
 		},
 		Summary: map[report.Verdict]int{report.Deadlock: 1, report.OK: 1},
 		Mesh:    report.MeshSummary{IstioInstalled: true, Source: "istio-system/istio"},
@@ -277,10 +278,10 @@ func bigReport(size int, random bool) report.Report {
 			}
 			banner = base64.StdEncoding.EncodeToString(raw)
 		}
-		f := report.Finding{Kind: report.KindService, Namespace: fmt.Sprintf("ns-%03d", i%97), Name: fmt.Sprintf("svc-%05d", i), Port: int32(1000 + i%5000),
+		f := report.Finding{Kind: target.KindService, Namespace: fmt.Sprintf("ns-%03d", i%97), Name: fmt.Sprintf("svc-%05d", i), Port: int32(1000 + i%5000),
 			Protocol: "auto", ProtocolSource: "sniffed", Verdict: v, Reason: "synthetic finding for the size test",
 			Hints:    []string{"port:25/smtp"},
-			Evidence: []report.Evidence{{Vantage: report.VantageDirect, Outcome: "banner", Banner: banner}}}
+			Evidence: []report.Evidence{{Vantage: target.VantageDirect, Outcome: "banner", Banner: banner}}}
 		r.Findings = append(r.Findings, f)
 		r.Summary[v]++
 		b, _ := json.Marshal(f)

@@ -27,9 +27,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
-	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 // splitYAML decodes a multi-document stream into unstructured objects.
@@ -402,7 +402,7 @@ func TestJobManifestsRBACSuffices(t *testing.T) {
 		t.Errorf("list the mesh config: %v", err)
 	}
 	// Without --direct: no port-forward anywhere.
-	pf := vantage.DirectProbe{Namespace: "sf-rbac", Pod: "nowhere", Ports: map[int32][]report.TargetKey{80: nil}}
+	pf := vantage.DirectProbe{Namespace: "sf-rbac", Pod: "nowhere", Ports: map[int32][]target.TargetKey{80: nil}}
 	if denied, err := vantage.PortForwardDenied(ctx, sa, []string{"sf-rbac", "kube-system"}); err != nil || len(denied) != 2 {
 		t.Errorf("without --direct: port-forward denied in %v (%v), want both namespaces", denied, err)
 	}

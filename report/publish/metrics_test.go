@@ -17,23 +17,24 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
 func metricsReport() report.Report {
 	fast, slow, outside := 3.5, 10012.0, 7.25
 	return report.Report{Findings: []report.Finding{
-		{Kind: report.KindService, Namespace: "shop", Name: "orders-db", Port: 3306, Verdict: report.Deadlock, Scenario: report.MeshToMesh,
+		{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3306, Verdict: report.Deadlock, Scenario: report.MeshToMesh,
 			Evidence: []report.Evidence{
-				{Vantage: report.VantageDirect, FirstByteMs: &fast},
-				{Vantage: report.VantageMeshClient},
-				{Vantage: report.VantageOutsideClient, FirstByteMs: &outside},
+				{Vantage: target.VantageDirect, FirstByteMs: &fast},
+				{Vantage: target.VantageMeshClient},
+				{Vantage: target.VantageOutsideClient, FirstByteMs: &outside},
 			}},
-		{Kind: report.KindService, Namespace: "shop", Name: "mail", Port: 25, Verdict: report.Delayed, Scenario: report.MeshToMesh,
-			Evidence: []report.Evidence{{Vantage: report.VantageSelf, FirstByteMs: &slow}}},
-		{Kind: report.KindServiceEntry, Namespace: "shop", Name: "ext-db", Port: 10000, Verdict: report.AtRisk, Scenario: report.MeshToExternal},
-		{Kind: report.KindService, Namespace: "web", Name: "frontend", Port: 80, Verdict: report.OK},
-		{Kind: report.KindService, Namespace: "web", Name: "api", Port: 8080, Verdict: report.OK},
+		{Kind: target.KindService, Namespace: "shop", Name: "mail", Port: 25, Verdict: report.Delayed, Scenario: report.MeshToMesh,
+			Evidence: []report.Evidence{{Vantage: target.VantageSelf, FirstByteMs: &slow}}},
+		{Kind: target.KindServiceEntry, Namespace: "shop", Name: "ext-db", Port: 10000, Verdict: report.AtRisk, Scenario: report.MeshToExternal},
+		{Kind: target.KindService, Namespace: "web", Name: "frontend", Port: 80, Verdict: report.OK},
+		{Kind: target.KindService, Namespace: "web", Name: "api", Port: 8080, Verdict: report.OK},
 	}}
 }
 

@@ -15,7 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
@@ -33,7 +33,7 @@ import (
 
 // ShardOf is the shard (0..n-1) that owns a target: FNV-1a of the key's
 // String form, mod n. Stable across processes, versions and runs.
-func ShardOf(k report.TargetKey, n int) int {
+func ShardOf(k target.TargetKey, n int) int {
 	if n <= 1 {
 		return 0
 	}
@@ -43,11 +43,11 @@ func ShardOf(k report.TargetKey, n int) int {
 }
 
 // FilterPlan keeps the probe tasks that shard index of count owns.
-func FilterPlan(tasks []report.ProbeTask, index, count int) []report.ProbeTask {
+func FilterPlan(tasks []target.ProbeTask, index, count int) []target.ProbeTask {
 	if count <= 1 {
 		return tasks
 	}
-	var out []report.ProbeTask
+	var out []target.ProbeTask
 	for _, t := range tasks {
 		if ShardOf(t.Key, count) == index {
 			out = append(out, t)
@@ -77,23 +77,15 @@ type Shard struct {
 	Index int    `json:"shard"`
 	Count int    `json:"shards"`
 	// Time is when the shard finished (RFC 3339).
-	Time         string             `json:"time,omitempty"`
-	Report       report.Report      `json:"report"`
-	Observations []ShardObservation `json:"observations"`
-}
-
-// ShardObservation is report.Observation in a stable JSON form.
-type ShardObservation struct {
-	Target  string         `json:"target"` // report.TargetKey.String()
-	Vantage report.Vantage `json:"vantage"`
-	InMesh  bool           `json:"inMesh"`
-	Result  probe.Result   `json:"result"`
+	Time         string               `json:"time,omitempty"`
+	Report       report.Report        `json:"report"`
+	Observations []target.Observation `json:"observations"`
 }
 
 // NewShard keeps what shard index of count owns out of a full scan's
 // report (built from this shard's observations) and its observations.
-func NewShard(run string, index, count int, r report.Report, obs []report.Observation, now time.Time) Shard {
-	sh := Shard{Run: run, Index: index, Count: count, Time: now.UTC().Format(time.RFC3339), Report: r, Observations: []ShardObservation{}}
+func NewShard(run string, index, count int, r report.Report, obs []target.Observation, now time.Time) Shard {
+	sh := Shard{Run: run, Index: index, Count: count, Time: now.UTC().Format(time.RFC3339), Report: r, Observations: []target.Observation{}}
 	sh.Report.Findings = nil
 	for _, f := range r.Findings {
 		if ShardOf(f.Key(), count) == index {
@@ -103,22 +95,10 @@ func NewShard(run string, index, count int, r report.Report, obs []report.Observ
 	sh.Report.Summary = summarize(sh.Report.Findings)
 	for _, o := range obs {
 		if ShardOf(o.Target, count) == index {
-			sh.Observations = append(sh.Observations, ShardObservation{Target: o.Target.String(), Vantage: o.Vantage, InMesh: o.InMesh, Result: o.Result})
+			sh.Observations = append(sh.Observations, o)
 		}
 	}
 	return sh
-}
-
-// ReportObservations converts the stored observations back (unparsable
-// target keys are skipped).
-func (sh Shard) ReportObservations() []report.Observation {
-	var out []report.Observation
-	for _, o := range sh.Observations {
-		if k, ok := report.ParseTargetKey(o.Target); ok {
-			out = append(out, report.Observation{Target: k, Vantage: o.Vantage, InMesh: o.InMesh, Result: o.Result})
-		}
-	}
-	return out
 }
 
 func summarize(fs []report.Finding) map[report.Verdict]int {
@@ -189,8 +169,8 @@ func Merge(shards []Shard) (report.Report, error) {
 		f     report.Finding
 		owner bool
 	}
-	picked := map[report.TargetKey]*pick{}
-	var order []report.TargetKey
+	picked := map[target.TargetKey]*pick{}
+	var order []target.TargetKey
 	var warnings []string
 	warned := map[string]bool{}
 	warn := func(w string) {
@@ -453,9 +433,9 @@ func fitShard(cm *corev1.ConfigMap, sh Shard, budget int) (PublishResult, error)
 			t := sh
 			t.Report.Findings = sorted[:k]
 			t.Report.Warnings = append(append([]string{}, sh.Report.Warnings...), fmt.Sprintf("shard %d: %s", sh.Index, trimNote(len(sorted)-k, len(sorted), budget)))
-			keep := map[string]bool{}
+			keep := map[target.TargetKey]bool{}
 			for _, f := range t.Report.Findings {
-				keep[f.Key().String()] = true
+				keep[f.Key()] = true
 			}
 			t.Observations = nil
 			for _, o := range sh.Observations {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
@@ -22,14 +23,14 @@ import (
 func TestShardOfIsStableAndSpreads(t *testing.T) {
 	// Pinned: a change here re-deals every target between shards, which
 	// breaks merging shards written by different versions.
-	k := report.TargetKey{Kind: report.KindService, Namespace: "shop", Name: "orders-db", Port: 3306}
+	k := target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: "orders-db", Port: 3306}
 	got := []int{ShardOf(k, 1), ShardOf(k, 2), ShardOf(k, 3), ShardOf(k, 7)}
 	if fmt.Sprint(got) != fmt.Sprint(pinnedShards) {
 		t.Errorf("ShardOf(%s) = %v, want %v", k, got, pinnedShards)
 	}
 	counts := make([]int, 4)
 	for i := range 4000 {
-		counts[ShardOf(report.TargetKey{Kind: report.KindService, Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Port: 80}, 4)]++
+		counts[ShardOf(target.TargetKey{Kind: target.KindService, Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Port: 80}, 4)]++
 	}
 	for i, c := range counts {
 		if c < 850 || c > 1150 {
@@ -59,7 +60,7 @@ func randomInput(seed uint64) report.Input {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	inv := &cluster.Inventory{IstioInstalled: true, Mesh: cluster.MeshConfig{Found: true, Source: "istio-system/istio", RootNamespace: "istio-system", ProtocolDetectionTimeout: 5 * time.Second}}
 	names := []string{"mysql", "smtp", "http", "tcp-db", "redis", "ssh", "web", "nats"}
-	var obs []report.Observation
+	var obs []target.Observation
 	results := []probe.Result{
 		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr.To(2.5), Banner: "220 mail ESMTP", Protocol: "smtp"},
 		{Outcome: probe.OutcomeBanner, ConnectMs: 0.4, FirstByteMs: ptr.To(5004.0), Banner: "220 mail ESMTP", Protocol: "smtp"},
@@ -82,23 +83,23 @@ func randomInput(seed uint64) report.Input {
 		s := cluster.Service{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, i), Type: "ClusterIP", ClusterIP: "10.96.0.10", Selector: p.Labels, Ports: []cluster.ServicePort{sp},
 			Backends: []cluster.PodRef{{Namespace: ns, Name: p.Name}}}
 		inv.Services = append(inv.Services, s)
-		key := report.TargetKey{Kind: report.KindService, Namespace: ns, Name: s.Name, Port: port}
-		for _, v := range []report.Vantage{report.VantageDirect, report.VantageMeshClient, report.VantageOutsideClient, report.VantageSelf} {
+		key := target.TargetKey{Kind: target.KindService, Namespace: ns, Name: s.Name, Port: port}
+		for _, v := range []target.Vantage{target.VantageDirect, target.VantageMeshClient, target.VantageOutsideClient, target.VantageSelf} {
 			if rng.IntN(3) == 0 {
 				continue
 			}
-			obs = append(obs, report.Observation{Target: key, Vantage: v, InMesh: rng.IntN(2) == 0, Result: results[rng.IntN(len(results))]})
+			obs = append(obs, target.Observation{Target: key, Vantage: v, InMesh: rng.IntN(2) == 0, Result: results[rng.IntN(len(results))]})
 		}
 	}
 	for i := range 5 {
 		inv.ServiceEntries = append(inv.ServiceEntries, cluster.ServiceEntry{Namespace: "ns-0", Name: fmt.Sprintf("ext-%d", i), Hosts: []string{fmt.Sprintf("db%d.example.com", i)},
 			Ports: []cluster.ServiceEntryPort{{Number: 3306, Name: "db", Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP")}}})
-		obs = append(obs, report.Observation{Target: report.TargetKey{Kind: report.KindServiceEntry, Namespace: "ns-0", Name: fmt.Sprintf("ext-%d", i), Port: 3306},
-			Vantage: report.VantageSelf, InMesh: true, Result: results[rng.IntN(len(results))]})
+		obs = append(obs, target.Observation{Target: target.TargetKey{Kind: target.KindServiceEntry, Namespace: "ns-0", Name: fmt.Sprintf("ext-%d", i), Port: 3306},
+			Vantage: target.VantageSelf, InMesh: true, Result: results[rng.IntN(len(results))]})
 	}
 	inv.Warnings = []string{"a warning every shard sees"}
-	ext := []report.ExternalTarget{{Host: "203.0.113.7", Port: 10000}}
-	obs = append(obs, report.Observation{Target: report.TargetKey{Kind: report.KindExternal, Name: "203.0.113.7", Port: 10000}, Vantage: report.VantageSelf, InMesh: true, Result: results[2]})
+	ext := []target.ExternalTarget{{Host: "203.0.113.7", Port: 10000}}
+	obs = append(obs, target.Observation{Target: target.TargetKey{Kind: target.KindExternal, Name: "203.0.113.7", Port: 10000}, Vantage: target.VantageSelf, InMesh: true, Result: results[2]})
 	return report.Input{Inventory: inv, Observations: obs, External: ext}
 }
 
@@ -133,8 +134,8 @@ func shardsOf(t *testing.T, in report.Input, count int) []Shard {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(back.ReportObservations()) != len(part.Observations) {
-			t.Fatalf("shard %d: %d observations after JSON, want %d", i, len(back.ReportObservations()), len(part.Observations))
+		if len(back.Observations) != len(part.Observations) {
+			t.Fatalf("shard %d: %d observations after JSON, want %d", i, len(back.Observations), len(part.Observations))
 		}
 		out = append(out, back)
 	}
@@ -218,9 +219,13 @@ func TestMergeSaysWhatIsMissing(t *testing.T) {
 
 func TestFilterPlan(t *testing.T) {
 	in := randomInput(3)
-	plan := report.PlanSelfProbes(in.Inventory, in.External, true)
+	// FilterPlan reads only a task's key: one task per finding's target.
+	var plan []target.ProbeTask
+	for _, f := range report.Build(in).Findings {
+		plan = append(plan, target.ProbeTask{Key: f.Key()})
+	}
 	total := 0
-	seen := map[report.TargetKey]int{}
+	seen := map[target.TargetKey]int{}
 	for i := range 3 {
 		part := FilterPlan(plan, i, 3)
 		total += len(part)

@@ -3,7 +3,7 @@
 // SIGTERM, for `make demo`, trying the tool by hand, and acceptance checks
 // that drive it from outside:
 //
-//	go run ./e2e/cmd/testcluster --kubeconfig /tmp/kc &
+//	go -C e2e run ./cmd/testcluster --kubeconfig /tmp/kc &
 //	until [ -f /tmp/kc ]; do sleep 1; done
 //	kubectl --kubeconfig /tmp/kc get ns
 //
@@ -17,7 +17,7 @@
 // creates the demo workloads (world.SeedDemo) and, with --world, waits for
 // them to run before publishing the kubeconfig:
 //
-//	sudo go run ./e2e/cmd/testcluster --kubeconfig /tmp/kc --world --seed demo
+//	sudo go -C e2e run ./cmd/testcluster --kubeconfig /tmp/kc --world --seed demo
 package main
 
 import (
@@ -33,8 +33,8 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 
-	"github.com/serverfirst/kubectl-serverfirst/e2e/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/e2e/world"
+	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
 func main() {
@@ -69,7 +69,7 @@ func run(args []string) int {
 	}
 	if *withWorld && os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "testcluster: --world needs root: the node agent creates network namespaces, veths and iptables rules "+
-			"(run as root, e.g. `sudo -E go run ./e2e/cmd/testcluster ...`, or drop --world)")
+			"(run as root, e.g. `sudo -E go -C e2e run ./cmd/testcluster ...`, or drop --world)")
 		return 1
 	}
 

@@ -9,7 +9,7 @@ import (
 
 // followGoRun makes the kernel send us SIGTERM when our parent dies, if that
 // parent is the go command. `go run` does not pass SIGTERM on to the program
-// it runs: a script that stops `go run ./e2e/cmd/testcluster` by its pid
+// it runs: a script that stops `go -C e2e run ./cmd/testcluster` by its pid
 // would otherwise leave etcd and kube-apiserver running for good. Any other
 // parent (a shell that backgrounds the built binary and exits) keeps the
 // usual behaviour.

@@ -52,8 +52,9 @@ func Binaries(dir string) (apiserver, etcd string, err error) {
 }
 
 // RepoRoot walks up from the working directory to the folder whose go.mod
-// declares this project's module. Tests run in their package folder and
-// `go run ./e2e/cmd/testcluster` in the root, so both find it.
+// declares this project's module (not the e2e module's, whose path is longer:
+// the match includes the newline). Tests run in their package folder and
+// `go run ./cmd/testcluster` in e2e/, so both find it.
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {

@@ -18,6 +18,11 @@
 //   - Namespaces are never finalised: a deleted namespace stays Terminating.
 //
 // Binaries come from `make test-deps` (hack/testbins.sh); see Binaries.
+//
+// It lives in the product's module, not in the e2e module, because the
+// product's own tests (cmd, cluster, report/publish) run against it too; the
+// e2e module imports it through its replace of the product's module. Only
+// tests and hack/ import it: the shipped binary never does.
 package testenv
 
 import (

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/utils/ptr"
 )
 
 // DecodeManifests reads multi-document YAML (or JSON) into objects,
@@ -52,7 +53,7 @@ func (e *Env) Apply(ctx context.Context, objs []*unstructured.Unstructured) erro
 		if err != nil {
 			return err
 		}
-		opts := metav1.PatchOptions{FieldManager: "testenv", Force: ptrTrue()}
+		opts := metav1.PatchOptions{FieldManager: "testenv", Force: ptr.To(true)}
 		ri := e.Dynamic.Resource(m.Resource)
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
 			_, err = ri.Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, body, opts)
@@ -65,5 +66,3 @@ func (e *Env) Apply(ctx context.Context, objs []*unstructured.Unstructured) erro
 	}
 	return nil
 }
-
-func ptrTrue() *bool { t := true; return &t }
