@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 
+	networkingac "istio.io/client-go/pkg/applyconfiguration/networking/v1"
+	securityac "istio.io/client-go/pkg/applyconfiguration/security/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
 )
 
 // ObjectRef names one object of a kind fixes change.
@@ -24,35 +29,28 @@ type ObjectRef struct {
 // String is "Kind namespace/name".
 func (r ObjectRef) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
 
-// fixResources maps the kinds fixes produce to their API resources.
-var fixResources = map[string]schema.GroupVersionResource{
-	"v1/Service":                              {Version: "v1", Resource: "services"},
-	"networking.istio.io/v1/ServiceEntry":     {Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
-	"networking.istio.io/v1/DestinationRule":  {Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
-	"security.istio.io/v1/PeerAuthentication": {Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
-}
-
-// Applier changes the objects of a fix plan and puts them back.
+// Applier changes the objects of a fix plan and puts them back. Fixes
+// go in as typed apply configurations through the typed clientsets'
+// Apply; the record and undo read and write the objects raw (Dyn),
+// because Istio's typed objects go through protobuf, which drops fields
+// set to an enum's zero value (location: MESH_EXTERNAL, mode: UNSET):
+// undo restores a spec byte for byte.
 type Applier struct {
+	Clients      Clients
 	Dyn          dynamic.Interface
 	FieldManager string
 }
 
-func (a Applier) resource(ref ObjectRef) (dynamic.ResourceInterface, error) {
-	gvr, ok := fixResources[ref.APIVersion+"/"+ref.Kind]
-	if !ok {
-		return nil, fmt.Errorf("no API resource known for %s %s", ref.APIVersion, ref.Kind)
-	}
-	return a.Dyn.Resource(gvr).Namespace(ref.Namespace), nil
+// resource is the raw client of the object's kind. Every kind fixes
+// change has a regular plural, so the resource name is the guessed one.
+func (a Applier) resource(ref ObjectRef) dynamic.ResourceInterface {
+	gvr, _ := meta.UnsafeGuessKindToResource(schema.FromAPIVersionAndKind(ref.APIVersion, ref.Kind))
+	return a.Dyn.Resource(gvr).Namespace(ref.Namespace)
 }
 
 // Get reads the object as it is now; nil (and no error) when absent.
 func (a Applier) Get(ctx context.Context, ref ObjectRef) (*unstructured.Unstructured, error) {
-	res, err := a.resource(ref)
-	if err != nil {
-		return nil, err
-	}
-	u, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+	u, err := a.resource(ref).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -66,20 +64,34 @@ func dryRun(on bool) []string {
 	return nil
 }
 
-// Apply is a server-side apply of obj (forced: the fix takes the fields
-// it sets from whichever manager had them). It returns the object as the
-// API server stored it (or would, in a dry run).
-func (a Applier) Apply(ctx context.Context, ref ObjectRef, obj map[string]any, dry bool) (*unstructured.Unstructured, error) {
-	res, err := a.resource(ref)
-	if err != nil {
-		return nil, err
+// Apply is a server-side apply of a typed apply configuration (a
+// Service's, or a ServiceEntry's or PeerAuthentication's of Istio's
+// client-go), forced: the fix takes the fields it sets from whichever
+// manager had them. It returns the UID of the object as the API server
+// stored it (or would, in a dry run).
+func (a Applier) Apply(ctx context.Context, obj any, dry bool) (types.UID, error) {
+	opts := metav1.ApplyOptions{FieldManager: a.FieldManager, Force: true, DryRun: dryRun(dry)}
+	switch o := obj.(type) {
+	case *corev1ac.ServiceApplyConfiguration:
+		got, err := a.Clients.Kube.CoreV1().Services(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		if err != nil {
+			return "", err
+		}
+		return got.UID, nil
+	case *networkingac.ServiceEntryApplyConfiguration:
+		got, err := a.Clients.Istio.NetworkingV1().ServiceEntries(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		if err != nil {
+			return "", err
+		}
+		return got.UID, nil
+	case *securityac.PeerAuthenticationApplyConfiguration:
+		got, err := a.Clients.Istio.SecurityV1().PeerAuthentications(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
+		if err != nil {
+			return "", err
+		}
+		return got.UID, nil
 	}
-	body, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	force := true
-	return res.Patch(ctx, ref.Name, types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: a.FieldManager, Force: &force, DryRun: dryRun(dry)})
+	return "", fmt.Errorf("fix does not apply a %T", obj)
 }
 
 // Restore puts back the spec, labels and annotations an object had before
@@ -87,10 +99,7 @@ func (a Applier) Apply(ctx context.Context, ref ObjectRef, obj map[string]any, d
 // fields the fix added go and fields it changed return. It refuses when
 // the object changed since the fix (its spec is no longer applied).
 func (a Applier) Restore(ctx context.Context, ref ObjectRef, previous, applied *unstructured.Unstructured, dry bool) error {
-	res, err := a.resource(ref)
-	if err != nil {
-		return err
-	}
+	res := a.resource(ref)
 	cur, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("%s was deleted since the fix: nothing to restore", ref)
@@ -118,10 +127,7 @@ func (a Applier) Restore(ctx context.Context, ref ObjectRef, previous, applied *
 // object (same UID) and unchanged since (its spec is applied's). An empty
 // uid (the command stopped while applying it) checks neither.
 func (a Applier) DeleteCreated(ctx context.Context, ref ObjectRef, uid types.UID, applied *unstructured.Unstructured, dry bool) error {
-	res, err := a.resource(ref)
-	if err != nil {
-		return err
-	}
+	res := a.resource(ref)
 	cur, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && uid == "" {
 		return nil // never created: nothing to undo

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
@@ -127,7 +130,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 			if pv.Code == rulePlaintextIntoPermissive.Code {
 				if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
 					fix.Scenario = MeshToMesh
-					fix.altOnly = true
+					fix.AlternativeOnly = true
 					fix.Why = "keeps the clients' plaintext and makes the server side agree: DISABLE on the port removes the TLS inspector (DR DISABLE + PA DISABLE works in Istio's own server-first tests)"
 					added = append(added, fix)
 				}
@@ -146,7 +149,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 				Why:   "the clients then reach the server through their sidecar, with mTLS, instead of as plaintext clients from outside the mesh",
 				Notes: []string{"interception annotations are read when a pod is created: change the workload's pod template and restart the pods"}})
 			if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok && pv.Code == ruleBypassIntoPermissive.Code {
-				fix.Scenario, fix.altOnly = MeshToMesh, true
+				fix.Scenario, fix.AlternativeOnly = MeshToMesh, true
 				added = append(added, fix)
 			}
 		case ruleNoListenerPermissive.Code, ruleNoListenerStrict.Code:
@@ -183,7 +186,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 func (j *judge) interceptionAlternatives(f Finding, svc cluster.Service, p cluster.ServicePort, targetPort int32) []Fix {
 	inbound := j.excludeInboundFix(svc, p, targetPort)
 	inbound.Notes = append(inbound.Notes, "mesh clients still sniff their side of a port whose protocol is not declared: declare it as well, or exclude it on the clients too")
-	outbound := Fix{Type: FixExcludeOutbound, Scenario: MeshToMesh, altOnly: true,
+	outbound := Fix{Type: FixExcludeOutbound, Scenario: MeshToMesh, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the clients' sidecars (traffic.sidecar.istio.io/excludeOutboundPorts: \"%d\" on the client workloads)", p.Port, p.Port),
 		Why:   "the clients' own sidecars then never see the connection, so nothing sniffs it on their side",
 		Notes: []string{
@@ -205,7 +208,7 @@ func (j *judge) excludeInboundFix(svc cluster.Service, p cluster.ServicePort, ta
 		fmt.Sprintf("exclude port %d from the server's sidecar (traffic.sidecar.istio.io/excludeInboundPorts: \"%d\" on the pods behind %s/%s), with this DestinationRule", targetPort, targetPort, svc.Namespace, svc.Name),
 		"an inbound port the sidecar does not capture is neither sniffed nor TLS-inspected on the server side; auto mTLS would still send mTLS to it, hence the DestinationRule with tls DISABLE")
 	fix.Type = FixExcludeInbound
-	fix.altOnly = true
+	fix.AlternativeOnly = true
 	fix.Notes = append(fix.Notes,
 		"the annotation goes on the workload's pod template (read when a pod is created): restart the pods",
 		"the port then has no mTLS, no authorization policy and no telemetry, for every client")
@@ -218,7 +221,7 @@ func outboundExclusionAlternative(f Finding) []Fix {
 	if !f.Verdict.Affected() {
 		return nil
 	}
-	return []Fix{{Type: FixExcludeOutbound, Scenario: MeshToExternal, altOnly: true,
+	return []Fix{{Type: FixExcludeOutbound, Scenario: MeshToExternal, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the clients' sidecars (traffic.sidecar.istio.io/excludeOutboundPorts: \"%d\" on the client workloads)", f.Port, f.Port),
 		Why:   "the clients' sidecars then never see connections on this port, so nothing sniffs them; the usual workaround for external SMTP, MySQL and the like (istio/istio#24856, #34444)",
 		Notes: []string{
@@ -238,26 +241,15 @@ func orNew(rule string) string {
 func (j *judge) podPortFixes(f Finding, pod *cluster.Pod) []Fix {
 	name := tcpPortNameFor(f.PortName, f.Port)
 	svcName := truncateLabel(managedDRNamePrefix+pod.Name+"-"+strconv.Itoa(int(f.Port)), 63)
-	selector := map[string]any{}
-	for k, v := range pod.Labels {
-		selector[k] = v
-	}
-	obj := map[string]any{
-		"apiVersion": "v1",
-		"kind":       "Service",
-		"metadata":   map[string]any{"namespace": pod.Namespace, "name": svcName, "labels": map[string]any{ManagedByLabel: ManagerName}},
-		"spec": map[string]any{
-			"clusterIP": "None",
-			"selector":  selector,
-			"ports":     []any{map[string]any{"name": name, "port": int64(f.Port), "targetPort": int64(f.Port), "appProtocol": "tcp"}},
-		},
-	}
+	obj := corev1ac.Service(svcName, pod.Namespace).WithLabels(map[string]string{ManagedByLabel: ManagerName}).
+		WithSpec(corev1ac.ServiceSpec().WithClusterIP("None").WithSelector(pod.Labels).
+			WithPorts(corev1ac.ServicePort().WithName(name).WithPort(f.Port).WithTargetPort(intstr.FromInt32(f.Port)).WithAppProtocol("tcp")))
 	declare := Fix{Type: FixDeclarePodPort, Scenario: MeshToMesh,
 		Title:    fmt.Sprintf("declare port %d of %s/%s as TCP with a headless Service", f.Port, pod.Namespace, pod.Name),
 		Why:      "a Service port gives the pod's sidecar an inbound chain for the port with the declared protocol, instead of the sniffing passthrough",
 		Manifest: toYAML(obj),
 		Notes:    []string{"the selector is every label of this pod: narrow it to the labels its workload's pods share"}}
-	exclude := Fix{Type: FixExcludeInbound, Scenario: MeshToMesh, altOnly: true,
+	exclude := Fix{Type: FixExcludeInbound, Scenario: MeshToMesh, AlternativeOnly: true,
 		Title: fmt.Sprintf("exclude port %d from the sidecar (traffic.sidecar.istio.io/excludeInboundPorts: \"%d\" on the pod template)", f.Port, f.Port),
 		Why:   "an inbound port the sidecar does not capture is not sniffed",
 		Notes: []string{"the port then has no mTLS, no authorization policy and no telemetry", "read when a pod is created: restart the pods"}}

@@ -67,8 +67,9 @@ func Build(in Input) Report {
 			ProtocolDetectionTimeoutMs: inv.Mesh.ProtocolDetectionTimeout.Milliseconds(),
 			OutboundTrafficPolicy:      inv.Mesh.OutboundTrafficPolicy,
 		},
-		Summary: map[Verdict]int{},
-		Static:  in.Static || len(in.Observations) == 0 && len(in.ConfigPaths) == 0,
+		Summary:       map[Verdict]int{},
+		Static:        in.Static || len(in.Observations) == 0 && len(in.ConfigPaths) == 0,
+		SchemaVersion: SchemaVersion,
 	}
 	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
 		// Not judged per port: see SF0305 and the issue-13 notes.

@@ -14,6 +14,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingac "istio.io/client-go/pkg/applyconfiguration/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -76,7 +79,7 @@ func (j *judge) fixesFor(f Finding, svc cluster.Service, p cluster.ServicePort, 
 			}
 			if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
 				fix.Scenario = sc
-				fix.altOnly = rejected
+				fix.AlternativeOnly = rejected
 				fixes = append(fixes, fix)
 			}
 			continue
@@ -99,7 +102,7 @@ func (j *judge) declareFixes(f Finding, svc cluster.Service, p cluster.ServicePo
 		title = fmt.Sprintf("replace appProtocol %q with tcp on %s", p.AppProtocol, ref)
 		why = fmt.Sprintf("appProtocol %q is not a protocol Istio knows, and it overrides the port name, so the port is sniffed; \"tcp\" declares it", p.AppProtocol)
 	}
-	fixes = append(fixes, serviceFix(Fix{Type: FixAppProtocol, Title: title, Why: why}, svc, p, map[string]any{"appProtocol": "tcp"}))
+	fixes = append(fixes, serviceFix(Fix{Type: FixAppProtocol, Title: title, Why: why}, svc, p, map[string]string{"appProtocol": "tcp"}))
 
 	if p.AppProtocol == "" {
 		newName := tcpPortName(p.Name, svc)
@@ -108,7 +111,7 @@ func (j *judge) declareFixes(f Finding, svc cluster.Service, p cluster.ServicePo
 			Title: renameTitle(p.Name, newName, ref),
 			Why:   "a \"tcp-\" name prefix declares the port plain TCP; the rest of the name is kept",
 			Notes: []string{"anything that refers to this port by name (Ingress, Gateway routes, ServiceMonitor, other Services' named targetPort) must be renamed too"},
-		}, svc, p, map[string]any{"name": newName}))
+		}, svc, p, map[string]string{"name": newName}))
 	}
 
 	if proto := serverProtocol(f); proto != "" {
@@ -258,141 +261,27 @@ func nameTaken(svc cluster.Service, name, self string) bool {
 	return false
 }
 
-// objectChange is a fix in structured form, so that several fixes to
-// one object can be merged into one document (see Plan).
-type objectChange struct {
-	apiVersion, kind, namespace, name string
-	// base is the object's manifest before this change; listKey names
-	// the list (spec.ports) or map (spec.portLevelMtls) being changed.
-	base map[string]any
-	// item identifies the entry changed and set holds the new fields.
-	item string
-	set  map[string]any
-	// specSet holds top-level spec fields to set (ServiceEntry addresses).
-	specSet map[string]any
-}
-
-// serviceFix sets fields on one port. The manifest repeats every port of
-// the Service as it is now: with client-side apply a partial ports list
-// would let a later apply delete the ports it leaves out, and with
-// server-side apply it would drop the fields an earlier fix set.
-func serviceFix(fix Fix, svc cluster.Service, p cluster.ServicePort, set map[string]any) Fix {
-	fix.change = &objectChange{
-		apiVersion: "v1", kind: "Service", namespace: svc.Namespace, name: svc.Name,
-		base: serviceBase(svc), item: servicePortKey(p.Port, p.Protocol), set: set,
+// serviceFix sets fields on one port of the Service as the scan saw it.
+func serviceFix(fix Fix, svc cluster.Service, p cluster.ServicePort, set map[string]string) Fix {
+	seen := map[string]string{"name": p.Name, "appProtocol": p.AppProtocol}
+	was := map[string]string{}
+	for k := range set {
+		if seen[k] != "" {
+			was[k] = seen[k]
+		}
 	}
-	fix.Manifest = toYAML(applyChanges(fix.change.base, []*objectChange{fix.change}))
-	return fix
+	c := &Change{APIVersion: "v1", Kind: "Service", Namespace: svc.Namespace, Name: svc.Name,
+		Port: servicePortKey(p.Port, p.Protocol), Set: set, Was: nilIfEmpty(was)}
+	return withChange(fix, serviceObject(svc), c)
 }
 
 func servicePortKey(port int32, l4 string) string { return strconv.Itoa(int(port)) + "/" + l4 }
 
-func serviceBase(svc cluster.Service) map[string]any {
-	ports := make([]any, 0, len(svc.Ports))
-	for _, q := range svc.Ports {
-		m := map[string]any{"port": q.Port, "protocol": q.Protocol}
-		if q.Name != "" {
-			m["name"] = q.Name
-		}
-		if q.TargetPort != "" {
-			if n, err := strconv.Atoi(q.TargetPort); err == nil {
-				m["targetPort"] = n
-			} else {
-				m["targetPort"] = q.TargetPort
-			}
-		}
-		if q.AppProtocol != "" {
-			m["appProtocol"] = q.AppProtocol
-		}
-		ports = append(ports, m)
+func nilIfEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
 	}
-	return map[string]any{
-		"apiVersion": "v1",
-		"kind":       "Service",
-		"metadata":   map[string]any{"name": svc.Name, "namespace": svc.Namespace},
-		"spec":       map[string]any{"ports": ports},
-	}
-}
-
-// applyChanges copies base and applies every change to it.
-func applyChanges(base map[string]any, changes []*objectChange) map[string]any {
-	out := deepCopy(base).(map[string]any)
-	for _, c := range changes {
-		spec, _ := out["spec"].(map[string]any)
-		switch c.kind {
-		case "Service":
-			for _, it := range spec["ports"].([]any) {
-				m := it.(map[string]any)
-				if servicePortKey(toInt32(m["port"]), m["protocol"].(string)) == c.item {
-					for k, v := range c.set {
-						m[k] = v
-					}
-				}
-			}
-		case "ServiceEntry":
-			for _, it := range spec["ports"].([]any) {
-				m := it.(map[string]any)
-				if strconv.Itoa(int(toInt32(m["number"]))) == c.item {
-					for k, v := range c.set {
-						m[k] = v
-					}
-				}
-			}
-			for k, v := range c.specSet {
-				spec[k] = deepCopy(v)
-			}
-		case "PeerAuthentication":
-			pl, _ := spec["portLevelMtls"].(map[string]any)
-			if pl == nil {
-				pl = map[string]any{}
-				spec["portLevelMtls"] = pl
-			}
-			pl[c.item] = deepCopy(c.set)
-		}
-	}
-	return out
-}
-
-func toInt32(v any) int32 {
-	switch n := v.(type) {
-	case int32:
-		return n
-	case uint32:
-		return int32(n)
-	case int:
-		return int32(n)
-	case int64:
-		return int32(n)
-	case float64:
-		return int32(n)
-	}
-	return 0
-}
-
-func deepCopy(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = deepCopy(e)
-		}
-		return m
-	case []any:
-		l := make([]any, len(x))
-		for i, e := range x {
-			l[i] = deepCopy(e)
-		}
-		return l
-	case []string:
-		return append([]string{}, x...)
-	case map[string]string:
-		m := make(map[string]string, len(x))
-		for k, e := range x {
-			m[k] = e
-		}
-		return m
-	}
-	return v
+	return m
 }
 
 // toYAML renders a manifest. Names and hosts may hold anything (the API
@@ -404,7 +293,8 @@ func deepCopy(v any) any {
 func toYAML(v any) string {
 	want, err := json.Marshal(v)
 	if err != nil {
-		// Only plain maps, strings and numbers go in; this cannot fail.
+		// Apply configurations and plain maps of strings and numbers go
+		// in; this cannot fail.
 		panic(err)
 	}
 	// Characters a YAML reader folds or refuses are escaped in the JSON
@@ -495,41 +385,18 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 	if !f.Verdict.Affected() {
 		return fixes
 	}
-	ports := make([]any, 0, len(se.Ports))
-	for _, q := range se.Ports {
-		m := map[string]any{"number": q.Number, "name": q.Name}
-		if q.Protocol != "" {
-			m["protocol"] = q.Protocol
-		}
-		if q.TargetPort != 0 {
-			m["targetPort"] = q.TargetPort
-		}
-		ports = append(ports, m)
-	}
-	spec := map[string]any{"hosts": se.Hosts, "ports": ports}
-	if len(se.Addresses) > 0 {
-		spec["addresses"] = se.Addresses
-	}
-	change := &objectChange{
-		apiVersion: "networking.istio.io/v1", kind: "ServiceEntry", namespace: se.Namespace, name: se.Name,
-		base: map[string]any{
-			"apiVersion": "networking.istio.io/v1",
-			"kind":       "ServiceEntry",
-			"metadata":   map[string]any{"name": se.Name, "namespace": se.Namespace},
-			"spec":       spec,
-		},
-		item: strconv.Itoa(int(p.Number)),
-		set:  map[string]any{"protocol": "TCP"},
+	change := &Change{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry", Namespace: se.Namespace, Name: se.Name,
+		Port: strconv.Itoa(int(p.Number)), Set: map[string]string{"protocol": "TCP"}}
+	if p.Protocol != "" {
+		change.Was = map[string]string{"protocol": p.Protocol}
 	}
 	if p.Name == "" {
-		change.set["name"] = "tcp-" + strconv.Itoa(int(p.Number))
+		change.Set["name"] = "tcp-" + strconv.Itoa(int(p.Number))
 	}
 	addresses := se.Addresses
 	if len(addresses) == 0 {
 		addresses = ipEndpoints(se.Endpoints)
-		if len(addresses) > 0 {
-			change.specSet = map[string]any{"addresses": addresses}
-		}
+		change.Addresses = addresses
 	}
 	var notes []string
 	if len(addresses) == 0 && hasHostName(se.Hosts) {
@@ -542,7 +409,7 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 		title = fmt.Sprintf("give ServiceEntry %s/%s addresses", se.Namespace, se.Name)
 		why = "declared TCP, but without addresses clients' traffic falls into the sniffing 0.0.0.0 listener of the colliding in-mesh port"
 	}
-	if !p.Resolved.Sniffed() && change.specSet == nil {
+	if !p.Resolved.Sniffed() && change.Addresses == nil {
 		// Declared TCP already and no address to add: a manifest would
 		// change nothing. Say what to do instead.
 		fixes = append(fixes, Fix{
@@ -551,10 +418,7 @@ func (j *judge) serviceEntryFixes(f Finding, se cluster.ServiceEntry, p cluster.
 		})
 		return fixes
 	}
-	fixes = append(fixes, Fix{
-		Type: FixServiceEntry, Title: title, Why: why, Notes: notes, change: change,
-		Manifest: toYAML(applyChanges(change.base, []*objectChange{change})),
-	})
+	fixes = append(fixes, withChange(Fix{Type: FixServiceEntry, Title: title, Why: why, Notes: notes}, serviceEntryObject(se), change))
 	return fixes
 }
 
@@ -590,19 +454,20 @@ func (j *judge) externalFixes(f Finding) []Fix {
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
 	}
-	spec := map[string]any{
-		"ports":    []any{map[string]any{"number": f.Port, "name": "tcp-" + strconv.Itoa(int(f.Port)), "protocol": "TCP"}},
-		"location": "MESH_EXTERNAL",
+	obj := networkingac.ServiceEntry(name, ns).WithLabels(map[string]string{ManagedByLabel: ManagerName})
+	obj.Spec = &networkingapi.ServiceEntry{
+		Ports:    []*networkingapi.ServicePort{{Number: uint32(f.Port), Name: "tcp-" + strconv.Itoa(int(f.Port)), Protocol: "TCP"}},
+		Location: networkingapi.ServiceEntry_MESH_EXTERNAL,
 	}
 	var notes []string
 	if a, err := netip.ParseAddr(f.Name); err == nil {
 		// An IP destination: match it by address, pass it through as is.
-		spec["hosts"] = []string{name + ".external"}
-		spec["addresses"] = []string{a.String()}
-		spec["resolution"] = "NONE"
+		obj.Spec.Hosts = []string{name + ".external"}
+		obj.Spec.Addresses = []string{a.String()}
+		obj.Spec.Resolution = networkingapi.ServiceEntry_NONE
 	} else {
-		spec["hosts"] = []string{f.Name}
-		spec["resolution"] = "DNS"
+		obj.Spec.Hosts = []string{f.Name}
+		obj.Spec.Resolution = networkingapi.ServiceEntry_DNS
 		notes = j.dnsNote()
 	}
 	if ns == j.inv.Mesh.RootNamespace {
@@ -610,20 +475,12 @@ func (j *judge) externalFixes(f Finding) []Fix {
 	} else {
 		notes = append(notes, "created in namespace "+ns+" (the mesh root namespace is not in the scan); it is visible to every namespace unless exportTo says otherwise")
 	}
-	obj := map[string]any{
-		"apiVersion": "networking.istio.io/v1",
-		"kind":       "ServiceEntry",
-		"metadata":   map[string]any{"name": name, "namespace": ns, "labels": map[string]any{ManagedByLabel: ManagerName}},
-		"spec":       spec,
-	}
-	fixes = append(fixes, Fix{
-		Type:     FixServiceEntry,
-		Title:    fmt.Sprintf("declare %s:%d to the mesh as TCP", f.Name, f.Port),
-		Why:      "a destination the mesh knows as TCP gets its own listener match and is passed through without sniffing",
-		Notes:    notes,
-		Manifest: toYAML(obj),
-		change:   &objectChange{apiVersion: "networking.istio.io/v1", kind: "ServiceEntry", namespace: ns, name: name, base: obj, item: "-"},
-	})
+	fixes = append(fixes, withChange(Fix{
+		Type:  FixServiceEntry,
+		Title: fmt.Sprintf("declare %s:%d to the mesh as TCP", f.Name, f.Port),
+		Why:   "a destination the mesh knows as TCP gets its own listener match and is passed through without sniffing",
+		Notes: notes,
+	}, obj, &Change{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry", Namespace: ns, Name: name, Create: true}))
 	return fixes
 }
 
@@ -655,48 +512,29 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 		Notes: []string{fmt.Sprintf("SECURITY: traffic to port %d of these pods is then plaintext and unauthenticated for every client, sidecar or not; fix --apply needs --allow-plaintext for this", port),
 			"the better fix, where possible, is to move the client into the mesh"},
 	}
-	meta := map[string]any{"namespace": svc.Namespace}
-	spec := map[string]any{}
+	c := &Change{APIVersion: "security.istio.io/v1", Kind: "PeerAuthentication", Namespace: svc.Namespace,
+		Port: portKey, Set: map[string]string{"mode": "DISABLE"}}
+	var obj any
 	if existing != nil {
-		meta["name"] = existing.Name
-		spec["selector"] = map[string]any{"matchLabels": existing.Selector}
-		if existing.Mode != cluster.MTLSUnset && existing.Mode != "" {
-			spec["mtls"] = map[string]any{"mode": string(existing.Mode)}
+		c.Name = existing.Name
+		if m, ok := existing.PortModes[uint32(port)]; ok {
+			c.Was = map[string]string{"mode": string(m)}
 		}
-		if len(existing.PortModes) > 0 {
-			pl := map[string]any{}
-			for _, port := range cluster.SortedPorts(existing.PortModes) {
-				pl[strconv.Itoa(int(port))] = map[string]any{"mode": string(existing.PortModes[port])}
-			}
-			spec["portLevelMtls"] = pl
-		}
+		obj = peerAuthenticationObject(existing.Name, existing.Namespace, existing.Selector, existing.Mode, existing.PortModes)
 		fix.Notes = append(fix.Notes, fmt.Sprintf("extends the existing PeerAuthentication %s/%s: Istio applies only the oldest workload policy, a second one would be ignored", existing.Namespace, existing.Name))
 	} else {
-		selector := svc.Selector
-		if len(selector) == 0 {
+		if len(svc.Selector) == 0 {
 			return Fix{}, false
 		}
 		// One policy per workload, not per port: Istio applies only the
 		// oldest workload policy to a pod, so a second one for another
 		// port would be ignored. Fixes to several ports (or to Services
 		// with the same selector) share the name, and Plan merges them.
-		meta["name"] = truncateLabel("serverfirst-"+j.selectorOwner(svc), 63)
-		meta["labels"] = map[string]any{ManagedByLabel: ManagerName}
-		spec["selector"] = map[string]any{"matchLabels": selector}
+		c.Name, c.Create = truncateLabel("serverfirst-"+j.selectorOwner(svc), 63), true
+		obj = peerAuthenticationObject(c.Name, svc.Namespace, svc.Selector, "", nil).
+			WithLabels(map[string]string{ManagedByLabel: ManagerName})
 	}
-	fix.change = &objectChange{
-		apiVersion: "security.istio.io/v1", kind: "PeerAuthentication", namespace: svc.Namespace, name: meta["name"].(string),
-		base: map[string]any{
-			"apiVersion": "security.istio.io/v1",
-			"kind":       "PeerAuthentication",
-			"metadata":   meta,
-			"spec":       spec,
-		},
-		item: portKey,
-		set:  map[string]any{"mode": "DISABLE"},
-	}
-	fix.Manifest = toYAML(applyChanges(fix.change.base, []*objectChange{fix.change}))
-	return fix, true
+	return withChange(fix, obj, c), true
 }
 
 // selectorOwner is the first Service by name in svc's namespace with the
@@ -730,13 +568,10 @@ func selectorKey(ns string, sel map[string]string) string {
 	return b.String()
 }
 
-func selectsAll(selector, labels map[string]string) bool {
-	for k, v := range selector {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
+// selectsAll: every label of the selector is on the pod (an empty
+// selector selects every pod).
+func selectsAll(selector, podLabels map[string]string) bool {
+	return labels.SelectorFromSet(selector).Matches(labels.Set(podLabels))
 }
 
 func renameTitle(old, name, ref string) string {

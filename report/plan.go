@@ -1,6 +1,7 @@
 package report
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -14,7 +15,15 @@ import (
 // object, merged.
 type PlannedObject struct {
 	APIVersion, Kind, Namespace, Name string
-	Object                            map[string]any
+	// Object is the typed apply configuration: a
+	// *k8s.io/client-go/applyconfigurations/core/v1.ServiceApplyConfiguration,
+	// or istio.io/client-go's ServiceEntryApplyConfiguration or
+	// PeerAuthenticationApplyConfiguration.
+	Object any
+	// Create: the fixes create the object (it did not exist at the scan).
+	Create bool
+	// Changes are the fixes' changes merged into Object.
+	Changes []*Change
 	// Reasons are the findings and fixes that went into the object.
 	Reasons []string
 	// Notes are what else the fixes need.
@@ -27,7 +36,7 @@ type PlannedObject struct {
 }
 
 // Manifest is the object as YAML.
-func (p PlannedObject) Manifest() string { return toYAML(p.Object) }
+func (p PlannedObject) Manifest() string { return manifestOf(p.Object, p.Create) }
 
 // Ref is "Kind namespace/name".
 func (p PlannedObject) Ref() string { return p.Kind + " " + p.Namespace + "/" + p.Name }
@@ -58,9 +67,22 @@ func findingRef(f Finding) string {
 // Plan picks the best fix with a manifest for every affected finding and
 // merges fixes to the same object into one document, so that applying
 // the plan (client-side or server-side) never undoes one fix with another.
+// It reads only what the report's JSON holds, so a saved report plans as
+// the scan did.
 func Plan(r Report) FixPlan {
+	plan, _ := PlanSkipping(r, nil)
+	return plan
+}
+
+// PlanSkipping is Plan without the fixes whose change skip names (fix
+// --from leaves out those to objects that changed since the report): their
+// paths get no fix. A fix whose change or manifest does not read (only a
+// report edited by hand has one) is planned as a manual fix, and the error
+// says which.
+func PlanSkipping(r Report, skip map[*Change]bool) (FixPlan, error) {
+	var errs []error
 	var plan FixPlan
-	groups := map[string]*planGroup{}
+	groups := map[string]*PlannedObject{}
 	var order []string
 	for _, f := range r.Findings {
 		if !f.Verdict.Affected() || len(f.Fixes) == 0 {
@@ -81,33 +103,32 @@ func Plan(r Report) FixPlan {
 			if len(scenarios) > 1 && sc != "" {
 				ref += " (" + string(sc) + ")"
 			}
-			plan.add(byScenario[sc], ref, PathKey{Target: f.Key(), Scenario: sc}, groups, &order)
+			if err := plan.add(byScenario[sc], ref, PathKey{Target: f.Key(), Scenario: sc}, groups, &order, skip); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	sort.Strings(order)
 	for _, k := range order {
-		g := groups[k]
-		g.obj.Object = applyChanges(g.base, g.changes)
-		plan.Objects = append(plan.Objects, *g.obj)
+		o := groups[k]
+		// Every fix's manifest is the object as scanned with its own
+		// change; the first one's, with every change applied, is them all.
+		for _, c := range o.Changes {
+			applyChange(o.Object, c)
+		}
+		plan.Objects = append(plan.Objects, *o)
 	}
-	return plan
-}
-
-// planGroup collects the changes to one object.
-type planGroup struct {
-	obj     *PlannedObject
-	base    map[string]any
-	changes []*objectChange
+	return plan, errors.Join(errs...)
 }
 
 // add picks the best fix with a manifest among fixes (one path of one
 // finding), files the rest as alternatives, and merges the change into
 // its object's group.
-func (plan *FixPlan) add(fixes []Fix, ref string, path PathKey, groups map[string]*planGroup, order *[]string) {
+func (plan *FixPlan) add(fixes []Fix, ref string, path PathKey, groups map[string]*PlannedObject, order *[]string, skip map[*Change]bool) error {
 	{
 		best := -1
 		for i, fix := range fixes {
-			if fix.change != nil && !fix.altOnly {
+			if fix.Change != nil && !fix.AlternativeOnly {
 				best = i
 				break
 			}
@@ -120,29 +141,42 @@ func (plan *FixPlan) add(fixes []Fix, ref string, path PathKey, groups map[strin
 		}
 		if best < 0 {
 			plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fixes[0]})
-			return
+			return nil
 		}
 		fix := fixes[best]
-		c := fix.change
-		key := c.apiVersion + "|" + c.kind + "|" + c.namespace + "|" + c.name
+		c := fix.Change
+		if skip[c] {
+			return nil
+		}
+		key := c.key()
 		g, ok := groups[key]
+		err := c.validate()
+		var obj any
+		if err == nil && !ok {
+			obj, err = ObjectOf(fix)
+		}
+		if err != nil {
+			plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fix})
+			return fmt.Errorf("%s: %w", ref, err)
+		}
 		if !ok {
-			g = &planGroup{obj: &PlannedObject{APIVersion: c.apiVersion, Kind: c.kind, Namespace: c.namespace, Name: c.name}, base: c.base}
+			g = &PlannedObject{APIVersion: c.APIVersion, Kind: c.Kind, Namespace: c.Namespace, Name: c.Name, Object: obj, Create: c.Create}
 			groups[key] = g
 			*order = append(*order, key)
 		}
-		g.changes = append(g.changes, c)
-		if !slices.Contains(g.obj.Paths, path) {
-			g.obj.Paths = append(g.obj.Paths, path)
+		g.Changes = append(g.Changes, c)
+		if !slices.Contains(g.Paths, path) {
+			g.Paths = append(g.Paths, path)
 		}
-		g.obj.Reasons = append(g.obj.Reasons, ref+": "+fix.Title)
-		g.obj.WeakensSecurity = g.obj.WeakensSecurity || fix.WeakensSecurity
+		g.Reasons = append(g.Reasons, ref+": "+fix.Title)
+		g.WeakensSecurity = g.WeakensSecurity || fix.WeakensSecurity
 		for _, n := range fix.Notes {
-			if !slices.Contains(g.obj.Notes, n) {
-				g.obj.Notes = append(g.obj.Notes, n)
+			if !slices.Contains(g.Notes, n) {
+				g.Notes = append(g.Notes, n)
 			}
 		}
 	}
+	return nil
 }
 
 // RenderPlan writes the plan as one multi-document YAML stream for

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"unicode/utf8"
@@ -256,6 +258,26 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 		if fix.WeakensSecurity {
 			e.bool("weakensSecurity", true)
 		}
+		if fix.AlternativeOnly {
+			e.bool("alternativeOnly", true)
+		}
+		if c := fix.Change; c != nil {
+			e.object("change", func(o *jsonObject) {
+				o.str("apiVersion", c.APIVersion)
+				o.str("kind", c.Kind)
+				o.str("namespace", c.Namespace)
+				o.str("name", c.Name)
+				if c.Create {
+					o.bool("create", true)
+				}
+				o.strOmit("port", c.Port)
+				o.strMap("set", c.Set)
+				o.strMap("was", c.Was)
+				if len(c.Addresses) > 0 {
+					o.strings("addresses", c.Addresses)
+				}
+			})
+		}
 		e.close()
 	}, f.Fixes == nil)
 	if len(f.Notes) > 0 {
@@ -307,11 +329,7 @@ func (o *jsonObject) close() {
 // key starts a member: the comma after the previous one, the new line,
 // the quoted name (a plain ASCII constant) and ": ".
 func (o *jsonObject) key(name string) {
-	if o.members > 0 {
-		o.b = append(o.b, ',')
-	}
-	o.members++
-	o.newline(o.depth + 1)
+	o.member()
 	o.b = append(o.b, '"')
 	o.b = append(o.b, name...)
 	o.b = append(o.b, '"', ':', ' ')
@@ -387,6 +405,44 @@ func (o *jsonObject) array(name string, n int, elem func(i int, e *jsonObject), 
 	}
 	o.newline(o.depth + 1)
 	o.b = append(o.b, ']')
+}
+
+// member starts a member: the comma after the previous one, the new line.
+func (o *jsonObject) member() {
+	if o.members > 0 {
+		o.b = append(o.b, ',')
+	}
+	o.members++
+	o.newline(o.depth + 1)
+}
+
+// object writes a member holding one object, its members written by fill.
+func (o *jsonObject) object(name string, fill func(e *jsonObject)) {
+	o.key(name)
+	e := jsonObject{b: o.b, depth: o.depth + 1}
+	e.open()
+	fill(&e)
+	e.close()
+	o.b = e.b
+	if e.err != nil {
+		o.err = e.err
+	}
+}
+
+// strMap writes a map of strings with its keys sorted, as encoding/json
+// does; nothing when it is empty (omitempty).
+func (o *jsonObject) strMap(name string, m map[string]string) {
+	if len(m) == 0 {
+		return
+	}
+	o.object(name, func(e *jsonObject) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			e.member()
+			e.b = appendJSONString(e.b, k)
+			e.b = append(e.b, ':', ' ')
+			e.b = appendJSONString(e.b, m[k])
+		}
+	})
 }
 
 func (o *jsonObject) strings(name string, list []string) {

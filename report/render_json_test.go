@@ -56,7 +56,8 @@ var awkward = []string{
 }
 
 // fill sets every exported field of the value v points to, recursively:
-// strings from awkward, numbers, true, non-nil pointers, slices of two.
+// strings from awkward, numbers, true, non-nil pointers, slices and maps
+// of two.
 func fill(v reflect.Value, seed *int) {
 	*seed++
 	switch v.Kind() {
@@ -80,6 +81,15 @@ func fill(v reflect.Value, seed *int) {
 			fill(s.Index(i), seed)
 		}
 		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for range 2 {
+			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			fill(k, seed)
+			fill(e, seed)
+			m.SetMapIndex(k, e)
+		}
+		v.Set(m)
 	case reflect.Struct:
 		for i := range v.NumField() {
 			if v.Type().Field(i).IsExported() {

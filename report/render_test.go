@@ -317,7 +317,11 @@ func checkPlan(t testing.TB, plan FixPlan, out string) {
 		t.Fatalf("plan has %d YAML documents, want %d:\n%s", len(docs), len(plan.Objects), out)
 	}
 	for i, o := range plan.Objects {
-		want, _ := json.Marshal(o.Object)
+		var obj any
+		if err := yaml.Unmarshal([]byte(o.Manifest()), &obj); err != nil {
+			t.Fatalf("manifest of %s does not read: %v", o.Ref(), err)
+		}
+		want, _ := json.Marshal(obj)
 		got, _ := json.Marshal(docs[i])
 		var a, b any
 		_ = json.Unmarshal(want, &a)

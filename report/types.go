@@ -121,12 +121,13 @@ type Fix struct {
 	// WeakensSecurity marks fixes that open a plaintext path; fix --apply
 	// never applies them without --allow-plaintext.
 	WeakensSecurity bool `json:"weakensSecurity,omitempty"`
-
-	// change is the fix in structured form, for merging (Plan).
-	change *objectChange
-	// altOnly keeps a fix out of the plan's best picks (it is listed as an
-	// alternative): disabling mTLS where STRICT was chosen on purpose.
-	altOnly bool
+	// AlternativeOnly keeps a fix out of the plan's best picks (fix lists
+	// it as an alternative): disabling mTLS where STRICT was chosen on
+	// purpose, the interception workarounds.
+	AlternativeOnly bool `json:"alternativeOnly,omitempty"`
+	// Change is what the manifest changes, machine-readable: fix plans
+	// and applies from it, also from a saved report (fix --from).
+	Change *Change `json:"change,omitempty"`
 }
 
 // Finding is the report's unit: one target, its static facts, its
@@ -195,6 +196,9 @@ type Report struct {
 	// Static is true when no active probe ran: verdicts rest on the
 	// inventory alone.
 	Static bool `json:"static"`
+	// SchemaVersion is the version of this JSON (SchemaVersion): fields
+	// are only ever added, and fix --from refuses a newer one.
+	SchemaVersion int `json:"schemaVersion"`
 }
 
 // MeshSummary is the mesh config the report assumed.

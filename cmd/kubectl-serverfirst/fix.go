@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ type fixFlags struct {
 	verifyTimeout  time.Duration
 	record         string
 	undo           bool
+	from           string
 }
 
 const fixExample = `  # Print the fixes for my namespace and apply them with kubectl:
@@ -49,7 +51,11 @@ const fixExample = `  # Print the fixes for my namespace and apply them with kub
   kubectl serverfirst fix -n shop --apply --yes --allow-plaintext
 
   # Put back what the last fix --apply changed (dry-run first, then asks):
-  kubectl serverfirst fix --undo`
+  kubectl serverfirst fix --undo
+
+  # Apply the fixes of a report saved earlier (or in CI), without scanning:
+  kubectl serverfirst scan -n shop -o json > report.json
+  kubectl serverfirst fix --from report.json --apply`
 
 func newFixCommand(root *rootOptions) *cobra.Command {
 	f := &fixFlags{}
@@ -92,6 +98,18 @@ last recorded --apply changed, through the same dry run and confirmation:
 the specs, labels and annotations as they were, byte for byte, and deletes
 the objects the fix created; it refuses objects that changed since.
 
+--from FILE (- for stdin) plans the fixes of a saved "scan -o json" (or -o
+yaml) report instead of scanning; the scan flags are then not used. Every
+fix in the report says what it changes, so the plan is the one a scan
+would print. With --apply it first reads every object the plan changes
+and skips, with a warning, each fix whose object changed since the report
+where the fix acts (the field it sets holds neither what the report saw
+nor the fix's value, the object was deleted or created, or the ports and
+selector the manifest repeats differ); then dry run, confirmation, record
+and apply as above. It does not verify: the report's probes ran where the
+report was made, with vantages this command may not have. It says so and
+exits as --no-verify would; scan again to see the fixes take.
+
 Exit status: 0 when the scan ran (and, with --apply, every applied fix
 verified); 4 when some applied fix did not take by --verify-timeout (the
 lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
@@ -99,10 +117,16 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.undo {
-				if f.apply {
-					return errors.New("--undo and --apply: give one")
+				if f.apply || f.from != "" {
+					return errors.New("--undo and --apply or --from: give one")
 				}
 				return undoFix(cmd.Context(), root, f)
+			}
+			if f.from == "-" && f.apply && !f.yes {
+				return errors.New("--from - --apply needs --yes: standard input holds the report, not the answer")
+			}
+			if f.from != "" {
+				return fixFrom(cmd.Context(), root, f)
 			}
 			cfg, err := f.config(root, cmd.ErrOrStderr())
 			if err != nil {
@@ -141,6 +165,7 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 	fl.DurationVar(&f.verifyTimeout, "verify-timeout", 60*time.Second, "With --apply: how long to keep probing the affected paths again until each passes (exit 4 after it)")
 	fl.StringVar(&f.record, "record", "", "With --apply: append what was changed to this file; with --undo: undo the last fix recorded in it (default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json)")
 	fl.BoolVar(&f.undo, "undo", false, "Put back what the last recorded fix --apply changed (dry-run first; asks unless --yes); no scan")
+	fl.StringVar(&f.from, "from", "", "Plan (with --apply, apply) the fixes of a saved report `FILE` (scan -o json; - for stdin): no scan, no verification")
 	return cmd
 }
 
@@ -155,9 +180,10 @@ func refOf(o report.PlannedObject) cluster.ObjectRef {
 	return cluster.ObjectRef{APIVersion: o.APIVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
 }
 
-// applier is the dynamic client under the tool's field manager.
+// applier is the typed clientsets (and the raw client for records and
+// undo) under the tool's field manager.
 func applier(root *rootOptions) (cluster.Applier, string, error) {
-	_, cfg, err := root.clients()
+	clients, cfg, err := root.clients()
 	if err != nil {
 		return cluster.Applier{}, "", err
 	}
@@ -165,7 +191,71 @@ func applier(root *rootOptions) (cluster.Applier, string, error) {
 	if err != nil {
 		return cluster.Applier{}, "", err
 	}
-	return cluster.Applier{Dyn: dyn, FieldManager: report.ManagerName}, cfg.Host, nil
+	return cluster.Applier{Clients: clients, Dyn: dyn, FieldManager: report.ManagerName}, cfg.Host, nil
+}
+
+// fixFrom plans the fixes of a saved report and, with --apply, applies
+// those whose objects did not change since; it does not verify.
+func fixFrom(ctx context.Context, root *rootOptions, f *fixFlags) error {
+	var data []byte
+	var err error
+	if f.from == "-" {
+		data, err = io.ReadAll(root.streams.In)
+	} else {
+		data, err = os.ReadFile(f.from)
+	}
+	if err != nil {
+		return fmt.Errorf("--from: %w", err)
+	}
+	r, err := report.ReadReport(data)
+	if err != nil {
+		return fmt.Errorf("--from %s: %w", f.from, err)
+	}
+	plan, err := report.PlanSkipping(r, nil)
+	if err != nil {
+		return fmt.Errorf("--from %s: %w", f.from, err)
+	}
+	if f.apply && len(plan.Objects) > 0 {
+		ap, _, err := applier(root)
+		if err != nil {
+			return err
+		}
+		skip := map[*report.Change]bool{}
+		for _, o := range plan.Objects {
+			cur, err := ap.Get(ctx, refOf(o))
+			if err != nil {
+				return fmt.Errorf("reading %s: %w", o.Ref(), err)
+			}
+			var obj map[string]any
+			if cur != nil {
+				obj = cur.Object
+			}
+			drift := o.Drift(obj)
+			for _, c := range o.Changes {
+				if why, ok := drift[c]; ok {
+					skip[c] = true
+					fmt.Fprintf(root.streams.ErrOut, "skipping the fix to %s: %s\n", o.Ref(), why)
+				}
+			}
+		}
+		if len(skip) > 0 {
+			if plan, err = report.PlanSkipping(r, skip); err != nil {
+				return err
+			}
+		}
+	}
+	if err := report.RenderPlan(root.streams.Out, plan, f.all); err != nil {
+		return err
+	}
+	if !f.apply {
+		return nil
+	}
+	applied, err := applyPlan(ctx, root, f, plan)
+	if err != nil || len(applied) == 0 || f.noVerify {
+		return err
+	}
+	fmt.Fprintln(root.streams.ErrOut, "not verified: fix --from does not probe (the report's probes ran where it was made); scan again to see the fixes take")
+	return nil
 }
 
 // applyPlan dry-runs every object, asks, records, then applies, and
@@ -200,7 +290,7 @@ func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.
 		return nil, err
 	}
 	for _, o := range todo {
-		if _, err := ap.Apply(ctx, refOf(o), o.Object, true); err != nil {
+		if _, err := ap.Apply(ctx, o.Object, true); err != nil {
 			return nil, fmt.Errorf("dry run of %s failed, nothing applied: %w", o.Ref(), err)
 		}
 	}
@@ -231,12 +321,21 @@ func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.
 		if err := save(); err != nil {
 			return todo[:i], fmt.Errorf("%w: %s not applied", err, o.Ref())
 		}
-		got, err := ap.Apply(ctx, refOf(o), o.Object, false)
+		uid, err := ap.Apply(ctx, o.Object, false)
 		if err != nil {
 			return todo[:i], fmt.Errorf("applying %s: %w", o.Ref(), err)
 		}
 		last := &rec.Objects[len(rec.Objects)-1]
-		last.Applying, last.UID = false, string(got.GetUID())
+		last.Applying, last.UID = false, string(uid)
+		// The record keeps the object as stored, read raw: the typed
+		// result went through protobuf (see cluster.Applier).
+		got, err := ap.Get(ctx, refOf(o))
+		if err == nil && got == nil {
+			err = errors.New("gone right after the apply")
+		}
+		if err != nil {
+			return todo[:i+1], fmt.Errorf("reading %s after applying it: %w", o.Ref(), err)
+		}
 		if last.Applied, err = json.Marshal(got.Object); err != nil {
 			return todo[:i+1], err
 		}
@@ -247,12 +346,6 @@ func applyPlan(ctx context.Context, root *rootOptions, f *fixFlags, plan report.
 	}
 	fmt.Fprintf(errOut, "recorded in %s (fix --undo puts it back)\n", recordPath)
 	return todo, nil
-}
-
-// applyObject is one server-side apply of a planned object (tests).
-func applyObject(ctx context.Context, dyn dynamic.Interface, o report.PlannedObject, dryRun bool) error {
-	_, err := cluster.Applier{Dyn: dyn, FieldManager: report.ManagerName}.Apply(ctx, refOf(o), o.Object, dryRun)
-	return err
 }
 
 // verifyBackoff paces the rounds: the first right after applying (a

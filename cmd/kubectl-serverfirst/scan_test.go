@@ -14,7 +14,9 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -248,22 +250,35 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		ap := cluster.Applier{Clients: clients, Dyn: dyn, FieldManager: report.ManagerName}
 		kinds := map[string]int{}
 		for _, f := range r.Findings {
 			for _, fix := range f.Fixes {
 				if fix.Manifest == "" {
 					continue
 				}
-				var obj map[string]any
-				if err := yaml.Unmarshal([]byte(fix.Manifest), &obj); err != nil {
+				if fix.Change == nil {
+					// A manifest fix only prints (a DestinationRule, a
+					// headless Service): the API server must take it too.
+					u := &unstructured.Unstructured{}
+					if err := yaml.Unmarshal([]byte(fix.Manifest), &u.Object); err != nil {
+						t.Fatalf("%s: %v", fix.Title, err)
+					}
+					gvr, _ := meta.UnsafeGuessKindToResource(u.GroupVersionKind())
+					if _, err := dyn.Resource(gvr).Namespace(u.GetNamespace()).Apply(context.Background(), u.GetName(), u,
+						metav1.ApplyOptions{FieldManager: report.ManagerName, Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+						t.Errorf("%s rejected by the API server: %v\n%s", fix.Title, err, fix.Manifest)
+					}
+					continue
+				}
+				obj, err := report.ObjectOf(fix)
+				if err != nil {
 					t.Fatalf("%s: %v", fix.Title, err)
 				}
-				md := obj["metadata"].(map[string]any)
-				po := report.PlannedObject{APIVersion: obj["apiVersion"].(string), Kind: obj["kind"].(string), Namespace: md["namespace"].(string), Name: md["name"].(string), Object: obj}
-				if err := applyObject(context.Background(), dyn, po, true); err != nil {
+				if _, err := ap.Apply(context.Background(), obj, true); err != nil {
 					t.Errorf("%s rejected by the API server: %v\n%s", fix.Title, err, fix.Manifest)
 				}
-				kinds[po.Kind]++
+				kinds[fix.Change.Kind]++
 			}
 		}
 		for _, k := range []string{"Service", "ServiceEntry", "PeerAuthentication"} {

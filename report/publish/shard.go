@@ -179,9 +179,11 @@ func Merge(shards []Shard) (report.Report, error) {
 			warnings = append(warnings, w)
 		}
 	}
-	out := report.Report{Mesh: shards[0].Report.Mesh, Static: true}
+	out := report.Report{Mesh: shards[0].Report.Mesh, Static: true, SchemaVersion: shards[0].Report.SchemaVersion}
 	for _, s := range shards {
 		out.Static = out.Static && s.Report.Static
+		// A shard of an older schema may lack fields the merge then lacks.
+		out.SchemaVersion = min(out.SchemaVersion, s.Report.SchemaVersion)
 		for _, w := range s.Report.Warnings {
 			warn(w)
 		}
