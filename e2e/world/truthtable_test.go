@@ -141,6 +141,7 @@ func TestServerFirstTruthTable(t *testing.T) {
 		if err := w.WaitSidecarsSynced(ctx, applied); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s: in force in every sidecar %v after the writes", name, time.Since(applied).Round(time.Millisecond))
 		checkClusterTLS(t, ctx, w, ns, "client", clusterName(c.port), c.dest == "ISTIO_MUTUAL")
 		checkInboundModes(t, ctx, w, ns, app, 3306, c.auth)
 		addr := net.JoinHostPort(clusterIPOf(t, ctx, w, ns, app), fmt.Sprint(ports[c.port]))

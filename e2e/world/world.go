@@ -71,6 +71,7 @@ type World struct {
 
 	ownsDir   bool
 	saDefault *saDefaulter
+	saCtrl    *saController
 	cancel    context.CancelFunc
 	stopOnce  sync.Once
 	stopErr   error
@@ -80,7 +81,8 @@ type World struct {
 	syncGen uint64
 }
 
-// StartWorld starts the ServiceAccount defaulting webhook, one istiod per
+// StartWorld starts the ServiceAccount stand-ins (a default account in
+// every namespace, a defaulting webhook for pods), one istiod per
 // revision (each returns once the API server gets pods injected by it),
 // the node agent and the job controller, in that order, so that every pod
 // the node runs was admitted through istiod's injector. It needs root
@@ -140,6 +142,7 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 		return nil, err
 	}
 
+	w.saCtrl = startSAController(w.Kube, opts.Logf)
 	if w.saDefault, err = startSADefaulter(ctx, w.Kube); err != nil {
 		return nil, fmt.Errorf("world: service account defaulting webhook: %w", err)
 	}
@@ -284,6 +287,9 @@ func (w *World) Stop() error {
 		}
 		if w.saDefault != nil {
 			errs = append(errs, w.saDefault.stop())
+		}
+		if w.saCtrl != nil {
+			w.saCtrl.stop()
 		}
 		if w.ownsDir {
 			errs = append(errs, os.RemoveAll(w.StateDir))
