@@ -320,15 +320,6 @@ func shortSockets(r ImageResolver) ImageResolver {
 	}
 }
 
-// logfWriter adapts a Printf-style function to the io.Writer a log.Logger
-// writes to.
-type logfWriter func(format string, args ...any)
-
-func (f logfWriter) Write(p []byte) (int, error) {
-	f("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // DialFrom dials addr ("IP:port") from inside the network namespace of the
 // pod namespace/name, as a process in that pod would: with a sidecar, the
 // connection is captured by it (the test process is not uid 1337).
