@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole on-call flow against a built-in world, no cluster
-# needed. As root it starts the e2e world (a real kube-apiserver + etcd, a
-# node agent running pods as processes in their own network namespaces, an
-# Istio-style injector, sidecar models, real MariaDB/sshd/redis), seeds the
+# needed. As root it starts the e2e world (a real kube-apiserver + etcd,
+# real istiod, a node agent running pods as processes in their own network
+# namespaces, sidecars configured by istiod's xDS, real MariaDB/sshd/redis), seeds the
 # sample workloads and runs `kubectl-serverfirst scan -A` and `fix` against
 # it. Without root (network namespaces need it) it falls back to probing
 # throw-away servers on 127.0.0.1.
@@ -12,14 +12,14 @@ export PATH=$PATH:/usr/local/go/bin
 
 cluster_demo() {
   mkdir -p .cache/demo
-  if [ ! -x "${SERVERFIRST_TESTBIN:-.cache/testbin}/kube-apiserver" ]; then
-    echo "demo: first run: building kube-apiserver and etcd from source into .cache/testbin"
-    echo "demo: (10-15 minutes on two cores; later runs start in seconds)"
+  if [ ! -x "${SERVERFIRST_TESTBIN:-.cache/testbin}/kube-apiserver" ] || [ ! -x "${SERVERFIRST_ISTIOBIN:-${SERVERFIRST_TESTBIN:-.cache/testbin}}/pilot-discovery" ]; then
+    echo "demo: first run: building kube-apiserver, etcd and Istio's pilot-discovery and pilot-agent from source into .cache/testbin"
+    echo "demo: (15-25 minutes on two cores; later runs start in seconds)"
   fi
   bash hack/testbins.sh
   local kc=.cache/demo/kubeconfig log=.cache/demo/testcluster.log
   rm -f "$kc"
-  echo "demo: starting the world (API server, node agent, injector, sidecar models, MariaDB, sshd, redis)..."
+  echo "demo: starting the world (API server, istiod, node agent, sidecars, MariaDB, sshd, redis)..."
   # Built, not `go run`: go run does not pass Ctrl-C on, and the world must
   # see it to tear down its namespaces.
   go -C e2e build -o ../.cache/demo/testcluster ./cmd/testcluster

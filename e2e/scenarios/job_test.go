@@ -166,6 +166,9 @@ func TestScheduledJob(t *testing.T) {
 	if err := world.WaitPodsReady(ctx, fx.w.Kube, world.DemoPods...); err != nil {
 		t.Fatal(err)
 	}
+	if err := fx.w.WaitDemoListening(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := fx.w.WaitSidecarsSynced(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package scenarios runs the built kubectl-serverfirst against the e2e
-// world (a real API server, a node agent running pods as processes in
-// their own network namespaces, an injector, sidecar models, real
-// MariaDB/sshd/redis) and walks the seed's whole fix table: scan proves
+// world (a real API server, real istiod, a node agent running pods as
+// processes in their own network namespaces, sidecars configured by
+// istiod, real MariaDB/sshd/redis) and walks the seed's whole fix table: scan proves
 // the deadlock, fix --apply repairs it, a second scan says OK.
 package scenarios
 
@@ -121,6 +121,12 @@ func start(t *testing.T, ctx context.Context) *fixture {
 			t.Fatal("the e2e world needs root (CI=true: failing instead of skipping)")
 		}
 		t.Skip("the e2e world needs root")
+	}
+	if _, err := world.LocateIstioBinaries(""); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true: failing instead of skipping)", err)
+		}
+		t.Skip(err)
 	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -250,6 +256,13 @@ func TestFixTableEndToEnd(t *testing.T) {
 	if err := world.WaitPodsReady(ctx, fx.env.Client, "m2m/db", "cf/cache", "e2m/ssh", "strict/ssh", "outside/ext-ssh", "outside/ext-ssh2"); err != nil {
 		t.Fatal(err)
 	}
+	// No readiness probes: Ready comes before the daemons listen.
+	for ref, port := range map[string]int{"m2m/db": 3306, "cf/cache": 6379, "e2m/ssh": 2222, "strict/ssh": 2222, "outside/ext-ssh": 2224, "outside/ext-ssh2": 2223} {
+		ns, name, _ := strings.Cut(ref, "/")
+		if err := fx.w.WaitListening(ctx, ns, name, port); err != nil {
+			t.Fatal(err)
+		}
+	}
 	extIP, ext2IP := fx.podIP(t, "outside", "ext-ssh"), fx.podIP(t, "outside", "ext-ssh2")
 	// mesh-to-external with a ServiceEntry that leaves the protocol unset.
 	if _, err := ic.NetworkingV1().ServiceEntries("m2m").Create(ctx, &networkingv1.ServiceEntry{
@@ -338,8 +351,7 @@ func TestFixTableEndToEnd(t *testing.T) {
 		if _, err := fx.env.CreateNamespace(ctx, "istio-system", nil); err != nil && !strings.Contains(err.Error(), "exists") {
 			t.Fatal(err)
 		}
-		// Created, or updated where a real istiod's chart wrote one
-		// (SERVERFIRST_WORLD_ISTIO).
+		// Updated: istiod's chart wrote it.
 		cms := fx.env.Client.CoreV1().ConfigMaps("istio-system")
 		mesh := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "istio"},
@@ -357,6 +369,9 @@ func TestFixTableEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := world.WaitPodsReady(ctx, fx.env.Client, "slow/db"); err != nil {
+			t.Fatal(err)
+		}
+		if err := fx.w.WaitListening(ctx, "slow", "db", 3306); err != nil {
 			t.Fatal(err)
 		}
 		if err := fx.w.WaitSidecarsSynced(ctx, time.Now()); err != nil {

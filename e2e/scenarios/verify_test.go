@@ -40,6 +40,9 @@ func TestFixApplyVerifiesOnTheDemo(t *testing.T) {
 	if err := world.WaitPodsReady(ctx, fx.env.Client, world.DemoPods...); err != nil {
 		t.Fatal(err)
 	}
+	if err := fx.w.WaitDemoListening(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := fx.w.WaitSidecarsSynced(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestProxyConfigFromTheWorld(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, IstioProxy: true, Revisions: []string{}, Logf: t.Logf})
+	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +64,11 @@ func TestProxyConfigFromTheWorld(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGreeting(t, ctx, w, DemoShop, "orders-db", db.Status.PodIP+":3306")
-	waitEndpoints(t, ctx, w, DemoShop, "web",
-		"outbound|3307||orders-db.shop.svc.cluster.local", "outbound|3306||orders-db-tcp.shop.svc.cluster.local")
+	// The pods are Ready: once the sidecars have synced after now, they hold
+	// the demo's listeners and endpoints.
+	if err := w.WaitSidecarsSynced(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 
 	inv, err := cluster.Load(ctx, cluster.Clients{Kube: w.Kube, Istio: w.Istio}, cluster.LoadOptions{})
 	if err != nil {

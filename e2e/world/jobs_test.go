@@ -469,3 +469,12 @@ func waitJob(ctx context.Context, t *testing.T, kube kubernetes.Interface, ns, n
 	}
 	return j
 }
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}

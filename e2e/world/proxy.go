@@ -2,11 +2,13 @@ package world
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +28,13 @@ const servicesChain = "SFW-SERVICES"
 
 type proxyState struct {
 	rules string
+
+	// mu guards the record of complete passes WaitEndpointsSynced waits on.
+	mu sync.Mutex
+	// synced is when the last pass that wrote every EndpointSlice it
+	// wanted began; passed is closed (and replaced) after each such pass.
+	synced time.Time
+	passed chan struct{}
 }
 
 func (n *Node) installProxyChains() error {
@@ -44,7 +53,17 @@ func (n *Node) proxyLoop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		n.syncProxy()
+		began := time.Now()
+		if n.syncProxy() {
+			st := &n.proxyState
+			st.mu.Lock()
+			st.synced = began
+			if st.passed != nil {
+				close(st.passed)
+			}
+			st.passed = make(chan struct{})
+			st.mu.Unlock()
+		}
 		select {
 		case <-n.ctx.Done():
 			return
@@ -60,22 +79,51 @@ type backend struct {
 	ready bool
 }
 
+// WaitEndpointsSynced returns once a pass of the EndpointSlice writer
+// that began after `after` has written every slice it wanted: the
+// endpoints (and their readiness) of every pod and Service the API server
+// held at `after` are in the API server.
+func (n *Node) WaitEndpointsSynced(ctx context.Context, after time.Time) error {
+	st := &n.proxyState
+	for {
+		kickChan(n.proxyKick)
+		st.mu.Lock()
+		synced, passed := st.synced, st.passed
+		if passed == nil {
+			passed = make(chan struct{})
+			st.passed = passed
+		}
+		st.mu.Unlock()
+		if synced.After(after) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("world: EndpointSlices not written since %s: %w", after.Format(time.RFC3339Nano), ctx.Err())
+		case <-n.ctx.Done():
+			return errors.New("world: the node stopped")
+		case <-passed:
+		}
+	}
+}
+
 // syncProxy writes EndpointSlices for selector Services and rewrites the
-// DNAT chain (first ready-or-running backend per port).
-func (n *Node) syncProxy() {
+// DNAT chain (first ready-or-running backend per port). It reports
+// whether it read everything and wrote every slice it wanted.
+func (n *Node) syncProxy() bool {
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	svcList, err := n.client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return
+		return false
 	}
 	sliceList, err := n.client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return
+		return false
 	}
 	pods, err := n.listPods()
 	if err != nil {
-		return
+		return false
 	}
 	svcs := make([]*corev1.Service, len(svcList.Items))
 	for i := range svcList.Items {
@@ -136,8 +184,10 @@ func (n *Node) syncProxy() {
 		restore += "\n"
 	}
 	restore += "COMMIT\n"
+	rulesOK := true
 	if restore != n.proxyState.rules {
 		if err := runInput([]byte(restore), "ip", "netns", "exec", n.net.node, "iptables-restore", "--noflush"); err != nil {
+			rulesOK = false
 			if n.ctx.Err() == nil {
 				n.opts.Logf("world: kube-proxy rules: %v", err)
 			}
@@ -145,7 +195,7 @@ func (n *Node) syncProxy() {
 			n.proxyState.rules = restore
 		}
 	}
-	n.syncSlices(sliceList.Items, wantSlices)
+	return n.syncSlices(sliceList.Items, wantSlices) && rulesOK
 }
 
 func portName(sp corev1.ServicePort) string {
@@ -305,7 +355,8 @@ func (n *Node) desiredSlice(svc *corev1.Service, bs []backend) *discoveryv1.Endp
 }
 
 // syncSlices creates, updates and deletes the node's EndpointSlices.
-func (n *Node) syncSlices(all []discoveryv1.EndpointSlice, want map[string]*discoveryv1.EndpointSlice) {
+func (n *Node) syncSlices(all []discoveryv1.EndpointSlice, want map[string]*discoveryv1.EndpointSlice) (ok bool) {
+	ok = true
 	var have []*discoveryv1.EndpointSlice
 	for i := range all {
 		if all[i].Labels[discoveryv1.LabelManagedBy] == ManagedBy {
@@ -321,8 +372,11 @@ func (n *Node) syncSlices(all []discoveryv1.EndpointSlice, want map[string]*disc
 		w, ok := want[key]
 		if !ok {
 			err := api.EndpointSlices(cur.Namespace).Delete(ctx, cur.Name, metav1.DeleteOptions{})
-			if err != nil && !apierrors.IsNotFound(err) && n.ctx.Err() == nil {
-				n.opts.Logf("world: delete EndpointSlice %s: %v", key, err)
+			if err != nil && !apierrors.IsNotFound(err) {
+				ok = false
+				if n.ctx.Err() == nil {
+					n.opts.Logf("world: delete EndpointSlice %s: %v", key, err)
+				}
 			}
 			continue
 		}
@@ -333,8 +387,12 @@ func (n *Node) syncSlices(all []discoveryv1.EndpointSlice, want map[string]*disc
 		}
 		upd := cur.DeepCopy()
 		upd.Endpoints, upd.Ports, upd.Labels, upd.OwnerReferences = w.Endpoints, w.Ports, w.Labels, w.OwnerReferences
-		if _, err := api.EndpointSlices(cur.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) && n.ctx.Err() == nil {
-			n.opts.Logf("world: update EndpointSlice %s: %v", key, err)
+		if _, err := api.EndpointSlices(cur.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+			// A conflict is retried by the next pass (the watch kicks it).
+			ok = false
+			if !apierrors.IsConflict(err) && n.ctx.Err() == nil {
+				n.opts.Logf("world: update EndpointSlice %s: %v", key, err)
+			}
 		}
 	}
 	for key, w := range want {
@@ -342,8 +400,12 @@ func (n *Node) syncSlices(all []discoveryv1.EndpointSlice, want map[string]*disc
 			continue
 		}
 		_, err := api.EndpointSlices(w.Namespace).Create(ctx, w, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) && n.ctx.Err() == nil {
-			n.opts.Logf("world: create EndpointSlice %s: %v", key, err)
+		if err != nil {
+			ok = false
+			if !apierrors.IsAlreadyExists(err) && n.ctx.Err() == nil {
+				n.opts.Logf("world: create EndpointSlice %s: %v", key, err)
+			}
 		}
 	}
+	return ok
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -105,4 +107,68 @@ func (d *saDefaulter) stop() error {
 		err = nil
 	}
 	return errors.Join(err, d.srv.Shutdown(ctx))
+}
+
+// saController does the ServiceAccount controller's part that pods here
+// depend on (there is no kube-controller-manager): every namespace gets a
+// `default` ServiceAccount, so a pod defaulted to it (above) can get its
+// token. Namespaces made by tests and the demo create theirs; istiod's
+// istio-system, where `fix` may put a ServiceEntry and `scan` then a probe
+// pod, does not.
+type saController struct {
+	kube   kubernetes.Interface
+	logf   func(string, ...any)
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startSAController(kube kubernetes.Interface, logf func(string, ...any)) *saController {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &saController{kube: kube, logf: logf, cancel: cancel}
+	kick := make(chan struct{}, 1)
+	c.wg.Add(2)
+	go watchKick(ctx, &c.wg, func(ctx context.Context) (watch.Interface, error) {
+		return kube.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+	}, kick)
+	go func() {
+		defer c.wg.Done()
+		for {
+			c.sync(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+		}
+	}()
+	return c
+}
+
+func (c *saController) sync(ctx context.Context) {
+	nss, err := c.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	sas, err := c.kube.CoreV1().ServiceAccounts("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=default"})
+	if err != nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, sa := range sas.Items {
+		have[sa.Namespace] = true
+	}
+	for _, ns := range nss.Items {
+		if have[ns.Name] || ns.Status.Phase == corev1.NamespaceTerminating {
+			continue
+		}
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns.Name}}
+		if _, err := c.kube.CoreV1().ServiceAccounts(ns.Name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) && ctx.Err() == nil {
+			c.logf("world: ServiceAccount %s/default: %v", ns.Name, err)
+		}
+	}
+}
+
+func (c *saController) stop() {
+	c.cancel()
+	c.wg.Wait()
 }

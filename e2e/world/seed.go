@@ -3,7 +3,11 @@ package world
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -200,4 +204,45 @@ func podNotReady(p *corev1.Pod) string {
 		out = append(out, "no container statuses")
 	}
 	return strings.Join(out, ", ")
+}
+
+// demoServers are the demo's daemons: pod (namespace/name) -> port.
+var demoServers = map[string]int{"shop/orders-db": 3306, "shop/cache": 6379, "legacy/ssh": 2222}
+
+// WaitDemoListening returns once every demo daemon accepts connections
+// (WaitListening). The demo's pods have no readiness probes (Istio would
+// rewrite them to pilot-agent's /app-health, which the world's sidecar
+// does not serve), so Ready comes before MariaDB and sshd listen.
+func (w *World) WaitDemoListening(ctx context.Context) error {
+	for _, ref := range slices.Sorted(maps.Keys(demoServers)) {
+		ns, name, _ := strings.Cut(ref, "/")
+		if err := w.WaitListening(ctx, ns, name, demoServers[ref]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitListening returns once pod ns/name accepts connections on port,
+// dialled from inside the pod to its own IP (which Istio's capture leaves
+// alone, so no sidecar is in the way).
+func (w *World) WaitListening(ctx context.Context, ns, name string, port int) error {
+	for {
+		p, err := w.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && p.Status.PodIP == "" {
+			err = fmt.Errorf("no pod IP yet")
+		}
+		if err == nil {
+			var conn net.Conn
+			if conn, err = w.DialFrom(ctx, ns, name, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port))); err == nil {
+				conn.Close()
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("world: %s/%s not listening on %d: %w (last: %v)", ns, name, port, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

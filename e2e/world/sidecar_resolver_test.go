@@ -16,27 +16,46 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
-func TestSidecarResolver(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders-db-0"}}
-	r := SidecarResolver("/bin/sidecar-model", "/state/inventory.json")
-	run := []string{"--inventory", "/state/inventory.json", "--pod-namespace", "shop", "--pod-name", "orders-db-0", "--pod-ip", "10.88.0.5", "--capture", "true"}
+// TestIstioResolvers: istiod's injected containers run as Istio's own
+// code or the world's xDS sidecar: istio-init as pilot-agent's
+// istio-iptables with the injector's arguments (root), istio-proxy as
+// `istio-world proxy` against its revision's istiod; everything else is
+// left to the next resolver.
+func TestIstioResolvers(t *testing.T) {
+	const image = "docker.io/istio/proxyv2:1.28.0"
+	xds := map[string]string{"default": "10.88.0.1:15010", "canary": "10.88.0.1:15011"}
+	r := Chain(IstioProxyResolver("/bin/istio-world", xds), IstioInitResolver("/bin/pilot-agent"))
+	pod := func(rev string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders-db-0"}}
+		if rev != "" {
+			p.Labels = map[string]string{"istio.io/rev": rev}
+		}
+		return p
+	}
 	tests := []struct {
 		name     string
+		rev      string
 		c        corev1.Container
-		wantArgs []string // nil: ErrUnknownImage
+		wantPath string // "": ErrUnknownImage
+		wantArgs []string
+		wantRoot bool
 	}{
-		{"injected", corev1.Container{Name: "istio-proxy", Image: DefaultProxyImage, Args: []string{"proxy", "sidecar"}}, run},
-		{"any name, proxyv2 image", corev1.Container{Name: "proxy", Image: "gcr.io/istio-release/proxyv2:1.20.0"}, run},
-		{"istio-proxy, other image", corev1.Container{Name: "istio-proxy", Image: "example.com/envoy:1"}, run},
-		{"digest", corev1.Container{Name: "x", Image: "docker.io/istio/proxyv2@sha256:abc"}, run},
-		{"istio-init", corev1.Container{Name: "istio-init", Image: DefaultProxyImage, Args: []string{"istio-iptables", "-p", "15001"}}, []string{"--capture-only"}},
-		{"mariadb", corev1.Container{Name: "db", Image: "mariadb:11"}, nil},
-		{"proxyv2 lookalike", corev1.Container{Name: "db", Image: "example.com/proxyv2-exporter:1"}, nil},
+		{"istio-proxy", "", corev1.Container{Name: "istio-proxy", Image: image, Args: []string{"proxy", "sidecar", "--domain", "x"}},
+			"/bin/istio-world", []string{"proxy", "--xds", "10.88.0.1:15010"}, false},
+		{"istio-proxy of canary", "canary", corev1.Container{Name: "istio-proxy", Image: image, Args: []string{"proxy", "sidecar"}},
+			"/bin/istio-world", []string{"proxy", "--xds", "10.88.0.1:15011"}, false},
+		{"istio-init", "", corev1.Container{Name: "istio-init", Image: image, Args: []string{"istio-iptables", "-p", "15001"}},
+			"/bin/pilot-agent", []string{"istio-iptables", "-p", "15001"}, true},
+		{"digest image", "", corev1.Container{Name: "x", Image: "gcr.io/istio-release/proxyv2@sha256:abc", Args: []string{"istio-iptables"}},
+			"/bin/pilot-agent", []string{"istio-iptables"}, true},
+		{"istio-proxy, other image", "", corev1.Container{Name: "istio-proxy", Image: "example.com/envoy:1", Args: []string{"proxy", "sidecar"}}, "", nil, false},
+		{"mariadb", "", corev1.Container{Name: "db", Image: "mariadb:11"}, "", nil, false},
+		{"proxyv2 lookalike", "", corev1.Container{Name: "db", Image: "example.com/proxyv2-exporter:1", Args: []string{"proxy"}}, "", nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd, err := r(pod, &tc.c, "10.88.0.5", "/state/pod")
-			if tc.wantArgs == nil {
+			cmd, err := r(pod(tc.rev), &tc.c, "10.88.0.5", "/state/pod")
+			if tc.wantPath == "" {
 				if !errors.Is(err, ErrUnknownImage) {
 					t.Fatalf("err = %v, want ErrUnknownImage", err)
 				}
@@ -45,26 +64,22 @@ func TestSidecarResolver(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cmd.Path != "/bin/sidecar-model" || strings.Join(cmd.Args, " ") != strings.Join(tc.wantArgs, " ") {
-				t.Errorf("command = %s %v, want %v", cmd.Path, cmd.Args, tc.wantArgs)
+			if cmd.Path != tc.wantPath || strings.Join(cmd.Args, " ") != strings.Join(tc.wantArgs, " ") {
+				t.Errorf("command = %s %v, want %s %v", cmd.Path, cmd.Args, tc.wantPath, tc.wantArgs)
 			}
-			if cmd.UID == nil || *cmd.UID != 0 || cmd.GID == nil || *cmd.GID != 0 {
-				t.Errorf("uid/gid = %v/%v, want root (the model drops to 1337 itself)", cmd.UID, cmd.GID)
+			if root := cmd.UID != nil && *cmd.UID == 0; root != tc.wantRoot {
+				t.Errorf("uid %v, want root %v (istio-proxy runs as the uid its securityContext asks for)", cmd.UID, tc.wantRoot)
 			}
 		})
 	}
-	// In a Chain it comes first and leaves other images to the next.
-	chain := Chain(r, func(*corev1.Pod, *corev1.Container, string, string) (Command, error) {
-		return Command{Path: "next"}, nil
-	})
-	if cmd, _ := chain(pod, &corev1.Container{Name: "db", Image: "mariadb:11"}, "", ""); cmd.Path != "next" {
-		t.Errorf("chain passed mariadb to %q", cmd.Path)
+	if _, err := r(pod("nightly"), &corev1.Container{Name: "istio-proxy", Image: image, Args: []string{"proxy", "sidecar"}}, "10.88.0.5", ""); err == nil || errors.Is(err, ErrUnknownImage) {
+		t.Errorf("istio-proxy of a revision without istiod: %v, want an error naming it", err)
 	}
 }
 
 func TestBuildBinaries(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds two binaries")
+		t.Skip("builds kubectl-serverfirst")
 	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -79,19 +94,17 @@ func TestBuildBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("built in %v", time.Since(began).Round(time.Millisecond))
-	for _, p := range []string{b.Serverfirst, b.SidecarModel} {
-		if filepath.Dir(p) != out {
-			t.Errorf("%s not in %s", p, out)
-		}
-		fi, err := os.Stat(p)
-		if err != nil || fi.Mode()&0o111 == 0 {
-			t.Errorf("%s: %v %v", p, fi, err)
-		}
+	if filepath.Dir(b.Serverfirst) != out {
+		t.Errorf("%s not in %s", b.Serverfirst, out)
 	}
-	// The model answers its own usage.
-	outp, _ := exec.CommandContext(ctx, b.SidecarModel, "--help").CombinedOutput()
-	if !strings.Contains(string(outp), "-inventory string") {
-		t.Errorf("sidecar-model --help:\n%s", outp)
+	fi, err := os.Stat(b.Serverfirst)
+	if err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("%s: %v %v", b.Serverfirst, fi, err)
+	}
+	// It is the CLI: it answers its usage.
+	outp, _ := exec.CommandContext(ctx, b.Serverfirst, "--help").CombinedOutput()
+	if !strings.Contains(string(outp), "scan") {
+		t.Errorf("kubectl-serverfirst --help:\n%s", outp)
 	}
 }
 

@@ -74,7 +74,7 @@ func TestServerFirstTruthTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, IstioProxy: true, Revisions: []string{}, Logf: t.Logf})
+	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,15 +129,21 @@ func TestServerFirstTruthTable(t *testing.T) {
 	clusterName := func(port string) string {
 		return fmt.Sprintf("outbound|%d||%s.%s.svc.cluster.local", ports[port], serverOf(port), ns)
 	}
-	waitEndpoints(t, ctx, w, ns, "client", clusterName("auto-tcp-server"), clusterName("tcp-server"))
 
+	// Each case's config is in force once WaitSidecarsSynced returns: the
+	// sidecars' dumps are read once to prove it, never polled.
 	for _, c := range serverFirstCases {
 		name := fmt.Sprintf("%s:%s/%s", c.port, c.dest, c.auth)
 		app := serverOf(c.port)
+		applied := time.Now()
 		applyDestinationRule(t, ctx, w, ns, app, c.dest)
 		applyPeerAuthentication(t, ctx, w, ns, app, c.auth)
-		waitClusterTLS(t, ctx, w, ns, "client", clusterName(c.port), c.dest == "ISTIO_MUTUAL")
-		waitInboundModes(t, ctx, w, ns, app, 3306, c.auth)
+		if err := w.WaitSidecarsSynced(ctx, applied); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: in force in every sidecar %v after the writes", name, time.Since(applied).Round(time.Millisecond))
+		checkClusterTLS(t, ctx, w, ns, "client", clusterName(c.port), c.dest == "ISTIO_MUTUAL")
+		checkInboundModes(t, ctx, w, ns, app, 3306, c.auth)
 		addr := net.JoinHostPort(clusterIPOf(t, ctx, w, ns, app), fmt.Sprint(ports[c.port]))
 		for _, from := range []struct {
 			ns, pod string
@@ -215,53 +221,71 @@ func dumpClusters(dump map[string]any) map[string]map[string]any {
 	return out
 }
 
-// waitClusterTLS waits until the pod's sidecar holds the cluster with the
-// DestinationRule's TLS mode in force: ISTIO_MUTUAL is a TLS transport
-// socket, DISABLE none (and no auto-mTLS matches).
-func waitClusterTLS(t *testing.T, ctx context.Context, w *World, ns, pod, cluster string, tls bool) {
+// checkClusterTLS checks that the pod's sidecar holds the cluster, with an
+// endpoint, and the DestinationRule's TLS mode in force: ISTIO_MUTUAL is a
+// TLS transport socket, DISABLE none (and no auto-mTLS matches).
+func checkClusterTLS(t *testing.T, ctx context.Context, w *World, ns, pod, cluster string, tls bool) {
 	t.Helper()
-	for {
-		cl := dumpClusters(adminConfigDump(t, ctx, w, ns, pod))[cluster]
-		ts, _ := cl["transport_socket"].(map[string]any)
-		_, matches := cl["transport_socket_matches"]
-		if cl != nil && (tls && ts["name"] == "envoy.transport_sockets.tls" || !tls && ts == nil && !matches) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s/%s: cluster %s never had TLS=%v: %v", ns, pod, cluster, tls, cl)
-		case <-time.After(100 * time.Millisecond):
-		}
+	dump := adminConfigDump(t, ctx, w, ns, pod)
+	cl := dumpClusters(dump)[cluster]
+	ts, _ := cl["transport_socket"].(map[string]any)
+	_, matches := cl["transport_socket_matches"]
+	if cl == nil || !(tls && ts["name"] == "envoy.transport_sockets.tls" || !tls && ts == nil && !matches) {
+		t.Errorf("%s/%s: cluster %s has not TLS=%v: %v", ns, pod, cluster, tls, cl)
+	}
+	if !dumpHasEndpoint(dump, cluster) {
+		t.Errorf("%s/%s: cluster %s has no healthy endpoint", ns, pod, cluster)
 	}
 }
 
-// waitInboundModes waits until the pod's virtualInbound has, for port,
-// the chains the PeerAuthentication mode makes: a TLS chain unless
-// DISABLE, a plaintext one unless STRICT.
-func waitInboundModes(t *testing.T, ctx context.Context, w *World, ns, pod string, port int, mode string) {
-	t.Helper()
-	for {
-		var tlsChain, plainChain bool
-		l := dumpListener(t, adminConfigDump(t, ctx, w, ns, pod), "virtualInbound")
-		chains, _ := l["filter_chains"].([]any)
-		for _, c := range chains {
-			m, _ := c.(map[string]any)["filter_chain_match"].(map[string]any)
-			if fmt.Sprint(m["destination_port"]) != fmt.Sprint(port) {
+// dumpHasEndpoint says whether the dump's EndpointsConfigDump has an
+// endpoint Envoy would pick for the cluster (not-ready pods come as
+// UNHEALTHY).
+func dumpHasEndpoint(dump map[string]any, cluster string) bool {
+	configs, _ := dump["configs"].([]any)
+	for _, c := range configs {
+		cm, _ := c.(map[string]any)
+		eps, _ := cm["dynamic_endpoint_configs"].([]any)
+		for _, e := range eps {
+			cfg, _ := e.(map[string]any)["endpoint_config"].(map[string]any)
+			if cfg["cluster_name"] != cluster {
 				continue
 			}
-			if m["transport_protocol"] == "tls" {
-				tlsChain = true
-			} else {
-				plainChain = true
+			groups, _ := cfg["endpoints"].([]any)
+			for _, g := range groups {
+				lbs, _ := g.(map[string]any)["lb_endpoints"].([]any)
+				for _, lb := range lbs {
+					switch lb.(map[string]any)["health_status"] {
+					case nil, "HEALTHY", "UNKNOWN":
+						return true
+					}
+				}
 			}
 		}
-		if tlsChain == (mode != "DISABLE") && plainChain == (mode != "STRICT") {
-			return
+	}
+	return false
+}
+
+// checkInboundModes checks that the pod's virtualInbound has, for port,
+// the chains the PeerAuthentication mode makes: a TLS chain unless
+// DISABLE, a plaintext one unless STRICT.
+func checkInboundModes(t *testing.T, ctx context.Context, w *World, ns, pod string, port int, mode string) {
+	t.Helper()
+	var tlsChain, plainChain bool
+	l := dumpListener(t, adminConfigDump(t, ctx, w, ns, pod), "virtualInbound")
+	chains, _ := l["filter_chains"].([]any)
+	for _, c := range chains {
+		m, _ := c.(map[string]any)["filter_chain_match"].(map[string]any)
+		if fmt.Sprint(m["destination_port"]) != fmt.Sprint(port) {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s/%s: virtualInbound port %d never matched %s (tls chain %v, plaintext chain %v)", ns, pod, port, mode, tlsChain, plainChain)
-		case <-time.After(100 * time.Millisecond):
+		if m["transport_protocol"] == "tls" {
+			tlsChain = true
+		} else {
+			plainChain = true
 		}
+	}
+	if tlsChain != (mode != "DISABLE") || plainChain != (mode != "STRICT") {
+		t.Errorf("%s/%s: virtualInbound port %d does not match %s (tls chain %v, plaintext chain %v)", ns, pod, port, mode, tlsChain, plainChain)
 	}
 }

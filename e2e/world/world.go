@@ -3,29 +3,22 @@ package world
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/e2e/sidecar"
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
@@ -34,86 +27,79 @@ type WorldOptions struct {
 	// Env is the API server to run against. Without it, Config is used.
 	Env    *testenv.Env
 	Config *rest.Config
-	// StateDir holds the inventory file and the node's per-pod state
-	// (logs, daemon data). "" means a fresh temp dir, removed by Stop; a
-	// given one is kept.
+	// StateDir holds istiod's files and the node's per-pod state (logs,
+	// daemon data). "" means a fresh temp dir, removed by Stop; a given
+	// one is kept.
 	StateDir string
-	// Binaries run in pods: the sidecar model for istio-proxy containers,
-	// kubectl-serverfirst for its own image (see BuildBinaries).
+	// Binaries run in pods: kubectl-serverfirst for its own image (see
+	// BuildBinaries).
 	Binaries Binaries
-	// Revisions are installed besides the default one (see
-	// InjectorOptions); nil means {"canary"}, so revision-labelled
-	// namespaces can be tried. Use an empty non-nil slice for none.
+	// Revisions are installed besides the default one, each its own
+	// istiod; nil means {"canary"}, so revision-labelled namespaces can be
+	// tried. Use an empty non-nil slice for none.
 	Revisions []string
-	// InventoryEvery is how often the inventory file is rewritten; 0 means 1s.
-	InventoryEvery time.Duration
-	// Istio, when its binaries are set, makes the world run real istiod
-	// (one per revision) instead of the world's own injector, and
-	// pilot-agent's istio-iptables for istio-init containers. Off (zero)
-	// by default until the sidecars are configured by istiod too.
+	// Istio are Istio's binaries (pilot-discovery, pilot-agent,
+	// istio-world); zero means LocateIstioBinaries(""), and StartWorld
+	// fails if they are not built.
 	Istio IstioBinaries
-	// IstioProxy (with Istio) runs istio-proxy containers as
-	// `istio-world proxy`, configured by istiod over xDS and serving
-	// Envoy's /config_dump, instead of the sidecar model and its
-	// inventory file. Off by default: see e2e/README.md for what it
-	// does not do yet.
-	IstioProxy bool
 	// NodeName and PodCIDR pass through to StartNode ("" = its defaults).
 	NodeName, PodCIDR string
-	// Logf receives the world's log lines (node agent, injector); nil means
-	// log.Printf.
+	// Logf receives the world's log lines (node agent, istiod start-up);
+	// nil means log.Printf.
 	Logf func(format string, args ...any)
 }
 
 // World is everything the e2e tests and `testcluster --world` run beside
-// the API server: the sidecar injector webhook, the inventory file the
-// sidecar models read, and the node agent that runs pods (their
-// istio-proxy containers as the sidecar model, mariadb/sshd/redis images as
-// real daemons, kubectl-serverfirst as itself, busybox-style images as host
-// commands).
+// the API server: real istiod (one per revision: its injector is the API
+// server's webhook, its xDS configures the sidecars), the node agent that
+// runs pods (istio-init as pilot-agent's istio-iptables, istio-proxy as
+// `istio-world proxy`, mariadb/sshd/redis images as real daemons,
+// kubectl-serverfirst as itself, busybox-style images as host commands)
+// and the job controller.
 type World struct {
-	Kube          kubernetes.Interface
-	Istio         istioclient.Interface
-	Config        *rest.Config
-	StateDir      string
-	InventoryPath string
-	// Injector is the world's own injector; nil when Istiods run.
-	Injector *Injector
-	// Istiods are the real control planes (WorldOptions.Istio), the
-	// default revision first.
-	Istiods   []*Istiod
-	Inventory *InventoryWriter
-	Node      *Node
+	Kube     kubernetes.Interface
+	Istio    istioclient.Interface
+	Config   *rest.Config
+	StateDir string
+	// Istiods are the control planes, the default revision first.
+	Istiods []*Istiod
+	Node    *Node
 	// Jobs runs the pods of Jobs (there is no kube-controller-manager).
 	Jobs *JobController
 	// StartupTime is how long StartWorld took.
 	StartupTime time.Duration
 
-	ownsDir    bool
-	istioProxy bool
-	saDefault  *saDefaulter
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	stopOnce   sync.Once
-	stopErr    error
-	status     *http.Client
+	ownsDir   bool
+	saDefault *saDefaulter
+	saCtrl    *saController
+	cancel    context.CancelFunc
+	stopOnce  sync.Once
+	stopErr   error
+	// syncMu serialises WaitSidecarsSynced's marker writes; syncGen is
+	// the last marker generation written.
+	syncMu  sync.Mutex
+	syncGen uint64
 }
 
-// StartWorld starts the injector, the inventory writer (first file written
-// before it returns), the node agent and the job controller, in that
-// order, so that every pod the node runs was admitted through the injector
-// and every sidecar finds a config file. It needs root (network
-// namespaces, iptables). On failure it stops what it started.
+// StartWorld starts the ServiceAccount stand-ins (a default account in
+// every namespace, a defaulting webhook for pods), one istiod per
+// revision (each returns once the API server gets pods injected by it),
+// the node agent and the job controller, in that order, so that every pod
+// the node runs was admitted through istiod's injector. It needs root
+// (network namespaces, iptables). On failure it stops what it started.
 func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	began := time.Now()
 	if err := requireRoot(); err != nil {
 		return nil, err
 	}
-	if opts.Binaries.SidecarModel == "" || opts.Binaries.Serverfirst == "" {
-		return nil, errors.New("world: WorldOptions.Binaries needs both binaries (see BuildBinaries)")
+	if opts.Binaries.Serverfirst == "" {
+		return nil, errors.New("world: WorldOptions.Binaries needs kubectl-serverfirst (see BuildBinaries)")
 	}
-	for _, p := range []string{opts.Binaries.SidecarModel, opts.Binaries.Serverfirst} {
-		if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(opts.Binaries.Serverfirst); err != nil {
+		return nil, fmt.Errorf("world: %w", err)
+	}
+	if opts.Istio == (IstioBinaries{}) {
+		if opts.Istio, err = LocateIstioBinaries(""); err != nil {
 			return nil, fmt.Errorf("world: %w", err)
 		}
 	}
@@ -130,19 +116,7 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	if opts.Revisions == nil {
 		opts.Revisions = []string{"canary"}
 	}
-	if opts.InventoryEvery <= 0 {
-		opts.InventoryEvery = time.Second
-	}
-	// EnvWorldIstio switches any world (tests, testcluster, make demo) to
-	// real istiod without code changes: "1" = istiod + pilot-agent's
-	// capture, "proxy" = also the xDS-configured sidecars.
-	if mode := os.Getenv(EnvWorldIstio); opts.Istio.PilotDiscovery == "" && (mode == "1" || mode == "proxy") {
-		if opts.Istio, err = LocateIstioBinaries(""); err != nil {
-			return nil, fmt.Errorf("world: %s=%s: %w", EnvWorldIstio, mode, err)
-		}
-		opts.IstioProxy = mode == "proxy"
-	}
-	w := &World{Config: cfg, istioProxy: opts.IstioProxy && opts.Istio.PilotDiscovery != ""}
+	w := &World{Config: cfg}
 	if w.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -163,62 +137,39 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	} else if err := os.MkdirAll(w.StateDir, 0o755); err != nil {
 		return nil, err
 	}
-	// The sidecars run as uid 1337 once they dropped root: they must read
-	// the inventory file.
+	// Pods run as other uids (1337, 65532) below it.
 	if err := os.Chmod(w.StateDir, 0o755); err != nil {
 		return nil, err
 	}
-	w.InventoryPath = filepath.Join(w.StateDir, "inventory.json")
 
-	logger := log.New(logfWriter(opts.Logf), "", 0)
-	if opts.Istio.PilotDiscovery != "" {
-		if w.saDefault, err = startSADefaulter(ctx, w.Kube); err != nil {
-			return nil, fmt.Errorf("world: service account defaulting webhook: %w", err)
-		}
-		if w.Istiods, err = startIstiods(ctx, w, cfg, opts); err != nil {
-			return nil, err
-		}
-	} else if w.Injector, err = StartInjector(ctx, w.Kube, InjectorOptions{Revisions: opts.Revisions, Log: logger}); err != nil {
+	w.saCtrl = startSAController(w.Kube, opts.Logf)
+	if w.saDefault, err = startSADefaulter(ctx, w.Kube); err != nil {
+		return nil, fmt.Errorf("world: service account defaulting webhook: %w", err)
+	}
+	if w.Istiods, err = startIstiods(ctx, w, cfg, opts); err != nil {
 		return nil, err
 	}
-
-	w.Inventory = NewInventoryWriter(cluster.Clients{Kube: w.Kube, Istio: w.Istio}, w.InventoryPath)
-	if err := w.Inventory.Sync(ctx); err != nil {
-		return nil, err
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		w.Inventory.Run(runCtx, opts.InventoryEvery)
-	}()
 
 	apiServer, clusterCA, err := apiAccess(cfg)
 	if err != nil {
 		return nil, err
 	}
-	sidecars := IstioResolver(opts.Binaries.SidecarModel, w.InventoryPath, opts.Istio.PilotAgent)
-	var forwards map[int]string
-	if opts.IstioProxy && len(w.Istiods) > 0 {
-		gw, err := podCIDRGateway(opts.PodCIDR)
-		if err != nil {
-			return nil, err
+	gw, err := podCIDRGateway(opts.PodCIDR)
+	if err != nil {
+		return nil, err
+	}
+	// Pods reach each revision's istiod on the node's bridge address,
+	// default first on istiod's plaintext xDS port.
+	forwards := map[int]string{}
+	xds := map[string]string{}
+	for i, d := range w.Istiods {
+		rev := d.Revision
+		if rev == "" {
+			rev = "default"
 		}
-		// Pods reach each revision's istiod on the node's bridge
-		// address, default first on istiod's plaintext xDS port.
-		forwards = map[int]string{}
-		xds := map[string]string{}
-		for i, d := range w.Istiods {
-			rev := d.Revision
-			if rev == "" {
-				rev = "default"
-			}
-			port := IstiodForwardPort + i
-			forwards[port] = d.XDSAddr
-			xds[rev] = net.JoinHostPort(gw, fmt.Sprint(port))
-		}
-		sidecars = Chain(IstioProxyResolver(opts.Istio.IstioWorld, xds), sidecars)
+		port := IstiodForwardPort + i
+		forwards[port] = d.XDSAddr
+		xds[rev] = net.JoinHostPort(gw, fmt.Sprint(port))
 	}
 	w.Node, err = StartNode(ctx, NodeOptions{
 		Client:    w.Kube,
@@ -229,7 +180,8 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 		PodCIDR:   opts.PodCIDR,
 		Forwards:  forwards,
 		Resolver: Chain(
-			sidecars,
+			IstioProxyResolver(opts.Istio.IstioWorld, xds),
+			IstioInitResolver(opts.Istio.PilotAgent),
 			ServerfirstResolver(opts.Binaries.Serverfirst),
 			shortSockets(DaemonResolver()),
 			HostCommandResolver(),
@@ -241,24 +193,12 @@ func StartWorld(ctx context.Context, opts WorldOptions) (_ *World, err error) {
 	}
 	// Jobs' pods are created once the node can run them; the controller
 	// stops with runCtx or Stop.
+	runCtx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
 	w.Jobs = StartJobController(runCtx, w.Kube, opts.Logf)
-	node := w.Node
-	w.status = &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				return node.DialPod(ctx, addr)
-			},
-			DisableKeepAlives: true,
-		},
-	}
 	w.StartupTime = time.Since(began)
 	return w, nil
 }
-
-// EnvWorldIstio, when "1" or "proxy", makes StartWorld run real istiod
-// (see WorldOptions.Istio and IstioProxy) for callers that set neither.
-const EnvWorldIstio = "SERVERFIRST_WORLD_ISTIO"
 
 // IstiodForwardPort is where pods reach the default revision's istiod
 // (plaintext xDS) on the node's bridge address; further revisions follow.
@@ -324,9 +264,9 @@ func startIstiods(ctx context.Context, w *World, cfg *rest.Config, opts WorldOpt
 }
 
 // Stop stops the job controller, the node (every pod process, every
-// network namespace), the inventory writer and the injector (its webhook
-// configurations are deleted so the API server does not fail pod creation
-// closed), and removes StateDir if StartWorld made it. Idempotent.
+// network namespace) and the istiods (their webhook configurations are
+// deleted so the API server does not fail pod creation closed), removes
+// the sync marker and, if StartWorld made it, StateDir. Idempotent.
 func (w *World) Stop() error {
 	w.stopOnce.Do(func() {
 		var errs []error
@@ -335,21 +275,21 @@ func (w *World) Stop() error {
 		if w.Jobs != nil {
 			w.Jobs.Stop()
 		}
-		if w.Node != nil {
-			errs = append(errs, w.Node.Stop())
-		}
 		if w.cancel != nil {
 			w.cancel()
 		}
-		w.wg.Wait()
-		if w.Injector != nil {
-			errs = append(errs, w.Injector.Stop())
+		if w.Node != nil {
+			errs = append(errs, w.Node.Stop())
 		}
+		errs = append(errs, w.deleteSyncMarker())
 		for _, d := range w.Istiods {
 			errs = append(errs, d.Stop())
 		}
 		if w.saDefault != nil {
 			errs = append(errs, w.saDefault.stop())
+		}
+		if w.saCtrl != nil {
+			w.saCtrl.stop()
 		}
 		if w.ownsDir {
 			errs = append(errs, os.RemoveAll(w.StateDir))
@@ -357,129 +297,6 @@ func (w *World) Stop() error {
 		w.stopErr = errors.Join(errs...)
 	})
 	return w.stopErr
-}
-
-// SidecarState is one running sidecar model as the world sees it.
-type SidecarState struct {
-	Namespace, Name, PodIP string
-	Status                 sidecar.Status
-	Err                    error // the status endpoint did not answer
-}
-
-// Sidecars reads /model/status of every running sidecar model (pods with
-// an istio-proxy container in state Running), from inside the node's
-// network namespace. Sorted by namespace/name.
-func (w *World) Sidecars(ctx context.Context) ([]SidecarState, error) {
-	pods, err := w.Kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	var out []SidecarState
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !proxyRunning(p) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st := SidecarState{Namespace: p.Namespace, Name: p.Name, PodIP: p.Status.PodIP}
-			st.Status, st.Err = w.sidecarStatus(ctx, p.Status.PodIP)
-			mu.Lock()
-			out = append(out, st)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out, nil
-}
-
-func proxyRunning(p *corev1.Pod) bool {
-	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.ContainerStatuses...), p.Status.InitContainerStatuses...) {
-		if cs.Name == cluster.ProxyContainerName && cs.State.Running != nil {
-			return true
-		}
-	}
-	return false
-}
-
-func (w *World) sidecarStatus(ctx context.Context, podIP string) (sidecar.Status, error) {
-	var st sidecar.Status
-	url := "http://" + net.JoinHostPort(podIP, fmt.Sprint(sidecar.StatusPort)) + "/model/status"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := w.status.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return st, fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("%s: %w", url, err)
-	}
-	return st, nil
-}
-
-// WaitSidecarsSynced waits until the mesh config every sidecar serves
-// includes everything the API server accepted before `after` (e.g. the
-// moment before `fix --apply`): the inventory file must have been
-// rewritten from a load that started after `after`, and every running
-// sidecar model must report a lastSyncStarted later than that rewrite.
-// Sidecars that have not synced by ctx's deadline are named in the error.
-// Typical wait: up to one inventory period plus one model refresh (2s).
-func (w *World) WaitSidecarsSynced(ctx context.Context, after time.Time) error {
-	if w.istioProxy {
-		// istiod pushes only what changed for a proxy: "synced after t"
-		// needs istiod's side of the story (not done yet).
-		return errors.New("world: WaitSidecarsSynced is not implemented for WorldOptions.IstioProxy: poll the sidecars' /config_dump")
-	}
-	written, err := w.Inventory.WaitSynced(ctx, after)
-	if err != nil {
-		return err
-	}
-	for {
-		states, err := w.Sidecars(ctx)
-		var pending []string
-		if err == nil {
-			for _, s := range states {
-				switch {
-				case s.Err != nil:
-					pending = append(pending, fmt.Sprintf("%s/%s (%v)", s.Namespace, s.Name, s.Err))
-				case !s.Status.LastSyncStarted.After(written):
-					why := "last sync " + s.Status.LastSyncStarted.Format(time.RFC3339Nano)
-					if s.Status.LastError != "" {
-						why += ", error: " + s.Status.LastError
-					}
-					pending = append(pending, fmt.Sprintf("%s/%s (%s)", s.Namespace, s.Name, why))
-				}
-			}
-			if len(pending) == 0 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			if err != nil {
-				return fmt.Errorf("sidecars not synced with the inventory written at %s: %w (list pods: %v)", written.Format(time.RFC3339Nano), ctx.Err(), err)
-			}
-			return fmt.Errorf("sidecars not synced with the inventory written at %s: %w: %s",
-				written.Format(time.RFC3339Nano), ctx.Err(), strings.Join(pending, "; "))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // shortSockets moves `--socket=PATH` arguments (mariadbd's) that are longer
@@ -501,15 +318,6 @@ func shortSockets(r ImageResolver) ImageResolver {
 		}
 		return cmd, nil
 	}
-}
-
-// logfWriter adapts a Printf-style function to the io.Writer a log.Logger
-// writes to.
-type logfWriter func(format string, args ...any)
-
-func (f logfWriter) Write(p []byte) (int, error) {
-	f("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // DialFrom dials addr ("IP:port") from inside the network namespace of the

@@ -7,35 +7,35 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 )
 
-// TestWorldDemo runs the whole world (API server, injector, inventory
-// writer, node agent, sidecar models, real daemons) with the demo seed and
-// checks the sniffing behaviour from inside pods, then a fix taking effect
-// after WaitSidecarsSynced.
+// TestWorldDemo runs the whole world (API server, istiod per revision,
+// node agent, sidecars configured by istiod, real daemons) with the demo
+// seed: the pods are injected by Istio's own injector (istio-init running
+// pilot-agent's istio-iptables, istio-proxy as Istio's template writes
+// it), the demo's paths behave as the demo says from inside the pods, each
+// sidecar's Envoy admin /config_dump (127.0.0.1:15000 in its pod) holds
+// the real listeners for the Service port names, and after a port rename
+// WaitSidecarsSynced returns only once the sidecars hold the new listener
+// and the greeting arrives. Stop leaves nothing behind.
 func TestWorldDemo(t *testing.T) {
-	if err := requireRoot(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v (CI=true: failing instead of skipping)", err)
-		}
-		t.Skip(err)
-	}
-	if testing.Short() {
-		t.Skip("starts an API server, a node and daemons; skipped with -short")
-	}
+	requireWorld(t)
+	requireIstio(t)
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	began := time.Now()
@@ -55,11 +55,17 @@ func TestWorldDemo(t *testing.T) {
 		if !stopped {
 			if t.Failed() {
 				wtDumpLogs(t, w.StateDir)
+				for _, d := range w.Istiods {
+					t.Logf("--- %s\n%s", d.LogPath, tailLines(d.LogPath, 40))
+				}
 			}
 			w.Stop()
 		}
 	}()
-	t.Logf("world started in %v; state in %s", w.StartupTime.Round(time.Millisecond), w.StateDir)
+	t.Logf("world with %d istiods started in %v; state in %s", len(w.Istiods), w.StartupTime.Round(time.Millisecond), w.StateDir)
+	if len(w.Istiods) != 2 {
+		t.Fatalf("istiods %d, want default + canary", len(w.Istiods))
+	}
 
 	began = time.Now()
 	if err := SeedDemo(ctx, w.Kube, w.Istio); err != nil {
@@ -68,7 +74,7 @@ func TestWorldDemo(t *testing.T) {
 	if err := SeedDemo(ctx, w.Kube, w.Istio); err != nil {
 		t.Fatalf("seeding twice: %v", err)
 	}
-	readyCtx, cancelReady := context.WithTimeout(ctx, 2*time.Minute)
+	readyCtx, cancelReady := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancelReady()
 	if err := WaitPodsReady(readyCtx, w.Kube, DemoPods...); err != nil {
 		t.Fatal(err)
@@ -85,7 +91,29 @@ func TestWorldDemo(t *testing.T) {
 			t.Errorf("%s: sidecar %v, want %v", ref, got, want)
 		}
 	}
+	// Istio's injector: istio-init with istio-iptables' arguments,
+	// istio-proxy running `proxy sidecar`, the status annotation naming
+	// both.
+	db, err := w.Kube.CoreV1().Pods(DemoShop).Get(ctx, "orders-db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initC := findContainer(db.Spec.InitContainers, "istio-init")
+	proxyC := findContainer(append(append([]corev1.Container{}, db.Spec.InitContainers...), db.Spec.Containers...), "istio-proxy")
+	if initC == nil || len(initC.Args) == 0 || initC.Args[0] != "istio-iptables" {
+		t.Errorf("istio-init = %+v, want Istio's istio-iptables init container", initC)
+	}
+	if proxyC == nil || len(proxyC.Args) < 2 || proxyC.Args[0] != "proxy" || proxyC.Args[1] != "sidecar" {
+		t.Errorf("istio-proxy = %+v, want pilot-agent's `proxy sidecar`", proxyC)
+	}
+	if st := db.Annotations["sidecar.istio.io/status"]; !strings.Contains(st, `"istio-init"`) {
+		t.Errorf("sidecar.istio.io/status = %q, want istio-init listed", st)
+	}
 
+	// The demo's MariaDB has no readiness probe: Ready before it listens.
+	// Wait for its greeting from inside its own pod (to its own IP: not
+	// captured).
+	waitGreeting(t, ctx, w, DemoShop, "orders-db", net.JoinHostPort(db.Status.PodIP, "3306"))
 	began = time.Now()
 	if err := w.WaitSidecarsSynced(ctx, began); err != nil {
 		t.Fatal(err)
@@ -98,18 +126,51 @@ func TestWorldDemo(t *testing.T) {
 	var names []string
 	for _, s := range states {
 		names = append(names, s.Namespace+"/"+s.Name)
-		if s.Err != nil || !s.Status.Ready || !s.Status.PodKnown || s.Status.Generation == 0 {
-			t.Errorf("sidecar %s/%s: %+v (err %v)", s.Namespace, s.Name, s.Status, s.Err)
+		if ok, why := s.syncedSince(w.syncGen); !ok {
+			t.Errorf("sidecar %s/%s after WaitSidecarsSynced: %s", s.Namespace, s.Name, why)
 		}
 	}
 	if strings.Join(names, " ") != "shop/cache shop/orders-db shop/web" {
 		t.Errorf("running sidecars = %v", names)
 	}
 
-	db := checkDemoPaths(t, ctx, w)
+	dbAddr := checkDemoPaths(t, ctx, w)
+	dbVIP, _, _ := net.SplitHostPort(dbAddr)
+	dbTCPVIP := clusterIPOf(t, ctx, w, DemoShop, "orders-db-tcp")
+	// The paths went through the xDS-configured sidecars: web's decision
+	// log shows the declared-TCP path relayed to orders-db over the TLS
+	// stand-in (auto mTLS), orders-db's the inbound side accepting it.
+	webLog := containerLog(t, w, DemoShop, "web", "istio-proxy")
+	if !strings.Contains(webLog, dbTCPVIP+":3306: listener "+dbTCPVIP+"_3306") || !strings.Contains(webLog, "TLS (stand-in)") {
+		t.Errorf("web's sidecar log has no TLS relay to %s_3306:\n%s", dbTCPVIP, webLog)
+	}
+	if dbLog := containerLog(t, w, DemoShop, "orders-db", "istio-proxy"); !strings.Contains(dbLog, "listener virtualInbound") {
+		t.Errorf("orders-db's sidecar log has no inbound decision:\n%s", dbLog)
+	}
 
-	// The fix for mesh clients: declare the port TCP. After
-	// WaitSidecarsSynced every sidecar has it.
+	// The real listeners, as web's sidecar received them.
+	dump := adminConfigDump(t, ctx, w, DemoShop, "web")
+	sniffed := dumpListener(t, dump, dbVIP+"_3307")
+	if names := listenerFilterNames(sniffed); !slices.Contains(names, "envoy.filters.listener.http_inspector") {
+		t.Errorf("%s_3307 (port name db: auto-detected) listener filters %v, want http_inspector", dbVIP, names)
+	}
+	if got := sniffed["listener_filters_timeout"]; got != "0s" {
+		t.Errorf("%s_3307 listener_filters_timeout = %v, want 0s (protocolDetectionTimeout's default)", dbVIP, got)
+	}
+	declared := dumpListener(t, dump, dbTCPVIP+"_3306")
+	if names := listenerFilterNames(declared); slices.Contains(names, "envoy.filters.listener.http_inspector") {
+		t.Errorf("%s_3306 (port name tcp-mysql) listener filters %v, want no http_inspector", dbTCPVIP, names)
+	}
+	// The server's inbound: TLS and HTTP inspectors with Istio's
+	// filter_disabled port predicates (PERMISSIVE mTLS).
+	inbound := dumpListener(t, adminConfigDump(t, ctx, w, DemoShop, "orders-db"), "virtualInbound")
+	if names := listenerFilterNames(inbound); !slices.Contains(names, "envoy.filters.listener.tls_inspector") {
+		t.Errorf("virtualInbound listener filters %v, want tls_inspector", names)
+	}
+
+	// The fix for mesh clients: declare the port TCP. Once
+	// WaitSidecarsSynced returns, web's sidecar has the listener without
+	// the HTTP inspector (read once, no polling) and the greeting arrives.
 	svc, err := w.Kube.CoreV1().Services(DemoShop).Get(ctx, "orders-db", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +184,10 @@ func TestWorldDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("fix in force in every sidecar %v after the update", time.Since(applied).Round(time.Millisecond))
-	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", db, "", demoWait); !strings.Contains(strings.ToLower(got), "mariadb") {
+	if names := listenerFilterNames(dumpListener(t, adminConfigDump(t, ctx, w, DemoShop, "web"), dbVIP+"_3307")); slices.Contains(names, "envoy.filters.listener.http_inspector") {
+		t.Errorf("after WaitSidecarsSynced, %s_3307 (now tcp-db) still has listener filters %v", dbVIP, names)
+	}
+	if got := wtFirstBytes(t, ctx, w, DemoShop, "web", dbAddr, "", demoWait); !strings.Contains(strings.ToLower(got), "mariadb") {
 		t.Errorf("after the fix, web -> orders-db: %q", got)
 	}
 
@@ -134,10 +198,7 @@ func TestWorldDemo(t *testing.T) {
 	// Stop takes everything down.
 	nodeNetns := w.Node.NodeNetns()
 	var configs []string
-	if w.Injector != nil {
-		configs = w.Injector.ConfigNames
-	}
-	for _, d := range w.Istiods { // SERVERFIRST_WORLD_ISTIO
+	for _, d := range w.Istiods {
 		configs = append(configs, d.ConfigNames...)
 	}
 	stopped = true
@@ -147,10 +208,13 @@ func TestWorldDemo(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/run/netns", nodeNetns)); !os.IsNotExist(err) {
 		t.Errorf("node netns %s still there: %v", nodeNetns, err)
 	}
-	for _, name := range configs {
+	for _, name := range append(configs, saDefaultingName) {
 		if _, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{}); err == nil {
 			t.Errorf("webhook configuration %s left behind", name)
 		}
+	}
+	if _, err := w.Istio.NetworkingV1alpha3().EnvoyFilters(IstioSystem).Get(ctx, SyncMarkerName, metav1.GetOptions{}); err == nil {
+		t.Errorf("sync marker EnvoyFilter left behind")
 	}
 	if _, err := os.Stat(w.StateDir); !os.IsNotExist(err) {
 		t.Errorf("state dir %s left behind", w.StateDir)

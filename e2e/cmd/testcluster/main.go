@@ -11,9 +11,11 @@
 // ready (written to a temp file, then renamed); it is removed on exit.
 //
 // With --world (root only) it also runs the e2e world beside the API
-// server: the Istio sidecar injector webhook, the inventory file the
-// sidecar models read, and a node agent that runs pods as local processes
-// in their own network namespaces (e2e/world, e2e/README.md). --seed demo
+// server: real istiod (default and canary revisions: their injector is the
+// API server's webhook, their xDS configures the sidecars), and a node
+// agent that runs pods as local processes in their own network namespaces
+// (e2e/world, e2e/README.md); Istio's binaries come from
+// hack/testbins.sh. --seed demo
 // creates the demo workloads (world.SeedDemo) and, with --world, waits for
 // them to run before publishing the kubeconfig:
 //
@@ -47,10 +49,10 @@ func run(args []string) int {
 	noCRDs := fs.Bool("no-istio-crds", false, "do not install Istio's CRDs (a cluster without Istio)")
 	binDir := fs.String("bin-dir", "", "folder with kube-apiserver and etcd (default $"+testenv.EnvTestBin+" or .cache/testbin)")
 	timeout := fs.Duration("start-timeout", 90*time.Second, "give up if the API server is not ready by then")
-	withWorld := fs.Bool("world", false, "also run the e2e world: sidecar injector, inventory file, node agent running pods (needs root)")
+	withWorld := fs.Bool("world", false, "also run the e2e world: istiod, node agent running pods, sidecars configured by istiod (needs root and hack/testbins.sh's Istio binaries)")
 	seed := fs.String("seed", "", `create workloads: "demo" (namespaces shop, legacy, batch; see e2e/README.md)`)
-	stateDir := fs.String("state-dir", "", "with --world: keep the world's state (inventory file, pod logs) here instead of a temp dir removed on exit; uid 1337 (the sidecars) must be able to reach it")
-	worldBin := fs.String("world-bin-dir", "", "with --world: where to build kubectl-serverfirst and sidecar-model (default .cache/world-bin in the repository)")
+	stateDir := fs.String("state-dir", "", "with --world: keep the world's state (istiod logs, pod logs) here instead of a temp dir removed on exit; uid 1337 (the sidecars) must be able to reach it")
+	worldBin := fs.String("world-bin-dir", "", "with --world: where to build kubectl-serverfirst (default .cache/world-bin in the repository)")
 	readyTimeout := fs.Duration("seed-timeout", 3*time.Minute, "with --world --seed: give up if the seeded pods are not ready by then")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -71,6 +73,14 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "testcluster: --world needs root: the node agent creates network namespaces, veths and iptables rules "+
 			"(run as root, e.g. `sudo -E go -C e2e run ./cmd/testcluster ...`, or drop --world)")
 		return 1
+	}
+	var istioBins world.IstioBinaries
+	if *withWorld {
+		var err error
+		if istioBins, err = world.LocateIstioBinaries(""); err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: --world runs real istiod: %v\n", err)
+			return 1
+		}
 	}
 
 	// Catch signals before starting, so a Ctrl-C during start-up still tears
@@ -113,7 +123,7 @@ func run(args []string) int {
 			return 1
 		}
 		w, err = world.StartWorld(ctx, world.WorldOptions{
-			Env: env, StateDir: *stateDir, Binaries: bb.b,
+			Env: env, StateDir: *stateDir, Binaries: bb.b, Istio: istioBins,
 			Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "testcluster: world: "+format+"\n", args...) },
 		})
 		if err != nil {
@@ -121,15 +131,16 @@ func run(args []string) int {
 			return 1
 		}
 		defer w.Stop()
-		injector := "istiod"
-		if w.Injector != nil {
-			injector = w.Injector.URL
-		}
+		istiods := ""
 		for _, d := range w.Istiods {
-			injector += fmt.Sprintf(" [rev %q: xDS %s, webhook %s, log %s]", d.Revision, d.XDSAddr, d.WebhookURL, d.LogPath)
+			rev := d.Revision
+			if rev == "" {
+				rev = "default"
+			}
+			istiods += fmt.Sprintf(" [%s: xDS %s, webhook %s, debug %s, log %s]", rev, d.XDSAddr, d.WebhookURL, d.DebugURL, d.LogPath)
 		}
-		fmt.Fprintf(os.Stderr, "testcluster: world ready %v after the API server: injector %s, node %s (netns %s), inventory %s\n",
-			time.Since(began).Round(time.Millisecond), injector, w.Node.Name(), w.Node.NodeNetns(), w.InventoryPath)
+		fmt.Fprintf(os.Stderr, "testcluster: world ready %v after the API server: istiod%s, node %s (netns %s)\n",
+			time.Since(began).Round(time.Millisecond), istiods, w.Node.Name(), w.Node.NodeNetns())
 		fmt.Fprintf(os.Stderr, "testcluster: world state in %s (pod logs under %s)\n", w.StateDir, filepath.Join(w.Node.StateDir(), "pods"))
 	}
 	if *seed == "demo" {
@@ -204,8 +215,8 @@ func publish(src, dst string) error {
 	return nil
 }
 
-// buildWorldBinaries builds kubectl-serverfirst and sidecar-model for the
-// world's pods, into dir or the repository's .cache/world-bin.
+// buildWorldBinaries builds kubectl-serverfirst for the world's pods, into
+// dir or the repository's .cache/world-bin.
 func buildWorldBinaries(ctx context.Context, dir string) (world.Binaries, error) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -236,6 +247,9 @@ func seedDemo(ctx context.Context, env *testenv.Env, w *world.World, withIstio b
 	defer cancel()
 	began := time.Now()
 	if err := world.WaitPodsReady(ctx, env.Client, world.DemoPods...); err != nil {
+		return err
+	}
+	if err := w.WaitDemoListening(ctx); err != nil {
 		return err
 	}
 	// Every sidecar serves a config that has every demo object.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -19,12 +20,22 @@ type Status struct {
 }
 
 // AdminHandler is Envoy's admin API as far as reading config goes:
-// /config_dump (?include_eds) and /ready.
+// /config_dump (?include_eds, ?name_regex=) and /ready.
 func AdminHandler(c *Client) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/config_dump", func(w http.ResponseWriter, r *http.Request) {
-		_, eds := r.URL.Query()["include_eds"]
-		out, err := c.Snapshot().DumpJSON(eds)
+		q := r.URL.Query()
+		_, eds := q["include_eds"]
+		o := DumpOptions{Endpoints: eds}
+		if expr := q.Get("name_regex"); expr != "" {
+			re, err := regexp.Compile(expr)
+			if err != nil {
+				http.Error(w, "name_regex: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			o.NameRegex = re
+		}
+		out, err := c.Snapshot().DumpJSON(o)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"regexp"
 	"sort"
 
 	admin "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -18,13 +19,30 @@ import (
 	_ "istio.io/istio/pkg/config/xds"
 )
 
+// DumpOptions are the /config_dump query parameters the dump honours.
+type DumpOptions struct {
+	// Endpoints adds the EndpointsConfigDump (Envoy's ?include_eds).
+	Endpoints bool
+	// NameRegex keeps only the resources whose names match (Envoy's
+	// ?name_regex=, RE2 like Go's regexp); nil keeps all. The kinds'
+	// version_info stays.
+	NameRegex *regexp.Regexp
+}
+
+func (o DumpOptions) keep(name string) bool {
+	return o.NameRegex == nil || o.NameRegex.MatchString(name)
+}
+
 // ConfigDump is the config as Envoy's admin /config_dump prints it: a
 // ConfigDump whose configs are a ClustersConfigDump, a ListenersConfigDump
-// and a RoutesConfigDump (Envoy's order), plus an EndpointsConfigDump when
-// withEndpoints (Envoy's ?include_eds).
-func (s *Snapshot) ConfigDump(withEndpoints bool) (*admin.ConfigDump, error) {
+// and a RoutesConfigDump (Envoy's order), plus an EndpointsConfigDump with
+// o.Endpoints.
+func (s *Snapshot) ConfigDump(o DumpOptions) (*admin.ConfigDump, error) {
 	clusters := &admin.ClustersConfigDump{VersionInfo: s.Versions[TypeCluster]}
 	for _, name := range sortedKeys(s.Clusters) {
+		if !o.keep(name) {
+			continue
+		}
 		r := s.Clusters[name]
 		a, err := anypb.New(r.Value)
 		if err != nil {
@@ -36,6 +54,9 @@ func (s *Snapshot) ConfigDump(withEndpoints bool) (*admin.ConfigDump, error) {
 	}
 	listeners := &admin.ListenersConfigDump{VersionInfo: s.Versions[TypeListener]}
 	for _, name := range sortedKeys(s.Listeners) {
+		if !o.keep(name) {
+			continue
+		}
 		r := s.Listeners[name]
 		a, err := anypb.New(r.Value)
 		if err != nil {
@@ -50,6 +71,9 @@ func (s *Snapshot) ConfigDump(withEndpoints bool) (*admin.ConfigDump, error) {
 	}
 	routes := &admin.RoutesConfigDump{}
 	for _, name := range sortedKeys(s.Routes) {
+		if !o.keep(name) {
+			continue
+		}
 		r := s.Routes[name]
 		a, err := anypb.New(r.Value)
 		if err != nil {
@@ -60,9 +84,12 @@ func (s *Snapshot) ConfigDump(withEndpoints bool) (*admin.ConfigDump, error) {
 		})
 	}
 	parts := []proto.Message{clusters, listeners, routes}
-	if withEndpoints {
+	if o.Endpoints {
 		eps := &admin.EndpointsConfigDump{}
 		for _, name := range sortedKeys(s.Endpoints) {
+			if !o.keep(name) {
+				continue
+			}
 			r := s.Endpoints[name]
 			a, err := anypb.New(r.Value)
 			if err != nil {
@@ -87,8 +114,8 @@ func (s *Snapshot) ConfigDump(withEndpoints bool) (*admin.ConfigDump, error) {
 
 // DumpJSON is ConfigDump in the JSON Envoy prints: proto field names,
 // indented.
-func (s *Snapshot) DumpJSON(withEndpoints bool) ([]byte, error) {
-	d, err := s.ConfigDump(withEndpoints)
+func (s *Snapshot) DumpJSON(o DumpOptions) ([]byte, error) {
+	d, err := s.ConfigDump(o)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -230,39 +231,38 @@ func (c *Client) stream(ctx context.Context, ads discovery.AggregatedDiscoverySe
 
 // accept stores a response's resources (state of the world: a CDS or LDS
 // response replaces the whole set; EDS and RDS replace the named ones).
+// A resource that comes back unchanged keeps the version and time it last
+// changed in, as Envoy's config dump reports them; the kind's version is
+// the response's.
 func (c *Client) accept(resp *discovery.DiscoveryResponse) error {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch resp.TypeUrl {
 	case TypeCluster:
-		m, err := decodeAll[*cluster.Cluster](resp, func() *cluster.Cluster { return &cluster.Cluster{} }, func(x *cluster.Cluster) string { return x.GetName() }, now)
+		m, err := decodeAll(resp, c.snap.Clusters, func() *cluster.Cluster { return &cluster.Cluster{} }, (*cluster.Cluster).GetName, now)
 		if err != nil {
 			return err
 		}
 		c.snap.Clusters = m
 	case TypeListener:
-		m, err := decodeAll[*listener.Listener](resp, func() *listener.Listener { return &listener.Listener{} }, func(x *listener.Listener) string { return x.GetName() }, now)
+		m, err := decodeAll(resp, c.snap.Listeners, func() *listener.Listener { return &listener.Listener{} }, (*listener.Listener).GetName, now)
 		if err != nil {
 			return err
 		}
 		c.snap.Listeners = m
 	case TypeEndpoint:
-		m, err := decodeAll[*endpoint.ClusterLoadAssignment](resp, func() *endpoint.ClusterLoadAssignment { return &endpoint.ClusterLoadAssignment{} }, func(x *endpoint.ClusterLoadAssignment) string { return x.GetClusterName() }, now)
+		m, err := decodeAll(resp, c.snap.Endpoints, func() *endpoint.ClusterLoadAssignment { return &endpoint.ClusterLoadAssignment{} }, (*endpoint.ClusterLoadAssignment).GetClusterName, now)
 		if err != nil {
 			return err
 		}
-		for k, v := range m {
-			c.snap.Endpoints[k] = v
-		}
+		maps.Copy(c.snap.Endpoints, m)
 	case TypeRoute:
-		m, err := decodeAll[*route.RouteConfiguration](resp, func() *route.RouteConfiguration { return &route.RouteConfiguration{} }, func(x *route.RouteConfiguration) string { return x.GetName() }, now)
+		m, err := decodeAll(resp, c.snap.Routes, func() *route.RouteConfiguration { return &route.RouteConfiguration{} }, (*route.RouteConfiguration).GetName, now)
 		if err != nil {
 			return err
 		}
-		for k, v := range m {
-			c.snap.Routes[k] = v
-		}
+		maps.Copy(c.snap.Routes, m)
 	default:
 		return fmt.Errorf("unexpected type %s", resp.TypeUrl)
 	}
@@ -271,14 +271,21 @@ func (c *Client) accept(resp *discovery.DiscoveryResponse) error {
 	return nil
 }
 
-func decodeAll[T proto.Message](resp *discovery.DiscoveryResponse, mk func() T, name func(T) string, now time.Time) (map[string]Resource[T], error) {
+// decodeAll decodes a response's resources by name; one equal to its
+// entry in prev keeps that entry's version and time.
+func decodeAll[T proto.Message](resp *discovery.DiscoveryResponse, prev map[string]Resource[T], mk func() T, name func(T) string, now time.Time) (map[string]Resource[T], error) {
 	out := map[string]Resource[T]{}
 	for _, a := range resp.Resources {
 		v := mk()
 		if err := anypb.UnmarshalTo(a, v, proto.UnmarshalOptions{}); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", a.TypeUrl, err)
 		}
-		out[name(v)] = Resource[T]{Version: resp.VersionInfo, LastUpdated: now, Value: v}
+		n := name(v)
+		if old, ok := prev[n]; ok && proto.Equal(old.Value, v) {
+			out[n] = old
+			continue
+		}
+		out[n] = Resource[T]{Version: resp.VersionInfo, LastUpdated: now, Value: v}
 	}
 	return out, nil
 }

@@ -92,7 +92,7 @@ func configDump(args []string) error {
 	go func() { errc <- c.Run(ctx) }()
 	select {
 	case s := <-done:
-		out, err := s.DumpJSON(*eds)
+		out, err := s.DumpJSON(proxy.DumpOptions{Endpoints: *eds})
 		if err != nil {
 			return err
 		}
