@@ -166,6 +166,7 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	// module the product's go.mod does not list. Watches only wake the
 	// loops; every pass lists afresh (a test cluster holds a few objects).
 	core, disc := n.client.CoreV1(), n.client.DiscoveryV1()
+	started := time.Now()
 	n.wg.Add(3)
 	go watchKick(n.ctx, &n.wg, func(ctx context.Context) (watch.Interface, error) {
 		return core.Pods("").Watch(ctx, metav1.ListOptions{})
@@ -179,6 +180,17 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	n.wg.Add(2)
 	go n.podLoop()
 	go n.proxyLoop()
+	if n.opts.APIServer != "" {
+		// A pod's first call to the kubernetes Service must find its DNAT
+		// rule: kube-proxy in a cluster has long programmed it when a pod
+		// starts, here the first pass may still be running (seen: curl to
+		// 10.96.0.1:443 refused at once under load).
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := n.WaitEndpointsSynced(wctx, started); err != nil {
+			return nil, fmt.Errorf("kube-proxy stand-in: %w", err)
+		}
+	}
 	return n, nil
 }
 
