@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
+	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 )
 
@@ -188,7 +189,7 @@ func shellQuote(s string) string {
 	if shellSafe.MatchString(s) {
 		return s
 	}
-	if safeText(s) == s {
+	if safetext.Line(s) == s {
 		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 	}
 	var b strings.Builder
@@ -300,7 +301,7 @@ func toYAML(v any) string {
 	// Characters a YAML reader folds or refuses are escaped in the JSON
 	// first; if the emitter still writes one raw (it writes U+2028 raw in
 	// single-quoted scalars) or the text does not read back, use JSON.
-	if b, err := yaml.JSONToYAML([]byte(escapeJSONForYAML(string(want)))); err == nil && yamlSafe(string(b)) {
+	if b, err := yaml.JSONToYAML([]byte(safetext.JSONForYAML(string(want)))); err == nil && safetext.YAMLSafe(string(b)) {
 		var back any
 		if yaml.Unmarshal(b, &back) == nil {
 			if got, err := json.Marshal(back); err == nil && jsonEqual(got, want) {
@@ -320,48 +321,7 @@ func yamlSafeJSON(js []byte) string {
 	if err := json.Indent(&indented, js, "", "  "); err != nil {
 		panic(err)
 	}
-	return escapeJSONForYAML(indented.String()) + "\n"
-}
-
-// escapeJSONForYAML writes as \uXXXX every character of JSON text that a
-// YAML reader would fold as a line break (NEL, U+2028, U+2029) or refuse
-// (DEL, C1 controls, BOM): encoding/json leaves them raw in strings.
-func escapeJSONForYAML(js string) string {
-	if yamlSafe(js) {
-		return js
-	}
-	var out strings.Builder
-	for _, r := range js {
-		if r == '\n' || yamlPrintable(r) {
-			out.WriteRune(r)
-		} else {
-			fmt.Fprintf(&out, `\u%04x`, r)
-		}
-	}
-	return out.String()
-}
-
-// yamlSafe: s holds only line feeds and characters YAML prints as they
-// are (no CR, NEL, U+2028/U+2029, controls, BOM or non-characters).
-func yamlSafe(s string) bool {
-	for _, r := range s {
-		if r != '\n' && !yamlPrintable(r) {
-			return false
-		}
-	}
-	return true
-}
-
-func yamlPrintable(r rune) bool {
-	switch {
-	case r >= 0x20 && r <= 0x7E:
-		return true
-	case r >= 0xA0 && r <= 0xD7FF:
-		return r != 0x2028 && r != 0x2029
-	case r >= 0xE000 && r <= 0xFFFD:
-		return r != 0xFEFF
-	}
-	return r >= 0x10000 && r <= 0x10FFFF
+	return safetext.JSONForYAML(indented.String()) + "\n"
 }
 
 func jsonEqual(a, b []byte) bool {
