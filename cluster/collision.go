@@ -62,22 +62,6 @@ func OutboundCollision(listeners map[uint32][]string, port uint32) (Collision, b
 	return Collision{Port: port, Services: svcs}, true
 }
 
-// OutboundCollisions lists, for every ServiceEntry port, the in-mesh
-// sniffing listeners it shares its number with, keyed by
-// "namespace/name:port".
-func OutboundCollisions(inv *Inventory) map[string]Collision {
-	listeners := SniffingListenerPorts(inv.Services)
-	out := map[string]Collision{}
-	for _, se := range inv.ServiceEntries {
-		for _, p := range se.Ports {
-			if c, ok := OutboundCollision(listeners, p.Number); ok {
-				out[se.Namespace+"/"+se.Name+":"+strconv.FormatUint(uint64(p.Number), 10)] = c
-			}
-		}
-	}
-	return out
-}
-
 // WildcardListenerPorts is SniffingListenerPorts plus the ServiceEntries
 // that bind 0.0.0.0:PORT themselves: an entry without addresses listens
 // on the wildcard with its own protocol, which sniffs when the protocol

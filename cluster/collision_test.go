@@ -61,26 +61,3 @@ func TestSniffingListenerPorts(t *testing.T) {
 		t.Error("SniffingListenerPorts(nil) is not empty")
 	}
 }
-
-func TestOutboundCollisions(t *testing.T) {
-	inv := &Inventory{
-		Services: []Service{
-			svc("web", "front", "ClusterIP", "10.96.0.10", sp("http", 10000, "TCP", nil)),
-			svc("db", "sniffed", "ClusterIP", "10.96.0.11", sp("db", 3307, "TCP", nil)),
-		},
-		ServiceEntries: []ServiceEntry{
-			{Namespace: "db", Name: "external-mysql", Ports: []ServiceEntryPort{
-				{Number: 10000, Name: "mysql", Protocol: "TCP", Resolved: ServiceEntryPortProtocol("TCP")},
-				{Number: 3307, Name: "mysql-2", Protocol: "TCP", Resolved: ServiceEntryPortProtocol("TCP")},
-			}},
-			{Namespace: "mail", Name: "smtp", Ports: []ServiceEntryPort{{Number: 25, Protocol: "TCP", Resolved: ServiceEntryPortProtocol("TCP")}}},
-		},
-	}
-	got := OutboundCollisions(inv)
-	want := map[string]Collision{
-		"db/external-mysql:10000": {Port: 10000, Services: []string{"web/front:http (HTTP)"}},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("OutboundCollisions = %+v, want %+v", got, want)
-	}
-}

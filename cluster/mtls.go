@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"sort"
-
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -54,14 +52,4 @@ func EffectiveMTLSMode(policies []PeerAuthentication, rootNamespace, namespace s
 		}
 	}
 	return mode
-}
-
-// SortedPorts returns the ports of a PortModes map in order, for stable output.
-func SortedPorts(m map[uint32]MTLSMode) []uint32 {
-	out := make([]uint32, 0, len(m))
-	for p := range m {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }

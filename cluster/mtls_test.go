@@ -249,13 +249,3 @@ func istioMTLS(policies []PeerAuthentication, root, ns string, podLabels map[str
 	}
 	return out
 }
-
-func TestSortedPorts(t *testing.T) {
-	got := SortedPorts(map[uint32]MTLSMode{8080: MTLSStrict, 22: MTLSDisable, 3306: MTLSUnset})
-	if !slices.Equal(got, []uint32{22, 3306, 8080}) {
-		t.Errorf("SortedPorts = %v", got)
-	}
-	if got := SortedPorts(nil); len(got) != 0 {
-		t.Errorf("SortedPorts(nil) = %v", got)
-	}
-}

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -564,13 +563,6 @@ func rootCause(err error) error {
 		}
 		err = u
 	}
-}
-
-// configFlagsFor is the flags a --kubeconfig PATH would give (tests).
-func configFlagsFor(kubeconfig string) *genericclioptions.ConfigFlags {
-	f := genericclioptions.NewConfigFlags(true)
-	f.KubeConfig = &kubeconfig
-	return f
 }
 
 // countingTransport counts the requests that go through it.

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
@@ -378,4 +379,11 @@ func findingOf(t *testing.T, kc, key string) report.Finding {
 	}
 	t.Fatalf("no finding %s", key)
 	return report.Finding{}
+}
+
+// configFlagsFor is the flags a --kubeconfig PATH would give.
+func configFlagsFor(kubeconfig string) *genericclioptions.ConfigFlags {
+	f := genericclioptions.NewConfigFlags(true)
+	f.KubeConfig = &kubeconfig
+	return f
 }

@@ -84,9 +84,6 @@ func (m *Metrics) Observe(r report.Report, took time.Duration, finished time.Tim
 	m.lastSuccess.Set(float64(finished.UnixMilli()) / 1000)
 }
 
-// Gatherer is the registry, for tests and custom exporters.
-func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
-
 // WriteTextfile writes the metrics in the node exporter's textfile
 // collector format, atomically (a temporary file in the same folder,
 // renamed over path), so the collector never reads half a file.
@@ -97,13 +94,9 @@ func (m *Metrics) WriteTextfile(path string) error {
 	return nil
 }
 
-// Push replaces the job's group on a Pushgateway with these metrics.
-func (m *Metrics) Push(ctx context.Context, url, job string) error {
-	return m.PushGrouped(ctx, url, job, nil)
-}
-
-// PushGrouped is Push with more grouping labels (a shard's index, so
-// shards do not replace each other's metrics).
+// PushGrouped replaces the job's group on a Pushgateway with these
+// metrics. Grouping labels beyond the job (a shard's index) keep shards
+// from replacing each other's metrics; nil for none.
 func (m *Metrics) PushGrouped(ctx context.Context, url, job string, grouping map[string]string) error {
 	p := push.New(url, job).Gatherer(m.reg)
 	for _, k := range sortedKeys(grouping) {

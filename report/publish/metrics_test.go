@@ -170,7 +170,7 @@ func TestMetricsPush(t *testing.T) {
 	m.Observe(metricsReport(), 42500*time.Millisecond, finished)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := m.Push(ctx, srv.URL, "serverfirst-scan"); err != nil {
+	if err := m.PushGrouped(ctx, srv.URL, "serverfirst-scan", nil); err != nil {
 		t.Fatal(err)
 	}
 	r := <-got
@@ -195,7 +195,7 @@ func TestMetricsPush(t *testing.T) {
 	// A gateway that refuses is an error naming it.
 	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", http.StatusBadRequest) }))
 	defer bad.Close()
-	if err := m.Push(ctx, bad.URL, "j"); err == nil || !strings.Contains(err.Error(), bad.URL) {
+	if err := m.PushGrouped(ctx, bad.URL, "j", nil); err == nil || !strings.Contains(err.Error(), bad.URL) {
 		t.Errorf("err = %v", err)
 	}
 }
