@@ -73,6 +73,8 @@ outboundTrafficPolicy:
 			}), ""},
 		{"allow any dynamic dns as enum number", "outboundTrafficPolicy: {mode: 3}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "ALLOW_ANY_DYNAMIC_DNS" }), ""},
 		{"defaultConfig null", "defaultConfig: null", def, ""},
+		{"export defaults (initDefaultExportMaps)", "defaultServiceExportTo: [\".\", web]\ndefaultDestinationRuleExportTo: [\".\"]\ndefaultVirtualServiceExportTo: [\"*\"]",
+			with(func(m *MeshConfig) { m.DefaultServiceExportTo, m.DefaultDestinationRuleExportTo = ".,web", "." }), ""},
 		{"not YAML", "protocolDetectionTimeout: [", MeshConfig{}, "parsing mesh config"},
 		{"a list, not a map", "- a\n- b\n", MeshConfig{}, "parsing mesh config"},
 		{"a scalar", "just text", MeshConfig{}, "parsing mesh config"},

@@ -132,6 +132,9 @@ type Service struct {
 	ClusterIP string
 	Selector  map[string]string
 	Ports     []ServicePort
+	// ExportTo is the networking.istio.io/exportTo annotation, split and
+	// trimmed; nil when absent (the mesh's defaultServiceExportTo applies).
+	ExportTo []string
 	// Backends are the pods behind the Service, from EndpointSlices, or from
 	// the selector when there are none. Indexes into Inventory.Pods would be
 	// cheaper but values keep consumers simple.
@@ -223,4 +226,10 @@ type MeshConfig struct {
 	// EnableAutoMTLS is meshConfig enableAutoMtls (default true): clients
 	// without a DestinationRule tls setting send mTLS to sidecar endpoints.
 	EnableAutoMTLS bool
+	// DefaultServiceExportTo and DefaultDestinationRuleExportTo are the
+	// mesh config's defaults for objects without exportTo; "" is unset
+	// ("*"). (defaultVirtualServiceExportTo is not read: VirtualServices
+	// are not modelled.)
+	DefaultServiceExportTo         ExportToList
+	DefaultDestinationRuleExportTo ExportToList
 }

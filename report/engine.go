@@ -215,7 +215,7 @@ func newJudge(inv *cluster.Inventory, observations []target.Observation) *judge 
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
 	j.clients, j.profileOf = clientProfiles(inv)
-	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
+	j.drIndex = cluster.NewDestinationRuleIndexFor(inv.DestinationRules, inv.Mesh)
 	return j
 }
 
@@ -453,6 +453,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	j.activeVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
 	j.externalBypassPaths(&f, se.Addresses)
+	j.serviceEntryExportPaths(&f, se)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
 	return f
 }

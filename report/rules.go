@@ -24,6 +24,7 @@ import (
 //	SF07xx  interception annotations (traffic.sidecar.istio.io/*)
 //	SF08xx  Sidecar resources
 //	SF09xx  pod ports no Service declares
+//	SF11xx  service visibility (exportTo; report/visibility.go)
 type Code string
 
 var codePattern = regexp.MustCompile(`^SF[0-9]{4}$`)
