@@ -424,6 +424,18 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		}
 		exported := cluster.ServiceVisible(svc.ExportTo, j.inv.Mesh.DefaultServiceExportTo, svc.Namespace, c.Namespace)
 		l := cluster.OutboundListenerFor(j.inv, c, out, exported)
+		if l.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && hints != "" {
+			// The 15001 listener's HTTP inspector runs before any
+			// per-port listener (dynamicdns.go); the paths below still
+			// say what happens after it.
+			sc := MeshToMesh
+			if meshPod == nil {
+				sc = MeshToExternal
+			}
+			add("dynamic-dns", "", sc, prof, func(cl string) judgement {
+				return ruleDynamicDNSEveryPort.with(cl, cluster.EnvoyListenerFiltersTimeout, hints)
+			})
+		}
 		if !l.Exists && !exported {
 			why := notExportedWhy(svc, j.inv.Mesh)
 			if ls := j.wildcardListenersSeenBy(c.Namespace, uint32(p.Port)); len(ls) > 0 {

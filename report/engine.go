@@ -64,10 +64,6 @@ func Build(in Input) Report {
 		Summary: map[Verdict]int{},
 		Static:  in.Static || len(in.Observations) == 0,
 	}
-	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
-		// Not judged per port: see SF0305 and the issue-13 notes.
-		r.Warnings = append(r.Warnings, fmt.Sprintf("outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: every client sidecar's 15001 catch-all runs an HTTP inspector with Envoy's default %s timeout and then closes the connection; Envoy runs it before handing a connection to its port's listener, so server-first clients in the mesh may wait %s and fail even on declared ports (static verdicts do not model this yet; probes wait past it)", cluster.EnvoyListenerFiltersTimeout, cluster.EnvoyListenerFiltersTimeout))
-	}
 	for _, ns := range inv.Namespaces {
 		if ns.Ambient {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("namespace %s uses ambient mode: ztunnel does not sniff but a waypoint may; its ports are judged as if sidecars were absent", ns.Name))
@@ -455,6 +451,7 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	j.externalBypassPaths(&f, se.Addresses)
 	j.serviceEntryExportPaths(&f, se)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
+	j.dynamicDNSServiceEntryPath(&f, se)
 	return f
 }
 
