@@ -68,6 +68,13 @@ type Inventory struct {
 	// IstioInstalled is false when the networking.istio.io/security.istio.io
 	// CRDs are absent: a scan then judges ports as if no mesh were present.
 	IstioInstalled bool
+	// UnmeshedElsewhere counts, per namespace outside the scanned ones
+	// (a -n scan), the pods without a sidecar that are not finished, from
+	// their metadata: clients of the external-to-mesh path that Pods
+	// does not list. Nil for a scan of all namespaces (Pods holds them)
+	// and when they could not be counted (UnmeshedElsewhereUnknown).
+	UnmeshedElsewhere        map[string]int
+	UnmeshedElsewhereUnknown bool
 	// Warnings are problems that limit what the scan can say (a resource the
 	// caller may not list, Istio missing, a managed control plane). They end
 	// up in the report; they never abort the scan.

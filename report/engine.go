@@ -206,6 +206,14 @@ func newJudge(inv *cluster.Inventory, observations []target.Observation) *judge 
 			unmeshedIn[p.Namespace] = true
 		}
 	}
+	// A -n scan's inventory lists only its own pods; the loader counted
+	// the others from their metadata (cluster.Inventory.UnmeshedElsewhere).
+	for ns, n := range inv.UnmeshedElsewhere {
+		if n > 0 && !ambient[ns] {
+			j.unmeshed += n
+			unmeshedIn[ns] = true
+		}
+	}
 	j.unmeshedWho = unmeshedWho(j.unmeshed, slices.Sorted(maps.Keys(unmeshedIn)))
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
@@ -295,6 +303,9 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
+	if j.inv.UnmeshedElsewhereUnknown && j.externalToMeshCandidate(f, p, strongHints) {
+		f.Notes = append(f.Notes, "clients without a sidecar outside the scanned namespaces were not counted (pods in all namespaces could not be listed): the external-to-mesh path may have more clients than this finding names, or have clients where it lists none")
+	}
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
 	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
@@ -308,10 +319,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // HTTP is only suspect on a hint other than an image (strongHints): a
 // database's metrics port is HTTP.
 func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
-	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() || j.unmeshed == 0 {
-		return nil
-	}
-	if p.Resolved.Protocol.HTTPFamily() && !strongHints {
+	if !j.externalToMeshCandidate(f, p, strongHints) || j.unmeshed == 0 {
 		return nil
 	}
 	who := j.unmeshedWho
@@ -322,6 +330,15 @@ func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints
 	}
 	jd := rulePermissiveUnmeshed.with(who, hints)
 	return &jd
+}
+
+// externalToMeshCandidate: the port would be at risk from clients
+// without a sidecar, whether or not any are known.
+func (j *judge) externalToMeshCandidate(f Finding, p cluster.ServicePort, strongHints bool) bool {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() {
+		return false
+	}
+	return !p.Resolved.Protocol.HTTPFamily() || strongHints
 }
 
 // maxNamedNamespaces caps the namespaces a reason names: on a big cluster
