@@ -186,7 +186,7 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]map[string]any{
-			"Service/orders-db/3307":     {"protocol": "auto", "protocolSource": "none", "serverInMesh": true, "mtlsMode": "PERMISSIVE", "verdict": "AT-RISK", "targetPort": "3306"},
+			"Service/orders-db/3307": {"protocol": "auto", "protocolSource": "none", "serverInMesh": true, "mtlsMode": "PERMISSIVE", "verdict": "AT-RISK", "targetPort": "3306"},
 			// Declared, but PERMISSIVE with a client without a sidecar in
 			// legacy: -n shop counts it too (cluster-wide pod metadata), as
 			// -A does (SF0203).
