@@ -303,7 +303,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
 	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
-	if j.inv.UnmeshedElsewhereUnknown && j.externalToMeshCandidate(f, p, strongHints) {
+	if j.inv.UnmeshedElsewhereUnknown && (j.externalToMeshCandidate(f, p, strongHints) || j.strictCandidate(f, p, strongHints)) {
 		f.Notes = append(f.Notes, "clients without a sidecar outside the scanned namespaces were not counted (pods in all namespaces could not be listed): the external-to-mesh path may have more clients than this finding names, or have clients where it lists none")
 	}
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
@@ -319,6 +319,10 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // HTTP is only suspect on a hint other than an image (strongHints): a
 // database's metrics port is HTTP.
 func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
+	if j.strictCandidate(f, p, strongHints) && j.unmeshed > 0 {
+		jd := ruleStrictUnmeshed.with(j.unmeshedWho, strings.Join(f.Hints, ", "))
+		return &jd
+	}
 	if !j.externalToMeshCandidate(f, p, strongHints) || j.unmeshed == 0 {
 		return nil
 	}
@@ -336,6 +340,15 @@ func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints
 // without a sidecar, whether or not any are known.
 func (j *judge) externalToMeshCandidate(f Finding, p cluster.ServicePort, strongHints bool) bool {
 	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() {
+		return false
+	}
+	return !p.Resolved.Protocol.HTTPFamily() || strongHints
+}
+
+// strictCandidate: a server-first candidate port under STRICT, whose
+// clients without a sidecar are rejected (SF0205).
+func (j *judge) strictCandidate(f Finding, p cluster.ServicePort, strongHints bool) bool {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSStrict) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() {
 		return false
 	}
 	return !p.Resolved.Protocol.HTTPFamily() || strongHints
