@@ -65,3 +65,33 @@ func TestConvertServiceExportTo(t *testing.T) {
 		}
 	}
 }
+
+// A wildcard listener exists only in the clients that see its object.
+func TestWildcardListenerPortsExportTo(t *testing.T) {
+	http := cluster.ConvertProtocol(8080, "http", "TCP", nil)
+	admin := func(ns string, exportTo ...string) cluster.Service {
+		return cluster.Service{Namespace: ns, Name: "admin", Type: "ClusterIP", ExportTo: exportTo,
+			Ports: []cluster.ServicePort{{Name: "http", Port: 8080, Protocol: "TCP", Resolved: http}}}
+	}
+	client := cluster.Pod{Namespace: "web", Name: "c", HasSidecar: true}
+	for _, c := range []struct {
+		name string
+		svc  cluster.Service
+		def  cluster.ExportToList
+		want bool
+	}{
+		{"public", admin("ops"), "", true},
+		{"private to a namespace without clients", admin("ops", "."), "", false},
+		{"private to the clients' namespace", admin("web", "."), "", true},
+		{"exported to the clients", admin("ops", "web"), "", true},
+		{"hidden", admin("ops", "~"), "", false},
+		{"mesh default private", admin("ops"), ".", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			inv := &cluster.Inventory{Services: []cluster.Service{c.svc}, Pods: []cluster.Pod{client}, Mesh: cluster.MeshConfig{DefaultServiceExportTo: c.def}}
+			if _, got := cluster.WildcardListenerPorts(inv)[8080]; got != c.want {
+				t.Errorf("0.0.0.0:8080 listener %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -47,3 +47,28 @@ func TestServiceEntryExportTo(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP Service exported only to a namespace without mesh clients puts
+// no 0.0.0.0 listener in any client: an external server-first target on
+// its port passes through (SF0303), not collides (SF0302).
+func TestExternalCollisionFollowsExportTo(t *testing.T) {
+	web := cluster.Pod{Namespace: "web", Name: "web-0", HasSidecar: true}
+	for _, c := range []struct {
+		name     string
+		exportTo []string
+		code     Code
+	}{
+		{"public HTTP Service: collision", nil, "SF0302"},
+		{"private to ops, no clients there: passthrough", []string{"."}, "SF0303"},
+		{"exported to web: collision", []string{"web"}, "SF0302"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			admin := svc("ops", "admin", "admin", nil, tport("http-admin", 2525, "2525", ""))
+			admin.ExportTo = c.exportTo
+			inv := meshInv([]cluster.Pod{web}, admin)
+			r := Build(Input{Inventory: inv, Static: true, External: []target.ExternalTarget{{Host: "smtp.example.com", Port: 2525}}})
+			f := onlyFinding(t, r, target.TargetKey{Kind: target.KindExternal, Name: "smtp.example.com", Port: 2525})
+			assertCode(t, f, c.code)
+		})
+	}
+}
