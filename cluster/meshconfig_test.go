@@ -130,6 +130,8 @@ func TestParseMeshConfigToleratesTheUnknown(t *testing.T) {
 			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{"outboundTrafficPolicy.mode 7"}},
 		{"unknown enum in a list", "protocolDetectionTimeout: 2s\ndefaultConfig: {tracing: {}}\nextensionProviders: [{name: a, envoyOtelAls: {service: x, port: 1}}]\nh2UpgradePolicy: NOPE\n",
 			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 2 * time.Second}, []string{"h2UpgradePolicy"}},
+		{"serviceEntryVisibility for sidecars: said, not modelled", "serviceEntryVisibility: {applyToSidecars: true}\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY"}, []string{"serviceEntryVisibility.applyToSidecars is not modelled"}},
 		{"known fields: no warning", "accessLogFile: /dev/stdout\nenableAutoMtls: false\n",
 			MeshConfig{Found: true, EnableAutoMTLS: false, OutboundTrafficPolicy: "ALLOW_ANY"}, nil},
 	} {
