@@ -223,6 +223,7 @@ func ConvertService(svc *corev1.Service) Service {
 		Type:      string(svc.Spec.Type),
 		ClusterIP: svc.Spec.ClusterIP,
 		Selector:  svc.Spec.Selector,
+		ExportTo:  parseExportToAnnotation(svc.Annotations),
 	}
 	if out.Type == "" {
 		out.Type = string(corev1.ServiceTypeClusterIP)

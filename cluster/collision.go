@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -67,10 +68,31 @@ func OutboundCollision(listeners map[uint32][]string, port uint32) (Collision, b
 // on the wildcard with its own protocol, which sniffs when the protocol
 // is unset or HTTP-family. Entries are named "ServiceEntry ns/name:port
 // (PROTOCOL)" so a caller can leave an entry's own listener out.
+//
+// An object whose exportTo (or the mesh's defaultServiceExportTo) keeps it
+// from every namespace with a sidecar pod puts its listener in no client
+// (PushContext.initServiceRegistry: a sidecar only gets listeners for the
+// services exported to its namespace), so it is left out.
 func WildcardListenerPorts(inv *Inventory) map[uint32][]string {
-	out := SniffingListenerPorts(inv.Services)
+	var clientNamespaces []string
+	for i := range inv.Pods {
+		if p := &inv.Pods[i]; p.HasSidecar && !slices.Contains(clientNamespaces, p.Namespace) {
+			clientNamespaces = append(clientNamespaces, p.Namespace)
+		}
+	}
+	seen := func(exportTo []string, ns string) bool {
+		if !ExportRestricted(exportTo, inv.Mesh.DefaultServiceExportTo) {
+			return true
+		}
+		return slices.ContainsFunc(clientNamespaces, func(c string) bool { return ServiceVisible(exportTo, inv.Mesh.DefaultServiceExportTo, ns, c) })
+	}
+	services := inv.Services
+	if slices.ContainsFunc(services, func(s Service) bool { return !seen(s.ExportTo, s.Namespace) }) {
+		services = slices.DeleteFunc(slices.Clone(services), func(s Service) bool { return !seen(s.ExportTo, s.Namespace) })
+	}
+	out := SniffingListenerPorts(services)
 	for _, se := range inv.ServiceEntries {
-		if len(se.Addresses) > 0 {
+		if len(se.Addresses) > 0 || !seen(se.ExportTo, se.Namespace) {
 			continue
 		}
 		for _, p := range se.Ports {

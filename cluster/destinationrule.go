@@ -216,6 +216,17 @@ type DestinationRuleIndex struct {
 // namespace into the root's own pool. A rule with a workload selector is
 // never exported.
 func NewDestinationRuleIndex(rules []DestinationRule, rootNamespace string) *DestinationRuleIndex {
+	return NewDestinationRuleIndexFor(rules, MeshConfig{RootNamespace: rootNamespace})
+}
+
+// NewDestinationRuleIndexFor is NewDestinationRuleIndex under a mesh
+// config: its root namespace, and its defaultDestinationRuleExportTo for
+// rules without exportTo, of which Istio honours only "." (such rules are
+// then private) and otherwise exports them everywhere
+// (PushContext.setDestinationRules: "We only honor . and *").
+func NewDestinationRuleIndexFor(rules []DestinationRule, mesh MeshConfig) *DestinationRuleIndex {
+	rootNamespace := mesh.RootNamespace
+	privateByDefault := slices.Contains(mesh.DefaultDestinationRuleExportTo.Values(), exportPrivate)
 	sorted := slices.Clone(rules)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i], sorted[j]
@@ -247,10 +258,7 @@ func NewDestinationRuleIndex(rules []DestinationRule, rootNamespace string) *Des
 			}
 			mergeDestinationRule(idx.namespaceLocal[r.Namespace], r, exportTo)
 		}
-		// The mesh's defaultDestinationRuleExportTo is assumed public
-		// (Istio's default); a mesh that sets it to "." makes rules
-		// without exportTo private.
-		private := len(exportTo) == 1 && (exportTo["."] || exportTo[r.Namespace])
+		private := len(exportTo) == 0 && privateByDefault || len(exportTo) == 1 && (exportTo["."] || exportTo[r.Namespace])
 		switch {
 		case !private:
 			if idx.exported[r.Namespace] == nil {

@@ -145,6 +145,35 @@ func TestDestinationRuleLookup(t *testing.T) {
 	}
 }
 
+// defaultDestinationRuleExportTo: only "." changes anything
+// (PushContext.setDestinationRules), and only for rules without exportTo.
+func TestDestinationRuleMeshDefaultExportTo(t *testing.T) {
+	const dbShop, root = "db.shop.svc.cluster.local", "istio-system"
+	cases := []struct {
+		name     string
+		def      cluster.ExportToList
+		rule     cluster.DestinationRule
+		clientNS string
+		found    bool
+	}{
+		{"unset: exported", "", dr("shop", "p", "db", cluster.TLSDisable), "web", true},
+		{"\".\": private to its namespace", ".", dr("shop", "p", "db", cluster.TLSDisable), "web", false},
+		{"\".\": still applies in its namespace", ".", dr("shop", "p", "db", cluster.TLSDisable), "shop", true},
+		{"\".\": the rule's own exportTo wins", ".", dr("shop", "p", "db", cluster.TLSDisable, exportTo("*")), "web", true},
+		{"a namespace name is not honoured: exported", "other", dr("shop", "p", "db", cluster.TLSDisable), "web", true},
+		{"\".\": a root rule is private to root clients", ".", dr(root, "p", "*", cluster.TLSDisable), "web", false},
+		{"\".\": a root rule still applies to root clients", ".", dr(root, "p", "*", cluster.TLSDisable), root, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			idx := cluster.NewDestinationRuleIndexFor([]cluster.DestinationRule{c.rule}, cluster.MeshConfig{RootNamespace: root, DefaultDestinationRuleExportTo: c.def})
+			if _, ok := idx.Lookup(c.clientNS, nil, dbShop, "shop"); ok != c.found {
+				t.Errorf("rule found %v, want %v", ok, c.found)
+			}
+		})
+	}
+}
+
 func TestDestinationRuleMergeKeepsOldestPolicy(t *testing.T) {
 	idx := cluster.NewDestinationRuleIndex([]cluster.DestinationRule{
 		dr("web", "young", "db.shop.svc.cluster.local", cluster.TLSDisable, created(10)),

@@ -163,6 +163,12 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			mu.Unlock()
 		})
 	}
+	var elsewhere Inventory
+	if len(opts.Namespaces) > 0 {
+		// Clients without a sidecar anywhere can reach a PERMISSIVE port:
+		// count those outside the scan too, from pod metadata.
+		run(func() { l.unmeshedElsewhere(&elsewhere, opts.Namespaces) })
+	}
 	run(func() {
 		l.listKube("configmaps", istioNS, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ConfigMapList{} }, func(obj runtime.Object) {
 			cm := obj.(*corev1.ConfigMap)
@@ -178,7 +184,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		return nil, l.fatal
 	}
 
-	inv := &Inventory{IstioInstalled: !istioMissing}
+	inv := &Inventory{IstioInstalled: !istioMissing, UnmeshedElsewhere: elsewhere.UnmeshedElsewhere, UnmeshedElsewhereUnknown: elsewhere.UnmeshedElsewhereUnknown}
 	if len(l.forbidden["configmaps"]) > 0 {
 		// The forbidden warning already says the defaults are assumed; "no
 		// mesh config ... normal for a managed control plane" would mislead.

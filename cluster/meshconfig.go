@@ -95,6 +95,14 @@ func parseMeshConfig(text string) (MeshConfig, []string, error) {
 	}
 	// enableAutoMtls is a BoolValue: unset means Istio's default, true.
 	out.EnableAutoMTLS = mc.GetEnableAutoMtls() == nil || mc.GetEnableAutoMtls().GetValue()
+	// Unset lists are Istio's "*" (PushContext.initDefaultExportMaps).
+	out.DefaultServiceExportTo = exportToList(mc.GetDefaultServiceExportTo())
+	out.DefaultDestinationRuleExportTo = exportToList(mc.GetDefaultDestinationRuleExportTo())
+	if mc.GetServiceEntryVisibility().GetApplyToSidecars() {
+		// PushContext.serviceExportTo caps a ServiceEntry's exportTo by its
+		// namespace's resolved visibility then; only ever narrower.
+		warnings = append(warnings, "mesh config serviceEntryVisibility.applyToSidecars is not modelled: ServiceEntries may be visible to fewer namespaces than the report assumes")
+	}
 	md := mc.GetDefaultConfig().GetProxyMetadata()
 	out.DNSCapture = proxyBool(md["ISTIO_META_DNS_CAPTURE"])
 	out.DNSAutoAllocate = proxyBool(md["ISTIO_META_DNS_AUTO_ALLOCATE"])

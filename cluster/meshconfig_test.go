@@ -73,6 +73,8 @@ outboundTrafficPolicy:
 			}), ""},
 		{"allow any dynamic dns as enum number", "outboundTrafficPolicy: {mode: 3}", with(func(m *MeshConfig) { m.OutboundTrafficPolicy = "ALLOW_ANY_DYNAMIC_DNS" }), ""},
 		{"defaultConfig null", "defaultConfig: null", def, ""},
+		{"export defaults (initDefaultExportMaps)", "defaultServiceExportTo: [\".\", web]\ndefaultDestinationRuleExportTo: [\".\"]\ndefaultVirtualServiceExportTo: [\"*\"]",
+			with(func(m *MeshConfig) { m.DefaultServiceExportTo, m.DefaultDestinationRuleExportTo = ".,web", "." }), ""},
 		{"not YAML", "protocolDetectionTimeout: [", MeshConfig{}, "parsing mesh config"},
 		{"a list, not a map", "- a\n- b\n", MeshConfig{}, "parsing mesh config"},
 		{"a scalar", "just text", MeshConfig{}, "parsing mesh config"},
@@ -128,6 +130,8 @@ func TestParseMeshConfigToleratesTheUnknown(t *testing.T) {
 			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "REGISTRY_ONLY"}, []string{"outboundTrafficPolicy.mode 7"}},
 		{"unknown enum in a list", "protocolDetectionTimeout: 2s\ndefaultConfig: {tracing: {}}\nextensionProviders: [{name: a, envoyOtelAls: {service: x, port: 1}}]\nh2UpgradePolicy: NOPE\n",
 			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY", ProtocolDetectionTimeout: 2 * time.Second}, []string{"h2UpgradePolicy"}},
+		{"serviceEntryVisibility for sidecars: said, not modelled", "serviceEntryVisibility: {applyToSidecars: true}\n",
+			MeshConfig{Found: true, EnableAutoMTLS: true, OutboundTrafficPolicy: "ALLOW_ANY"}, []string{"serviceEntryVisibility.applyToSidecars is not modelled"}},
 		{"known fields: no warning", "accessLogFile: /dev/stdout\nenableAutoMtls: false\n",
 			MeshConfig{Found: true, EnableAutoMTLS: false, OutboundTrafficPolicy: "ALLOW_ANY"}, nil},
 	} {

@@ -222,7 +222,9 @@ type OutboundListener struct {
 // its hosts match, with the listener's protocol (protocol.Parse of the
 // egress port: empty means sniffed); the catch-all (no port) imports with
 // the destination's own protocol. exported says whether the destination
-// is visible in the client's namespace at all.
+// is visible in the client's namespace at all (ServiceVisible): a
+// Sidecar only imports what is exported to the namespace
+// (convertIstioListenerToWrapper selects from servicesExportedToNamespace).
 func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exported bool) OutboundListener {
 	out := OutboundListener{OutboundTrafficPolicy: inv.Mesh.OutboundTrafficPolicy}
 	if out.OutboundTrafficPolicy == "" {
@@ -242,20 +244,26 @@ func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exp
 	if sc.OutboundTrafficPolicy != "" {
 		out.OutboundTrafficPolicy = sc.OutboundTrafficPolicy
 	}
+	// The scope is built for the client's namespace: a namespace's own
+	// Sidecar lives there, and the root namespace's default is converted
+	// per proxy namespace, so its "./*" means the client's namespace
+	// (PushContext.getSidecarScope: convertToSidecarScope(ps,
+	// meshRootSidecarConfig, proxy.ConfigNamespace)).
+	configNamespace := client.Namespace
 	egress := sc.Egress
 	if len(egress) == 0 {
 		egress = []SidecarEgress{{Hosts: []string{"*/*"}}}
 	}
 	for _, e := range egress {
 		if e.Port != 0 && e.Resolved.Protocol != ProtocolHTTPProxy {
-			if e.Port != d.Port || !slices.Contains(d.Ports, e.Port) || !egressSelects(e, sc.Namespace, d.Namespace, d.Host) {
+			if e.Port != d.Port || !slices.Contains(d.Ports, e.Port) || !egressSelects(e, configNamespace, d.Namespace, d.Host) {
 				continue
 			}
 			out.Exists, out.Protocol, out.EgressPort = true, e.Resolved, true
 			out.Reason = fmt.Sprintf("Sidecar %s egress listener on port %d (protocol %s) imports %s", out.Sidecar, e.Port, protocolWord(e.Resolved), d.Host)
 			return out
 		}
-		if e.Port == 0 && egressSelects(e, sc.Namespace, d.Namespace, d.Host) {
+		if e.Port == 0 && egressSelects(e, configNamespace, d.Namespace, d.Host) {
 			out.Exists, out.Protocol = true, d.Protocol
 			out.Reason = fmt.Sprintf("Sidecar %s imports %s through its catch-all egress listener", out.Sidecar, d.Host)
 			return out

@@ -79,6 +79,17 @@ func TestOutboundListenerFor(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the root Sidecar's ./* is the client's namespace", func(t *testing.T) {
+		inv := &cluster.Inventory{Sidecars: []cluster.SidecarResource{{Namespace: "istio-system", Name: "default", Egress: []cluster.SidecarEgress{{Hosts: []string{"./*"}}}}},
+			Mesh: cluster.MeshConfig{RootNamespace: "istio-system"}}
+		shopClient := &cluster.Pod{Namespace: "shop", Name: "c", HasSidecar: true}
+		if got := cluster.OutboundListenerFor(inv, shopClient, db, true); !got.Exists {
+			t.Errorf("a shop client of the root Sidecar ./* does not import shop's db: %+v", got)
+		}
+		if got := cluster.OutboundListenerFor(inv, client, db, true); got.Exists {
+			t.Errorf("a web client of the root Sidecar ./* imports shop's db: %+v", got)
+		}
+	})
 	t.Run("the Sidecar's outboundTrafficPolicy wins", func(t *testing.T) {
 		inv := &cluster.Inventory{Sidecars: []cluster.SidecarResource{{Namespace: "web", Name: "s", OutboundTrafficPolicy: "REGISTRY_ONLY", Egress: []cluster.SidecarEgress{{Hosts: []string{"./*"}}}}},
 			Mesh: cluster.MeshConfig{RootNamespace: "istio-system", OutboundTrafficPolicy: "ALLOW_ANY"}}

@@ -68,6 +68,13 @@ type Inventory struct {
 	// IstioInstalled is false when the networking.istio.io/security.istio.io
 	// CRDs are absent: a scan then judges ports as if no mesh were present.
 	IstioInstalled bool
+	// UnmeshedElsewhere counts, per namespace outside the scanned ones
+	// (a -n scan), the pods without a sidecar that are not finished, from
+	// their metadata: clients of the external-to-mesh path that Pods
+	// does not list. Nil for a scan of all namespaces (Pods holds them)
+	// and when they could not be counted (UnmeshedElsewhereUnknown).
+	UnmeshedElsewhere        map[string]int
+	UnmeshedElsewhereUnknown bool
 	// Warnings are problems that limit what the scan can say (a resource the
 	// caller may not list, Istio missing, a managed control plane). They end
 	// up in the report; they never abort the scan.
@@ -132,6 +139,9 @@ type Service struct {
 	ClusterIP string
 	Selector  map[string]string
 	Ports     []ServicePort
+	// ExportTo is the networking.istio.io/exportTo annotation, split and
+	// trimmed; nil when absent (the mesh's defaultServiceExportTo applies).
+	ExportTo []string
 	// Backends are the pods behind the Service, from EndpointSlices, or from
 	// the selector when there are none. Indexes into Inventory.Pods would be
 	// cheaper but values keep consumers simple.
@@ -223,4 +233,10 @@ type MeshConfig struct {
 	// EnableAutoMTLS is meshConfig enableAutoMtls (default true): clients
 	// without a DestinationRule tls setting send mTLS to sidecar endpoints.
 	EnableAutoMTLS bool
+	// DefaultServiceExportTo and DefaultDestinationRuleExportTo are the
+	// mesh config's defaults for objects without exportTo; "" is unset
+	// ("*"). (defaultVirtualServiceExportTo is not read: VirtualServices
+	// are not modelled.)
+	DefaultServiceExportTo         ExportToList
+	DefaultDestinationRuleExportTo ExportToList
 }

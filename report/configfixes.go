@@ -156,6 +156,10 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 			added = append(added, Fix{Type: FixSidecarResource, Scenario: MeshToMesh,
 				Title: fmt.Sprintf("import %s into the clients' Sidecar egress hosts (%s/%s)", host, svc.Namespace, host),
 				Why:   "with a listener for the Service the clients send mTLS through it instead of plaintext through the passthrough cluster"})
+		case ruleDynamicDNSEveryPort.Code:
+			added = append(added, dynamicDNSFixes(j.inv, pv.clientNamespaces)...)
+		case ruleNotExportedPermissive.Code, ruleNotExportedStrict.Code:
+			added = append(added, exportToFix(svc, j.inv.Mesh, pv.clientNamespaces))
 		case ruleEgressPortSniffs.Code:
 			added = append(added, Fix{Type: FixSidecarResource, Scenario: MeshToMesh,
 				Title: fmt.Sprintf("set protocol: TCP on the clients' Sidecar egress listener for port %d", p.Port),

@@ -266,6 +266,7 @@ func clientProfiles(inv *cluster.Inventory) ([]clientProfile, map[*cluster.Pod]i
 	// when the namespace has rules of its own, is the root, or a rule
 	// names it in exportTo; elsewhere every namespace sees the same.
 	nsMatters := map[string]bool{inv.Mesh.RootNamespace: true}
+	everyNS := visibilityMatters(inv) // exportTo hides something from someone
 	for _, d := range inv.DestinationRules {
 		nsMatters[d.Namespace] = true
 		for _, e := range d.ExportTo {
@@ -280,7 +281,7 @@ func clientProfiles(inv *cluster.Inventory) ([]clientProfile, map[*cluster.Pod]i
 		if !p.HasSidecar {
 			continue
 		}
-		key := profileKey(inv, p, nsMatters[p.Namespace])
+		key := profileKey(inv, p, everyNS || nsMatters[p.Namespace])
 		k, ok := index[key]
 		if !ok {
 			k = len(out)
@@ -421,7 +422,41 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 				})
 			continue
 		}
-		l := cluster.OutboundListenerFor(j.inv, c, out, true)
+		exported := cluster.ServiceVisible(svc.ExportTo, j.inv.Mesh.DefaultServiceExportTo, svc.Namespace, c.Namespace)
+		l := cluster.OutboundListenerFor(j.inv, c, out, exported)
+		if l.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && hints != "" {
+			// The 15001 listener's HTTP inspector runs before any
+			// per-port listener (dynamicdns.go); the paths below still
+			// say what happens after it.
+			sc := MeshToMesh
+			if meshPod == nil {
+				sc = MeshToExternal
+			}
+			add("dynamic-dns", "", sc, prof, func(cl string) judgement {
+				return ruleDynamicDNSEveryPort.with(cl, cluster.EnvoyListenerFiltersTimeout, hints)
+			})
+		}
+		if !l.Exists && !exported {
+			why := notExportedWhy(svc, j.inv.Mesh)
+			if ls := j.wildcardListenersSeenBy(c.Namespace, uint32(p.Port)); len(ls) > 0 {
+				if hints != "" {
+					listeners := strings.Join(ls, ", ")
+					add("notexported-wildcard|"+listeners, "", MeshToMesh, prof, func(cl string) judgement {
+						return ruleNotExportedWildcard.with(fmt.Sprintf(why, cl), listeners, p.Port, hints)
+					})
+				}
+				continue
+			}
+			if l.OutboundTrafficPolicy == cluster.OutboundRegistryOnly {
+				add("notexported-blackhole", "", MeshToMesh, prof, func(cl string) judgement { return ruleNotExportedBlackHole.with(fmt.Sprintf(why, cl)) })
+				continue
+			}
+			plaintext(prof, "notexported", "",
+				func(cl string) judgement { return ruleNotExportedPermissive.with(fmt.Sprintf(why, cl), hints) },
+				func(cl string) judgement { return ruleNotExportedStrict.with(fmt.Sprintf(why, cl)) },
+				nil)
+			continue
+		}
 		if !l.Exists {
 			why := fmt.Sprintf("Sidecar %s gives clients in %%s no listener for %s", l.Sidecar, dest.Host)
 			if l.OutboundTrafficPolicy == "REGISTRY_ONLY" {
@@ -503,7 +538,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			clients = "every mesh client"
 		}
 		jd := cp.build(clients)
-		judged = append(judged, PathVerdict{Scenario: cp.scenario, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clients, destinationRule: cp.destinationRule})
+		judged = append(judged, PathVerdict{Scenario: cp.scenario, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clients, destinationRule: cp.destinationRule, clientNamespaces: profileNamespaces(cp.profiles)})
 		if jd.rule.Verdict.Severity() < f.Verdict.Severity() {
 			f.set(jd)
 			f.Scenario = cp.scenario

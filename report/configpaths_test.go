@@ -146,6 +146,61 @@ func TestConfigPaths(t *testing.T) {
 					Ingress: []cluster.SidecarIngress{{Port: 9999, Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP")}}}}
 			},
 			verdict: AtRisk, code: "SF0805", paths: []Code{"SF0805", "SF0109"}},
+		// exportTo (pilot PushContext.initServiceRegistry): a client
+		// namespace the Service is not exported to has no listener for it.
+		{name: "Service exported to its namespace only: web passes through plaintext into PERMISSIVE",
+			inv:     func(inv *cluster.Inventory, _ *configWorld) { inv.Services[0].ExportTo = []string{"."} },
+			verdict: AtRisk, code: "SF1101", paths: []Code{"SF1101", "SF0109"}, fixes: []string{FixExportTo}},
+		{name: "mesh defaultServiceExportTo . : the same",
+			inv:     func(inv *cluster.Inventory, _ *configWorld) { inv.Mesh.DefaultServiceExportTo = "." },
+			verdict: AtRisk, code: "SF1101", paths: []Code{"SF1101", "SF0109"}, fixes: []string{FixExportTo}},
+		{name: "exported to web by name: nothing changes",
+			inv:     func(inv *cluster.Inventory, _ *configWorld) { inv.Services[0].ExportTo = []string{".", "web"} },
+			verdict: OK, code: "SF0109", paths: []Code{"SF0109"}},
+		{name: "the Service's own exportTo wins over the mesh default",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"*"}
+				inv.Mesh.DefaultServiceExportTo = "."
+			},
+			verdict: OK, code: "SF0109", paths: []Code{"SF0109"}},
+		{name: "not exported, STRICT server: rejected",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"~"}
+				inv.PeerAuthentications = []cluster.PeerAuthentication{pa(cluster.MTLSStrict)}
+			},
+			verdict: MTLSRejected, code: "SF1102", paths: []Code{"SF1102", "SF0109"}, fixes: []string{FixExportTo}},
+		{name: "not exported under REGISTRY_ONLY: BlackHoleCluster",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"."}
+				inv.Mesh.OutboundTrafficPolicy = cluster.OutboundRegistryOnly
+			},
+			verdict: Unreachable, code: "SF1103", paths: []Code{"SF1103", "SF0109"}},
+		{name: "not exported, PA DISABLE: the plaintext passthrough is what the port wants",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"."}
+				inv.PeerAuthentications = []cluster.PeerAuthentication{pa(cluster.MTLSDisable)}
+			},
+			verdict: OK, code: "SF0109", paths: []Code{"SF0109"}},
+		{name: "a Sidecar cannot import what is not exported",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"."}
+				inv.Sidecars = []cluster.SidecarResource{{Namespace: "web", Name: "default", Egress: []cluster.SidecarEgress{{Hosts: []string{"shop/*"}}}}}
+			},
+			verdict: AtRisk, code: "SF1101", paths: []Code{"SF1101", "SF0109"}},
+		{name: "not exported, but an HTTP Service web sees puts a 0.0.0.0:3306 listener there",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"."}
+				inv.Services = append(inv.Services, svc("web", "admin", "admin", nil, tport("http-admin", 3306, "3306", "")))
+			},
+			verdict: AtRisk, code: "SF1104", paths: []Code{"SF1104", "SF0109"}},
+		{name: "an HTTP Service on the port that web does not see changes nothing",
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Services[0].ExportTo = []string{"."}
+				admin := svc("other", "admin", "admin", nil, tport("http-admin", 3306, "3306", ""))
+				admin.ExportTo = []string{"."}
+				inv.Services = append(inv.Services, admin)
+			},
+			verdict: AtRisk, code: "SF1101", paths: []Code{"SF1101", "SF0109"}},
 		{name: "DR DISABLE into PERMISSIVE without hints: OK, said",
 			pods: func(w *configWorld) {
 				w.server.Images, w.server.PortImages, w.server.Ports = []string{"example/api"}, nil, nil

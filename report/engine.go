@@ -71,10 +71,6 @@ func Build(in Input) Report {
 		Static:        in.Static || len(in.Observations) == 0 && len(in.ConfigPaths) == 0,
 		SchemaVersion: SchemaVersion,
 	}
-	if inv.Mesh.OutboundTrafficPolicy == cluster.OutboundAllowAnyDynamicDNS && !j.meshAbsent() {
-		// Not judged per port: see SF0305 and the issue-13 notes.
-		r.Warnings = append(r.Warnings, fmt.Sprintf("outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: every client sidecar's 15001 catch-all runs an HTTP inspector with Envoy's default %s timeout and then closes the connection; Envoy runs it before handing a connection to its port's listener, so server-first clients in the mesh may wait %s and fail even on declared ports (static verdicts do not model this yet; probes wait past it)", cluster.EnvoyListenerFiltersTimeout, cluster.EnvoyListenerFiltersTimeout))
-	}
 	for _, ns := range inv.Namespaces {
 		if ns.Ambient {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("namespace %s uses ambient mode: ztunnel does not sniff but a waypoint may; its ports are judged as if sidecars were absent", ns.Name))
@@ -218,12 +214,20 @@ func newJudge(inv *cluster.Inventory, observations []target.Observation) *judge 
 			unmeshedIn[p.Namespace] = true
 		}
 	}
+	// A -n scan's inventory lists only its own pods; the loader counted
+	// the others from their metadata (cluster.Inventory.UnmeshedElsewhere).
+	for ns, n := range inv.UnmeshedElsewhere {
+		if n > 0 && !ambient[ns] {
+			j.unmeshed += n
+			unmeshedIn[ns] = true
+		}
+	}
 	j.unmeshedWho = unmeshedWho(j.unmeshed, slices.Sorted(maps.Keys(unmeshedIn)))
 	for _, o := range observations {
 		j.obs[o.Target] = append(j.obs[o.Target], o)
 	}
 	j.clients, j.profileOf = clientProfiles(inv)
-	j.drIndex = cluster.NewDestinationRuleIndex(inv.DestinationRules, inv.Mesh.RootNamespace)
+	j.drIndex = cluster.NewDestinationRuleIndexFor(inv.DestinationRules, inv.Mesh)
 	return j
 }
 
@@ -308,6 +312,9 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	j.activeVerdict(&f)
 	j.proxyConfigVerdict(&f)
 	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
+	if j.inv.UnmeshedElsewhereUnknown && (j.externalToMeshCandidate(f, p, strongHints) || j.strictCandidate(f, p, strongHints)) {
+		f.Notes = append(f.Notes, "clients without a sidecar outside the scanned namespaces were not counted (pods in all namespaces could not be listed): the external-to-mesh path may have more clients than this finding names, or have clients where it lists none")
+	}
 	j.configPaths(&f, svc, p, backends, meshPod, targetPort, targetPortKnown)
 	f.Fixes = j.configFixes(f, svc, p, meshPod, j.fixesFor(f, svc, p, meshPod))
 	return f
@@ -321,10 +328,11 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // HTTP is only suspect on a hint other than an image (strongHints): a
 // database's metrics port is HTTP.
 func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
-	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() || j.unmeshed == 0 {
-		return nil
+	if j.strictCandidate(f, p, strongHints) && j.unmeshed > 0 {
+		jd := ruleStrictUnmeshed.with(j.unmeshedWho, strings.Join(f.Hints, ", "))
+		return &jd
 	}
-	if p.Resolved.Protocol.HTTPFamily() && !strongHints {
+	if !j.externalToMeshCandidate(f, p, strongHints) || j.unmeshed == 0 {
 		return nil
 	}
 	who := j.unmeshedWho
@@ -335,6 +343,24 @@ func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints
 	}
 	jd := rulePermissiveUnmeshed.with(who, hints)
 	return &jd
+}
+
+// externalToMeshCandidate: the port would be at risk from clients
+// without a sidecar, whether or not any are known.
+func (j *judge) externalToMeshCandidate(f Finding, p cluster.ServicePort, strongHints bool) bool {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSPermissive) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() {
+		return false
+	}
+	return !p.Resolved.Protocol.HTTPFamily() || strongHints
+}
+
+// strictCandidate: a server-first candidate port under STRICT, whose
+// clients without a sidecar are rejected (SF0205).
+func (j *judge) strictCandidate(f Finding, p cluster.ServicePort, strongHints bool) bool {
+	if !f.ServerInMesh || f.MTLSMode != string(cluster.MTLSStrict) || p.Protocol != "TCP" || len(f.Hints) == 0 || j.meshAbsent() {
+		return false
+	}
+	return !p.Resolved.Protocol.HTTPFamily() || strongHints
 }
 
 // maxNamedNamespaces caps the namespaces a reason names: on a big cluster
@@ -463,7 +489,9 @@ func (j *judge) serviceEntryPort(se cluster.ServiceEntry, p cluster.ServiceEntry
 	j.proxyConfigVerdict(&f)
 	j.staticPaths(&f, judgement{}, nil)
 	j.externalBypassPaths(&f, se.Addresses)
+	j.serviceEntryExportPaths(&f, se)
 	f.Fixes = withScenario(append(j.serviceEntryFixes(f, se, p), outboundExclusionAlternative(f)...), MeshToExternal)
+	j.dynamicDNSServiceEntryPath(&f, se)
 	return f
 }
 

@@ -342,14 +342,23 @@ func TestBuildRules(t *testing.T) {
 			check: func(t *testing.T, f Finding) { assertPathCodes(t, f, "SF0109") },
 		},
 		{
-			name: "declared-TCP mysql under STRICT with pods without a sidecar: OK, no sniffing path",
-			code: "SF0109",
+			// Issue 13: the external-to-mesh path is listed in static mode
+			// under STRICT too, as an outside probe would judge it
+			// (SF0201/SF0202): rejected, with the mesh-client fix first.
+			name: "declared-TCP mysql under STRICT with pods without a sidecar: MTLS-REJECTED external-to-mesh path, OK mesh path",
+			code: "SF0205",
 			in: Input{Inventory: func() *cluster.Inventory {
 				inv := meshInv([]cluster.Pod{meshDB, plainDB2}, svc(ns, "orders", "db", []cluster.Pod{meshDB}, tport("tcp-mysql", 3307, "", "")))
 				inv.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: ns, Name: "strict", Mode: cluster.MTLSStrict}}
 				return inv
 			}()},
-			key: dbKey, verdict: OK, scenario: MeshToMesh, fixes: []string{},
+			key: dbKey, verdict: MTLSRejected, scenario: ExternalToMesh, fixes: []string{FixMeshClient, FixPeerAuthentication, FixExcludeInbound},
+			check: func(t *testing.T, f Finding) {
+				assertPathCodes(t, f, "SF0205", "SF0109")
+				if !strings.Contains(f.Reason, "1 pod(s) without a sidecar in 1 namespace(s): legacy") {
+					t.Errorf("reason %q does not name the clients", f.Reason)
+				}
+			},
 		},
 		{
 			name: "appProtocol tcp: OK",

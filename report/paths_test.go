@@ -1,7 +1,6 @@
 package report
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -53,33 +52,6 @@ func TestEveryAffectedPathGetsItsFix(t *testing.T) {
 		if fix.Scenario == "" {
 			t.Errorf("fix %q has no scenario", fix.Title)
 		}
-	}
-}
-
-// ALLOW_ANY_DYNAMIC_DNS's catch-all inspector is not judged per port yet:
-// the report says so once, and only where a mesh exists.
-func TestDynamicDNSWarning(t *testing.T) {
-	p := pod("shop", "db-0", "db", true, "mariadb:11")
-	inv := meshInv([]cluster.Pod{p}, svc("shop", "db", "db", []cluster.Pod{p}, tport("tcp-db", 3306, "", "")))
-	count := func(r Report) int {
-		n := 0
-		for _, w := range r.Warnings {
-			if strings.HasPrefix(w, "outboundTrafficPolicy ALLOW_ANY_DYNAMIC_DNS: ") && strings.Contains(w, "15s") {
-				n++
-			}
-		}
-		return n
-	}
-	if n := count(Build(Input{Inventory: inv})); n != 0 {
-		t.Errorf("ALLOW_ANY: %d warnings", n)
-	}
-	inv.Mesh.OutboundTrafficPolicy = cluster.OutboundAllowAnyDynamicDNS
-	if n := count(Build(Input{Inventory: inv})); n != 1 {
-		t.Errorf("ALLOW_ANY_DYNAMIC_DNS: %d warnings, want 1", n)
-	}
-	none := &cluster.Inventory{Mesh: inv.Mesh}
-	if n := count(Build(Input{Inventory: none})); n != 0 {
-		t.Errorf("no mesh: %d warnings", n)
 	}
 }
 

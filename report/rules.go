@@ -25,6 +25,7 @@ import (
 //	SF08xx  Sidecar resources
 //	SF09xx  pod ports no Service declares
 //	SF10xx  proxy config evidence (the sidecars' own /config_dump)
+//	SF11xx  service visibility (exportTo; report/visibility.go)
 type Code string
 
 var codePattern = regexp.MustCompile(`^SF[0-9]{4}$`)

@@ -231,4 +231,7 @@ type PathVerdict struct {
 	// destinationRule is "ns/name" of the DestinationRule that decides a
 	// config path, for its fix (not part of the report).
 	destinationRule string
+	// clientNamespaces are the namespaces of the path's clients, for a
+	// fix that names them (not part of the report).
+	clientNamespaces []string
 }

@@ -189,9 +189,12 @@ func TestScanFixAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]map[string]any{
-			"Service/orders-db/3307":     {"protocol": "auto", "protocolSource": "none", "serverInMesh": true, "mtlsMode": "PERMISSIVE", "verdict": "AT-RISK", "targetPort": "3306"},
-			"Service/orders-db-wk/3306":  {"protocol": "TCP", "protocolSource": "well-known-port", "verdict": "OK"},
-			"Service/orders-db-tcp/3308": {"protocol": "TCP", "protocolSource": "name", "verdict": "OK"},
+			"Service/orders-db/3307": {"protocol": "auto", "protocolSource": "none", "serverInMesh": true, "mtlsMode": "PERMISSIVE", "verdict": "AT-RISK", "targetPort": "3306"},
+			// Declared, but PERMISSIVE with a client without a sidecar in
+			// legacy: -n shop counts it too (cluster-wide pod metadata), as
+			// -A does (SF0203).
+			"Service/orders-db-wk/3306":  {"protocol": "TCP", "protocolSource": "well-known-port", "verdict": "AT-RISK", "code": "SF0203"},
+			"Service/orders-db-tcp/3308": {"protocol": "TCP", "protocolSource": "name", "verdict": "AT-RISK", "code": "SF0203"},
 			"Service/queue/4222":         {"protocol": "auto", "protocolSource": "none", "appProtocolTrap": true, "verdict": "AT-RISK"},
 			"Service/web/8080":           {"protocol": "HTTP", "protocolSource": "name", "verdict": "OK"},
 			"ServiceEntry/ext-smtp/25":   {"protocol": "auto", "verdict": "AT-RISK", "serverInMesh": false},

@@ -365,7 +365,7 @@ func TestRBAC(t *testing.T) {
 		must(t, err)
 
 		t.Run("shop only", func(t *testing.T) {
-			inv, err := waitForLoad(ctx, clients(t, devCfg), opts, func(inv *cluster.Inventory) bool { return len(inv.Warnings) <= 4 })
+			inv, err := waitForLoad(ctx, clients(t, devCfg), opts, func(inv *cluster.Inventory) bool { return len(inv.Warnings) <= 5 })
 			must(t, err)
 			// Nothing in istio-system is readable: the mesh-wide policy, the
 			// root namespace's DestinationRules and Sidecars and the mesh
@@ -374,6 +374,9 @@ func TestRBAC(t *testing.T) {
 				"cannot list configmaps in namespace istio-system (forbidden): the mesh config is unknown, Istio defaults are assumed",
 				"cannot list destinationrules.networking.istio.io in namespace istio-system (forbidden): client TLS is judged from auto mTLS alone, as if no DestinationRule set tls",
 				"cannot list peerauthentications.security.istio.io in namespace istio-system (forbidden): mTLS modes are assumed PERMISSIVE, which may be wrong",
+				// The admin counts the pods without a sidecar in other
+				// namespaces; this user cannot, and is told so.
+				"cannot list pods in all namespaces (forbidden): clients without a sidecar outside the scanned namespaces (shop) are not counted, so the external-to-mesh path of PERMISSIVE ports may have more clients than the report says",
 				"cannot list sidecars.networking.istio.io in namespace istio-system (forbidden): every client is judged with Istio's default scope (a listener for every visible service) and the Services' inbound protocols",
 			}
 			if !slices.Equal(inv.Warnings, wantWarnings) {
@@ -381,6 +384,7 @@ func TestRBAC(t *testing.T) {
 			}
 			want := *admin
 			want.Warnings = wantWarnings
+			want.UnmeshedElsewhere, want.UnmeshedElsewhereUnknown = nil, true
 			want.PeerAuthentications = slices.DeleteFunc(slices.Clone(admin.PeerAuthentications), func(p cluster.PeerAuthentication) bool { return p.Namespace == "istio-system" })
 			want.Mesh = cluster.DefaultMeshConfig("istio-system")
 			want.Mesh.Source = "Istio defaults (not allowed to read ConfigMaps in istio-system)"
@@ -398,8 +402,8 @@ func TestRBAC(t *testing.T) {
 			must(t, err)
 			// The mesh config is readable now; the root namespace's policies
 			// (PeerAuthentications, DestinationRules, Sidecars) still are not.
-			if len(inv.Warnings) != 3 || slices.ContainsFunc(inv.Warnings, func(w string) bool { return strings.Contains(w, "configmaps") }) {
-				t.Errorf("warnings = %q, want only the root namespace's PeerAuthentications, DestinationRules and Sidecars", inv.Warnings)
+			if len(inv.Warnings) != 4 || slices.ContainsFunc(inv.Warnings, func(w string) bool { return strings.Contains(w, "configmaps") }) {
+				t.Errorf("warnings = %q, want only the root namespace's PeerAuthentications, DestinationRules and Sidecars, and the pods of other namespaces", inv.Warnings)
 			}
 			if inv.Mesh != admin.Mesh {
 				t.Errorf("mesh = %+v, want %+v", inv.Mesh, admin.Mesh)
