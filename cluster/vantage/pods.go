@@ -273,6 +273,17 @@ func containerDone(pod *corev1.Pod, container string, ephemeral bool) (bool, err
 			return false, fmt.Errorf("container %s cannot start: %s: %s (is --probe-image reachable from the cluster?)", container, w.Reason, w.Message)
 		}
 	}
+	if !ephemeral {
+		// The probe container starts only after every init container,
+		// and a native sidecar (istio-proxy injected as an init container
+		// with restartPolicy Always) stuck in a fatal state blocks it for
+		// good: say so now rather than wait out the timeout.
+		for _, s := range pod.Status.InitContainerStatuses {
+			if w := s.State.Waiting; w != nil && fatalWaiting[w.Reason] {
+				return false, fmt.Errorf("init container %s cannot start, so %s never will: %s: %s", s.Name, container, w.Reason, w.Message)
+			}
+		}
+	}
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
 			return false, fmt.Errorf("the pod cannot be scheduled: %s", c.Message)
