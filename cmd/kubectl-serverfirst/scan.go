@@ -148,7 +148,8 @@ Vantages (--vantage):
          waits forever is a DEADLOCK, the listener named; --from-pod names
          the client proxy
   none   static verdicts (same as --static)
-  auto   self inside a pod, pods elsewhere
+  auto   self inside a pod, config elsewhere (no pod is created; --vantage pods
+         for probe pods)
 --direct (with self, so with --in-cluster) listens on each server pod's loopback,
 past its sidecar; without it, silence through the mesh is only AT-RISK. Its
 right is powerful (job manifests --direct grants it): checked first, one warning
@@ -393,7 +394,10 @@ func (f *scanFlags) config(root *rootOptions, progress io.Writer) (scan.Config, 
 	}
 	switch from {
 	case "auto":
-		from = "pods"
+		// Outside a pod the proxies' own config and the direct
+		// port-forward prove a DEADLOCK without creating anything; probe
+		// pods only when asked for (--vantage pods).
+		from = "config"
 		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 			from = "self"
 		}

@@ -27,6 +27,8 @@ import (
 	"github.com/serverfirst/kubectl-serverfirst/internal/testenv"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
 	"github.com/serverfirst/kubectl-serverfirst/report"
+	"github.com/serverfirst/kubectl-serverfirst/scan"
+	"github.com/spf13/cobra"
 )
 
 // run runs the command tree in-process with a minute's deadline.
@@ -389,4 +391,35 @@ func configFlagsFor(kubeconfig string) *genericclioptions.ConfigFlags {
 	f := genericclioptions.NewConfigFlags(true)
 	f.KubeConfig = &kubeconfig
 	return f
+}
+
+// TestAutoVantage: the default vantage creates no pod outside a pod (the
+// proxies' config and the direct port-forward), dials from itself inside
+// one, and probe pods come only with --vantage pods.
+func TestAutoVantage(t *testing.T) {
+	for _, tc := range []struct {
+		vantage, serviceHost string
+		want                 scan.From
+	}{
+		{"auto", "", scan.FromConfig},
+		{"auto", "10.96.0.1", scan.FromSelf},
+		{"pods", "", scan.FromPods},
+		{"pods", "10.96.0.1", scan.FromPods},
+		{"config", "10.96.0.1", scan.FromConfig},
+	} {
+		t.Setenv("KUBERNETES_SERVICE_HOST", tc.serviceHost)
+		cmd := &cobra.Command{}
+		var f scanFlags
+		f.add(cmd)
+		if err := cmd.Flags().Set("vantage", tc.vantage); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.config(&rootOptions{}, nil)
+		if err != nil {
+			t.Fatalf("--vantage %s: %v", tc.vantage, err)
+		}
+		if cfg.From != tc.want {
+			t.Errorf("--vantage %s with KUBERNETES_SERVICE_HOST=%q: %s, want %s", tc.vantage, tc.serviceHost, cfg.From, tc.want)
+		}
+	}
 }

@@ -55,7 +55,7 @@ func cli(ctx context.Context, t *testing.T, bin, kubeconfig string, args ...stri
 
 func scanJSON(ctx context.Context, t *testing.T, bin, kc string, args ...string) report.Report {
 	t.Helper()
-	out, errOut, code := cli(ctx, t, bin, kc, append([]string{"scan", "-o", "json", "--timeout", "2s", "--connect-timeout", "2s"}, args...)...)
+	out, errOut, code := cli(ctx, t, bin, kc, append([]string{"scan", "--vantage", "pods", "-o", "json", "--timeout", "2s", "--connect-timeout", "2s"}, args...)...)
 	if code != 0 {
 		t.Fatalf("scan exited %d\n%s", code, errOut)
 	}
@@ -321,7 +321,7 @@ func TestFixTableEndToEnd(t *testing.T) {
 
 	// Apply the tool's own fixes, including the one that disables mTLS.
 	before := time.Now()
-	out, errOut, code := cli(ctx, t, fx.bin, fx.kc, "fix", "-A", "--apply", "--yes", "--allow-plaintext", "--external", external, "--timeout", "2s", "--connect-timeout", "2s")
+	out, errOut, code := cli(ctx, t, fx.bin, fx.kc, "fix", "-A", "--vantage", "pods", "--apply", "--yes", "--allow-plaintext", "--external", external, "--timeout", "2s", "--connect-timeout", "2s")
 	if code != 0 {
 		t.Fatalf("fix --apply exited %d\n%s\n%s", code, out, errOut)
 	}
@@ -339,7 +339,7 @@ func TestFixTableEndToEnd(t *testing.T) {
 	check(find(t, r, target.KindService, "cf", "cache", 6380), report.ClientFirst, "", false)
 
 	// Idempotent: a second fix finds nothing to apply.
-	_, errOut, code = cli(ctx, t, fx.bin, fx.kc, "fix", "-A", "--apply", "--yes", "--allow-plaintext", "--external", external, "--timeout", "2s", "--connect-timeout", "2s")
+	_, errOut, code = cli(ctx, t, fx.bin, fx.kc, "fix", "-A", "--vantage", "pods", "--apply", "--yes", "--allow-plaintext", "--external", external, "--timeout", "2s", "--connect-timeout", "2s")
 	if code != 0 || strings.Contains(errOut, " applied") {
 		t.Errorf("second fix --apply: exit %d, stderr:\n%s", code, errOut)
 	}
@@ -385,7 +385,7 @@ func TestFixTableEndToEnd(t *testing.T) {
 	})
 
 	t.Run("Ctrl-C leaves no probe pod behind", func(t *testing.T) {
-		cmd := exec.CommandContext(ctx, fx.bin, "scan", "-A", "--timeout", "20s", "--kubeconfig", fx.kc, "-o", "json")
+		cmd := exec.CommandContext(ctx, fx.bin, "scan", "-A", "--vantage", "pods", "--timeout", "20s", "--kubeconfig", fx.kc, "-o", "json")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {

@@ -62,7 +62,7 @@ func TestFixApplyVerifiesOnTheDemo(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "fix-records.json")
 	fix := func(args ...string) (string, int) {
 		t.Helper()
-		_, errOut, code := cli(ctx, t, fx.bin, fx.kc, append([]string{"fix", "-A", "--record", record, "--timeout", "2s", "--connect-timeout", "2s"}, args...)...)
+		_, errOut, code := cli(ctx, t, fx.bin, fx.kc, append([]string{"fix", "-A", "--vantage", "pods", "--record", record, "--timeout", "2s", "--connect-timeout", "2s"}, args...)...)
 		return errOut, code
 	}
 
