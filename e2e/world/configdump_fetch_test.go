@@ -29,31 +29,7 @@ import (
 // config and the direct probe alone, with no probe pod, naming the
 // listener.
 func TestProxyConfigFromTheWorld(t *testing.T) {
-	requireWorld(t)
-	ib := requireIstio(t)
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	bins, err := BuildBinaries(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			wtDumpLogs(t, w.StateDir)
-		}
-		if err := w.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	}()
+	ctx, w, bins, env := worldForTest(t, 6*time.Minute)
 	if err := SeedDemo(ctx, w.Kube, w.Istio); err != nil {
 		t.Fatal(err)
 	}

@@ -53,31 +53,12 @@ func TestConfigDumpGoldens(t *testing.T) {
 	if !*updateConfigDumps {
 		t.Skip("regenerates cluster/proxyconfig/testdata from real istiod: run with -update-configdumps")
 	}
-	requireWorld(t)
+	ctx, w, _, _ := worldForTest(t, 6*time.Minute)
 	ib := requireIstio(t)
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	bins, err := BuildBinaries(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			wtDumpLogs(t, w.StateDir)
-		}
-		if err := w.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	}()
 	if err := SeedDemo(ctx, w.Kube, w.Istio); err != nil {
 		t.Fatal(err)
 	}

@@ -61,31 +61,7 @@ func outsideOK(port, auth string) bool { return port == "tcp-server" && auth == 
 // MariaDB behind each port, from a mesh client and from a client without
 // a sidecar.
 func TestServerFirstTruthTable(t *testing.T) {
-	requireWorld(t)
-	ib := requireIstio(t)
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	bins, err := BuildBinaries(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := testenv.StartForTest(t, testenv.Options{})
-	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			wtDumpLogs(t, w.StateDir)
-		}
-		if err := w.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	}()
+	ctx, w, _, env := worldForTest(t, 8*time.Minute)
 
 	const ns, outNS = "truth", "truth-out"
 	for name, labels := range map[string]map[string]string{ns: {"istio-injection": "enabled"}, outNS: nil} {
@@ -288,4 +264,38 @@ func checkInboundModes(t *testing.T, ctx context.Context, w *World, ns, pod stri
 	if tlsChain != (mode != "DISABLE") || plainChain != (mode != "STRICT") {
 		t.Errorf("%s/%s: virtualInbound port %d does not match %s (tls chain %v, plaintext chain %v)", ns, pod, port, mode, tlsChain, plainChain)
 	}
+}
+
+// worldForTest starts a world on real istiod (the default revision only)
+// with kubectl-serverfirst built from this checkout, stops it when the test
+// ends (dumping the world's logs first if it failed), and returns a
+// context that ends after timeout.
+func worldForTest(t *testing.T, timeout time.Duration) (context.Context, *World, Binaries, *testenv.Env) {
+	t.Helper()
+	requireWorld(t)
+	ib := requireIstio(t)
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	bins, err := BuildBinaries(ctx, root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testenv.StartForTest(t, testenv.Options{})
+	w, err := StartWorld(ctx, WorldOptions{Env: env, Binaries: bins, Istio: ib, Revisions: []string{}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			wtDumpLogs(t, w.StateDir)
+		}
+		if err := w.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return ctx, w, bins, env
 }
