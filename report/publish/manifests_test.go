@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -426,7 +427,16 @@ func TestJobManifestsRBACSuffices(t *testing.T) {
 	if added != 2 {
 		t.Fatalf("--direct added %d objects, want a ClusterRole and its binding", added)
 	}
-	if denied, err := vantage.PortForwardDenied(ctx, sa, []string{"sf-rbac"}); err != nil || len(denied) != 0 {
+	// The API server's RBAC authorizer learns of the new binding from its
+	// own informer, a moment after the create returns: ask until it does
+	// (the only way to observe it), or fail.
+	var denied []string
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		denied, err = vantage.PortForwardDenied(ctx, sa, []string{"sf-rbac"})
+		return err == nil && len(denied) == 0, err
+	})
+	if err != nil {
 		t.Errorf("with --direct: port-forward denied in %v (%v)", denied, err)
 	}
 	if _, err := vantage.RunDirect(ctx, cfg, sa, pf, probe.Options{}); err == nil || !strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "forbidden") {
