@@ -50,34 +50,54 @@ func portForwardDialer(cfg *rest.Config, kube kubernetes.Interface, namespace, p
 	return dialer, nil
 }
 
-// FetchConfigDump reads the Envoy /config_dump of pod namespace/name's
-// sidecar through a port-forward to its admin port, as `istioctl
-// proxy-config` does: never by exec. The body is read up to
-// proxyconfig.MaxDumpBytes.
-func FetchConfigDump(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, namespace, pod string) ([]byte, error) {
+// forwardPorts starts a port-forward to pod namespace/name for remote
+// ("0:PORT" each, local ports chosen by the kernel) on 127.0.0.1 and
+// returns once it is ready, with the local port of each; stop ends it.
+// what names the destination in errors.
+func forwardPorts(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, namespace, pod string, remote []string, what string) (_ []portforward.ForwardedPort, stop func(), _ error) {
 	dialer, err := portForwardDialer(cfg, kube, namespace, pod)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ready := make(chan struct{})
-	fw, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(EnvoyAdminPort)}, ready, io.Discard, io.Discard)
+	fw, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, remote, ready, io.Discard, io.Discard)
 	if err != nil {
-		return nil, err
+		cancel()
+		return nil, nil, err
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- fw.ForwardPorts() }()
 	select {
 	case <-ready:
 	case err := <-errc:
-		return nil, fmt.Errorf("port-forward to %s/%s:%d: %w", namespace, pod, EnvoyAdminPort, err)
+		cancel()
+		return nil, nil, fmt.Errorf("port-forward to %s: %w", what, err)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		cancel()
+		return nil, nil, ctx.Err()
 	}
 	ports, err := fw.GetPorts()
-	if err != nil || len(ports) != 1 {
-		return nil, fmt.Errorf("port-forward to %s/%s:%d: no local port (%v)", namespace, pod, EnvoyAdminPort, err)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return ports, cancel, nil
+}
+
+// FetchConfigDump reads the Envoy /config_dump of pod namespace/name's
+// sidecar through a port-forward to its admin port, as `istioctl
+// proxy-config` does: never by exec. The body is read up to
+// proxyconfig.MaxDumpBytes.
+func FetchConfigDump(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, namespace, pod string) ([]byte, error) {
+	what := fmt.Sprintf("%s/%s:%d", namespace, pod, EnvoyAdminPort)
+	ports, stop, err := forwardPorts(ctx, cfg, kube, namespace, pod, []string{"0:" + strconv.Itoa(EnvoyAdminPort)}, what)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	if len(ports) != 1 {
+		return nil, fmt.Errorf("port-forward to %s: no local port", what)
 	}
 	data, err := getConfigDump(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local))))
 	if err != nil {

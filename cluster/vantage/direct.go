@@ -3,7 +3,6 @@ package vantage
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 
@@ -11,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
 
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
@@ -29,34 +27,15 @@ type DirectProbe struct {
 // its loopback, which Istio's capture leaves alone: what arrives is what
 // the server itself sends first.
 func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, d DirectProbe, o probe.Options) ([]target.Observation, error) {
-	dialer, err := portForwardDialer(cfg, kube, d.Namespace, d.Pod)
-	if err != nil {
-		return nil, err
-	}
 	var ports []string
 	for p := range d.Ports {
 		ports = append(ports, "0:"+strconv.Itoa(int(p)))
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ready := make(chan struct{})
-	fw, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, ports, ready, io.Discard, io.Discard)
+	forwarded, stop, err := forwardPorts(ctx, cfg, kube, d.Namespace, d.Pod, ports, d.Namespace+"/"+d.Pod)
 	if err != nil {
 		return nil, err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- fw.ForwardPorts() }()
-	select {
-	case <-ready:
-	case err := <-errc:
-		return nil, fmt.Errorf("port-forward to %s/%s: %w", d.Namespace, d.Pod, err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	forwarded, err := fw.GetPorts()
-	if err != nil {
-		return nil, err
-	}
+	defer stop()
 	var targets []probe.Target
 	var keys [][]target.TargetKey
 	for _, f := range forwarded {
@@ -73,7 +52,6 @@ func RunDirect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 			out = append(out, target.Observation{Target: k, Vantage: target.VantageDirect, Result: r})
 		}
 	}
-	cancel()
 	return out, nil
 }
 
