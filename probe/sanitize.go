@@ -1,6 +1,6 @@
 package probe
 
-import "github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+import "github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 
 // SanitizeLimit is the longest string Sanitize returns, in runes.
 const SanitizeLimit = 200

@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 )
 
-// The escaping itself is tested in internal/safetext; here, the cap.
+// The escaping itself is tested in probe/safetext; here, the cap.
 func TestSanitizeCap(t *testing.T) {
 	long := strings.Repeat("x", 1000)
 	if got := Sanitize([]byte(long)); utf8.RuneCountInString(got) != SanitizeLimit || !strings.HasSuffix(got, "...") {

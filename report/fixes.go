@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // ManagedByLabel marks objects the tool created, so they can be found.

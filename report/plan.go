@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // PlannedObject is one document of a fix plan: every chosen change to one

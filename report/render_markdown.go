@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {

@@ -10,7 +10,7 @@ import (
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // NewPlainTable is a kubectl-style table: no borders, left aligned, three

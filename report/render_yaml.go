@@ -6,7 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // renderYAML writes the report as YAML, through its JSON (so the field

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // Code is a rule's stable identifier: "SF" and four digits, grouped by

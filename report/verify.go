@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/internal/target"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // PathKey is one client path of one target: what a fix repairs and what

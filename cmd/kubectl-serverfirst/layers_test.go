@@ -14,7 +14,7 @@ import (
 // inventory -> targets -> probes -> findings -> rendering, and a package
 // imports only packages of a lower layer (README, "Where things live").
 var layers = [][]string{
-	{"internal/safetext", "cluster/proxyconfig"},
+	{"probe/safetext", "cluster/proxyconfig"},
 	{"probe"},
 	{"internal/target"},
 	{"cluster"},

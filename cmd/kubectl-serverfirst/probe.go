@@ -16,8 +16,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
-	"github.com/serverfirst/kubectl-serverfirst/internal/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/probe"
+	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 	"github.com/serverfirst/kubectl-serverfirst/report"
 )
 
