@@ -170,6 +170,24 @@ var (
 			"(BlackHoleCluster): not a hang, a refusal.",
 		Source: "pilot/pkg/networking/core/listener_builder.go buildOutboundCatchAllNetworkFilterChains (BlackHoleCluster)",
 	})
+	ruleNoListenerUncaptured = rule(Rule{
+		Code: "SF0806", Name: "SidecarScopeHidesServiceUncapturedPort", Verdict: OK,
+		Template: "%s, so their connections take the passthrough cluster as plaintext, and %s does not capture port %d (%s): nothing sniffs them",
+		Args:     []string{"why", "server", "port", "capture"},
+		Explain: "As SF0801, but the server's interception annotations keep the port away from its sidecar:\n" +
+			"the plaintext from the passthrough cluster reaches the application directly.",
+		Source: "pilot/pkg/networking/core/listener_builder.go buildVirtualOutboundListener (PassthroughCluster); tools/istio-iptables/pkg/capture/run.go handleInboundPortsInclude",
+	})
+	ruleEgressPortTCP = rule(Rule{
+		Code: "SF0807", Name: "SidecarEgressPortDeclaresTCP", Verdict: OK,
+		Template: "%s, so clients in %s do not sniff the port the Service leaves to detection; their sidecar's mutual TLS reaches %s, whose inbound does not wait for a TLS client",
+		Args:     []string{"why", "clients", "server"},
+		Explain: "A Sidecar egress listener with a TCP port sets the port's outbound protocol for the services\n" +
+			"it imports: those clients' proxies relay at once instead of sniffing. Their connection\n" +
+			"arrives as mutual TLS, which the server's TLS inspector recognises from the handshake, so\n" +
+			"the banner comes back. Other clients of the port still sniff it.",
+		Source: "pilot/pkg/networking/core/listener.go buildSidecarOutboundListeners (egress port protocol via protocol.Parse); pilot/pkg/networking/core/listener_inbound.go (the TLS chain for mTLS clients)",
+	})
 	ruleEgressPortSniffs = rule(Rule{
 		Code: "SF0804", Name: "SidecarEgressPortSniffs", Verdict: AtRisk,
 		Template: "%s, which makes clients in %s sniff a port the Service declares %s, and %s suggest a server-first protocol",
@@ -400,7 +418,9 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		case meshPod == nil || !targetKnown:
 			return // no sidecar on the server side: plaintext is what it wants
 		case !server.captured:
-			add(key+"|uncaptured", dr, MeshToMesh, prof, fine)
+			if fine != nil {
+				add(key+"|uncaptured", dr, MeshToMesh, prof, fine)
+			}
 		case mode == cluster.MTLSStrict:
 			add(key+"|strict", dr, MeshToMesh, prof, strict)
 		case mode == cluster.MTLSPermissive && hints != "":
@@ -454,7 +474,9 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			plaintext(prof, "notexported", "",
 				func(cl string) judgement { return ruleNotExportedPermissive.with(fmt.Sprintf(why, cl), hints) },
 				func(cl string) judgement { return ruleNotExportedStrict.with(fmt.Sprintf(why, cl)) },
-				nil)
+				func(cl string) judgement {
+					return ruleNotExportedUncaptured.with(fmt.Sprintf(why, cl), serverName, targetPort, server.captureWhy)
+				})
 			continue
 		}
 		if !l.Exists {
@@ -466,7 +488,9 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			plaintext(prof, "nolistener|"+l.Sidecar, "",
 				func(cl string) judgement { return ruleNoListenerPermissive.with(fmt.Sprintf(why, cl), hints) },
 				func(cl string) judgement { return ruleNoListenerStrict.with(fmt.Sprintf(why, cl)) },
-				nil)
+				func(cl string) judgement {
+					return ruleNoListenerUncaptured.with(fmt.Sprintf(why, cl), serverName, targetPort, server.captureWhy)
+				})
 			continue
 		}
 		if l.EgressPort && !p.Resolved.Sniffed() && !p.Resolved.Protocol.HTTPFamily() && (l.Protocol.Sniffed() || l.Protocol.Protocol.HTTPFamily()) && hints != "" {
@@ -476,6 +500,19 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 			})
 		}
 		tls := cluster.ClientTLSFor(j.inv, j.drIndex, c.Namespace, c.Labels, dest)
+		// A client whose listener sniffs (or runs an HTTP connection
+		// manager) waits for the application before anything reaches the
+		// server: no server-side config makes its path fine. The verdict
+		// grid found paths called OK for such clients (e2e/scenarios
+		// grid_test.go).
+		clientWaits := l.Protocol.Sniffed() || l.Protocol.Protocol.HTTPFamily()
+		inboundWaits := server.inbound.Protocol.Sniffed() || server.inbound.Protocol.Protocol.HTTPFamily()
+		if l.EgressPort && !clientWaits && p.Resolved.Sniffed() && hints != "" && tls.Mode == cluster.TLSIstioMutual &&
+			meshPod != nil && targetKnown && server.captured && mode != cluster.MTLSDisable && !server.inbound.Protocol.Protocol.HTTPFamily() {
+			why, srv := l.Reason, serverName
+			add("egress-tcp|"+l.Sidecar, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return ruleEgressPortTCP.with(why, cl, srv) })
+			continue
+		}
 		switch {
 		case tls.Mode == cluster.TLSIstioMutual && meshPod != nil && targetKnown && !server.captured:
 			why := tls.Reason
@@ -485,7 +522,7 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		case !tls.RuleSetsTLS:
 			// Auto mTLS: the model the rest of the engine already judges,
 			// except where the server does not capture the port.
-			if tls.Mode == cluster.TLSDisable && meshPod != nil && targetKnown && !server.captured {
+			if tls.Mode == cluster.TLSDisable && meshPod != nil && targetKnown && !server.captured && !clientWaits {
 				why := tls.Reason
 				add("plain-uncaptured", "", MeshToMesh, prof, func(cl string) judgement {
 					return rulePlaintextIntoUncaptured.with(serverName, targetPort, server.captureWhy, cl, why)
@@ -494,19 +531,27 @@ func (j *judge) configPaths(f *Finding, svc cluster.Service, p cluster.ServicePo
 		case tls.Mode == cluster.TLSDisable:
 			why := tls.Reason
 			if meshPod != nil && targetKnown && server.captured && mode == cluster.MTLSDisable {
-				add("dr-plain-disabled|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoDisabled.with(why, cl) })
+				// Fine only where neither side sniffs: Istio's table has
+				// DISABLE/DISABLE work for a port declared TCP, not auto.
+				if !clientWaits && !inboundWaits {
+					add("dr-plain-disabled|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoDisabled.with(why, cl) })
+				}
 				continue
 			}
 			if mode == cluster.MTLSPermissive && hints == "" && server.captured {
 				add("dr-plain-nohints|"+tls.Rule, tls.Rule, MeshToMesh, prof, func(cl string) judgement { return rulePlaintextIntoPermissiveNoHints.with(why, cl) })
 				continue
 			}
+			fine := func(cl string) judgement {
+				return rulePlaintextIntoUncaptured.with(serverName, targetPort, server.captureWhy, cl, why)
+			}
+			if clientWaits {
+				fine = nil
+			}
 			plaintext(prof, "dr-plain|"+tls.Rule, tls.Rule,
 				func(cl string) judgement { return rulePlaintextIntoPermissive.with(why, cl, hints) },
 				func(cl string) judgement { return rulePlaintextIntoStrict.with(why, cl) },
-				func(cl string) judgement {
-					return rulePlaintextIntoUncaptured.with(serverName, targetPort, server.captureWhy, cl, why)
-				})
+				fine)
 		case tls.Mode == cluster.TLSIstioMutual && meshPod == nil && len(backends) > 0:
 			why := tls.Reason
 			add("dr-mtls-nosidecar|"+tls.Rule, tls.Rule, MeshToExternal, prof, func(cl string) judgement { return ruleMutualIntoNoSidecar.with(why, cl) })

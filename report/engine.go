@@ -311,7 +311,7 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 	static := judgement{rule: mustRule(f.Code), reason: f.Reason}
 	j.activeVerdict(&f)
 	j.proxyConfigVerdict(&f)
-	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints))
+	j.staticPaths(&f, static, j.externalToMeshRisk(f, p, strongHints, meshPod, targetPort, targetPortKnown))
 	if j.inv.UnmeshedElsewhereUnknown && (j.externalToMeshCandidate(f, p, strongHints) || j.strictCandidate(f, p, strongHints)) {
 		f.Notes = append(f.Notes, "clients without a sidecar outside the scanned namespaces were not counted (pods in all namespaces could not be listed): the external-to-mesh path may have more clients than this finding names, or have clients where it lists none")
 	}
@@ -327,7 +327,13 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // clients exist. Nil when it is not. As for mesh clients, a port declared
 // HTTP is only suspect on a hint other than an image (strongHints): a
 // database's metrics port is HTTP.
-func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool) *judgement {
+func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool, meshPod *cluster.Pod, targetPort int32, targetKnown bool) *judgement {
+	if meshPod != nil && targetKnown && j.unmeshed > 0 && (j.strictCandidate(f, p, strongHints) || j.externalToMeshCandidate(f, p, strongHints) || len(f.Hints) > 0 && p.Protocol == "TCP") {
+		if captured, why := cluster.InboundCaptured(meshPod, uint32(targetPort)); !captured {
+			jd := ruleUnmeshedUncaptured.with(j.unmeshedWho, "the server pod "+meshPod.Namespace+"/"+meshPod.Name, targetPort, why)
+			return &jd
+		}
+	}
 	if j.strictCandidate(f, p, strongHints) && j.unmeshed > 0 {
 		jd := ruleStrictUnmeshed.with(j.unmeshedWho, strings.Join(f.Hints, ", "))
 		return &jd

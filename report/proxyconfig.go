@@ -95,6 +95,16 @@ var (
 			"for plaintext): a client that does not speak Istio mTLS never reaches the server (STRICT).",
 		Source: "pilot/pkg/networking/core/listener_inbound.go inboundChainForOpts (STRICT builds only the TLS chain)",
 	})
+	ruleConfigTLSNotTerminated = rule(Rule{
+		Code: "SF1009", Name: "ConfigMutualTLSNotTerminated", Verdict: MTLSRejected,
+		Template: "the client's sidecar sends mutual TLS, but %s %s",
+		Args:     []string{"server", "why"},
+		Explain: "The client sidecar's cluster speaks TLS (a DestinationRule, or auto mTLS), but nothing on\n" +
+			"the server's side terminates it: the pod's inbound capture skips the port, or the server's\n" +
+			"virtualInbound has no TLS chain for it (PeerAuthentication DISABLE). The server-first\n" +
+			"application's banner meets a TLS handshake and the connection fails.",
+		Source: "pilot/pkg/networking/core/cluster_tls.go applyUpstreamTLSSettings; pilot/pkg/networking/core/listener_inbound.go inboundChainForOpts; tools/istio-iptables/pkg/capture/run.go",
+	})
 	ruleConfigDisagrees = rule(Rule{
 		Code: "SF1008", Name: "ProbesAndConfigDisagree", Verdict: AtRisk,
 		Template: "probes and proxy config disagree: %s, but %s; taking the weaker claim",
@@ -141,7 +151,17 @@ func outcomeOf(cp target.ConfigPath) configOutcome {
 	var delay time.Duration
 	for i, st := range cp.Stages {
 		d := st.Decision
+		if st.Uncaptured != "" {
+			// The port escapes the server's sidecar: plaintext reaches the
+			// application, which answers; TLS reaches it too.
+			if st.ClientTLS {
+				return configOutcome{kind: "tls-uncaptured", at: st}
+			}
+			continue
+		}
 		switch {
+		case st.Side == "server" && st.ClientTLS && d.NoChain:
+			return configOutcome{kind: "tls-no-chain", at: st}
 		case d.Undecided != "":
 			return configOutcome{kind: "undecided", at: st, why: d.Undecided}
 		case len(d.Unknown) > 0:
@@ -222,6 +242,10 @@ func (j *judge) configJudgement(f *Finding, cp target.ConfigPath, d *probe.Resul
 		}
 	case "tls-only":
 		return ruleConfigTLSOnly.with(stageWord(st), dec.Listener, st.Port), out, true
+	case "tls-uncaptured":
+		return ruleConfigTLSNotTerminated.with(stageWord(st), fmt.Sprintf("does not get port %d (%s): the application receives the TLS handshake", st.Port, st.Uncaptured)), out, true
+	case "tls-no-chain":
+		return ruleConfigTLSNotTerminated.with(stageWord(st), fmt.Sprintf("has no TLS filter chain for port %d on %s (PeerAuthentication DISABLE)", st.Port, dec.Listener)), out, true
 	case "passes":
 		return ruleConfigPasses.with(stagesWord(cp.Stages)), out, true
 	}
@@ -237,6 +261,8 @@ func configEvidence(cp target.ConfigPath, st target.ConfigStage) Evidence {
 		Scenario: scenarioOf(cp),
 	}
 	switch {
+	case st.Uncaptured != "":
+		e.Outcome, e.Error = "not-captured", st.Uncaptured
 	case d.Undecided != "":
 		e.Outcome, e.Error = "undecided", d.Undecided
 	case d.Waits && !st.ClientTLS:

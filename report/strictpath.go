@@ -15,3 +15,16 @@ var ruleStrictUnmeshed = rule(Rule{
 		"into the PERMISSIVE wait (SF0203) for a server-first protocol.",
 	Source: "pilot/pkg/networking/core/listener_inbound.go inboundChainForOpts with pilot/pkg/security/authn MTLSSettings (STRICT builds only the TLS chain)",
 })
+
+// The external-to-mesh path into a port the server's sidecar does not
+// capture (found by the verdict grid in the e2e world: SF0203/SF0205 were
+// given to such ports, yet a client without a sidecar got the banner).
+var ruleUnmeshedUncaptured = rule(Rule{
+	Code: "SF0206", Name: "UnmeshedClientsUncapturedPort", Verdict: OK,
+	Template: "%s can reach it, and %s does not capture port %d (%s): their plaintext reaches the server directly, nothing sniffs it",
+	Args:     []string{"unmeshedPods", "server", "port", "capture"},
+	Explain: "The external-to-mesh path, from the inventory: the server's interception annotations keep\n" +
+		"the port away from its sidecar, so clients without a sidecar talk to the application\n" +
+		"directly, whatever the port's mTLS mode (which no chain enforces there).",
+	Source: "tools/istio-iptables/pkg/capture/run.go handleInboundPortsInclude (excluded ports RETURN before ISTIO_IN_REDIRECT)",
+})

@@ -42,6 +42,13 @@ var (
 		Explain:  "As SF1101, into a STRICT port: the passthrough sends plaintext, which STRICT refuses.",
 		Source:   "pilot/pkg/model/push_context.go initServiceRegistry; pilot/pkg/networking/core/listener_inbound.go inboundChainForOpts (STRICT builds only the TLS chain)",
 	})
+	ruleNotExportedUncaptured = rule(Rule{
+		Code: "SF1106", Name: "ServiceNotExportedUncapturedPort", Verdict: OK,
+		Template: "%s, so their sidecars pass the connection through as plaintext (PassthroughCluster), and %s does not capture port %d (%s): nothing sniffs it",
+		Args:     []string{"why", "server", "port", "capture"},
+		Explain:  "As SF1101, but the server's interception annotations keep the port away from its sidecar: the passthrough's plaintext reaches the application directly.",
+		Source:   "pilot/pkg/model/push_context.go initServiceRegistry; tools/istio-iptables/pkg/capture/run.go handleInboundPortsInclude",
+	})
 	ruleNotExportedBlackHole = rule(Rule{
 		Code: "SF1103", Name: "ServiceNotExportedBlackHole", Verdict: Unreachable,
 		Template: "%s, and their outboundTrafficPolicy is REGISTRY_ONLY: the connection goes to BlackHoleCluster and is closed at once",

@@ -3,6 +3,9 @@ package scan
 import (
 	"context"
 	"fmt"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
 	"github.com/serverfirst/kubectl-serverfirst/cluster/vantage"
@@ -21,7 +24,17 @@ func gatherConfig(ctx context.Context, clients Clients, cfg Config, inv *cluster
 	o := vantage.ConfigOptions{Outside: !cfg.NoOutside}
 	switch {
 	case len(cfg.FromPods) > 0:
-		o.Client = &vantage.Proxy{Namespace: cfg.FromPods[0].Namespace, Pod: cfg.FromPods[0].Name}
+		fp := cfg.FromPods[0]
+		o.Client = &vantage.Proxy{Namespace: fp.Namespace, Pod: fp.Name}
+		// Outside the scanned namespaces the inventory lacks the pod,
+		// whose interception annotations decide whether its connections
+		// meet its sidecar at all.
+		if !slices.ContainsFunc(inv.Pods, func(p cluster.Pod) bool { return p.Namespace == fp.Namespace && p.Name == fp.Name }) {
+			if pod, err := clients.Kube.CoreV1().Pods(fp.Namespace).Get(ctx, fp.Name, metav1.GetOptions{}); err == nil {
+				cp := cluster.ConvertPod(pod, nil)
+				o.ClientPod = &cp
+			}
+		}
 	case cfg.InCluster && selfInMesh(cfg, inv):
 		o.Client = &vantage.Proxy{Self: true}
 	}

@@ -32,6 +32,10 @@ type ConfigOptions struct {
 	Keep func(target.TargetKey) bool
 	// Concurrency bounds the dumps read at once; 0 means 4.
 	Concurrency int
+	// ClientPod is Client's pod when the inventory may not hold it (a
+	// --from-pod outside the scanned namespaces): its interception
+	// annotations decide whether its connections meet its sidecar.
+	ClientPod *cluster.Pod
 	// Readable says whether a pod's dump may be read (the caller may
 	// create pods/portforward in its namespace); nil reads all. A proxy
 	// it refuses is left out silently: the caller warns once.
@@ -64,6 +68,20 @@ type configTask struct {
 	serverDst          netip.AddrPort
 	serverInMesh       bool
 	clientPort, inPort int32
+	// bypass says why the client pod's own connection skips its sidecar
+	// (interception annotations); uncaptured why the server pod's inbound
+	// capture skips the port. "" where they are captured.
+	bypass, uncaptured string
+}
+
+// serverStage is the server side of a path: its sidecar's inbound
+// decision, or the port's escape from capture.
+func (t configTask) serverStage(sd *proxyconfig.Dump, tls bool) target.ConfigStage {
+	st := target.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, ClientTLS: tls, Uncaptured: t.uncaptured}
+	if t.uncaptured == "" {
+		st.Decision = sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), tls)
+	}
+	return st
 }
 
 // ConfigPaths reads the client and server sidecars' config for every
@@ -114,27 +132,44 @@ func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory
 	}
 	var out []target.ConfigPath
 	for _, t := range tasks {
-		var clientStage *target.ConfigStage
-		if cd := dump(t.client); cd != nil {
-			d := cd.Outbound(t.dst, netip.AddrPortFrom(t.clientSrc, 0))
-			clientStage = &target.ConfigStage{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}
-		}
 		sd := dump(t.server)
-		if clientStage != nil {
-			stages := []target.ConfigStage{*clientStage}
-			d := clientStage.Decision
+		switch {
+		case t.client != nil && t.bypass != "":
+			// The client pod's own connection skips its sidecar: it meets
+			// the server's side as a client outside the mesh would.
+			if t.serverInMesh && sd == nil {
+				break
+			}
+			var stages []target.ConfigStage
+			if sd != nil {
+				stages = append(stages, t.serverStage(sd, false))
+			}
+			out = append(out, target.ConfigPath{Target: t.key, ServerInMesh: t.serverInMesh, Stages: stages,
+				Clients: "clients like " + proxyName(*t.client) + " (their connections skip the sidecar: " + t.bypass + ")"})
+		case t.client != nil:
+			cd := dump(t.client)
+			if cd == nil {
+				break
+			}
+			d := cd.Outbound(t.dst, netip.AddrPortFrom(t.clientSrc, 0))
+			stages := []target.ConfigStage{{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}}
 			if sd != nil && d.Filter == "tcp_proxy" && d.Cluster != "BlackHoleCluster" && d.Undecided == "" {
-				// The client's sidecar speaks TLS to a sidecar endpoint
-				// under auto mTLS, always under a TLS cluster.
-				tls := d.UpstreamTLS == proxyconfig.UpstreamTLS || d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh
-				stages = append(stages, target.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort,
-					Decision: sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), tls), ClientTLS: tls})
+				// Auto mTLS speaks TLS to a sidecar endpoint unless the
+				// server's PeerAuthentication is DISABLE there (istiod
+				// leaves such endpoints unlabelled): the same policy that
+				// gives its inbound no TLS chain for the port, which the
+				// server's dump shows even for a port it does not capture.
+				// The verdict grid saw plaintext arrive under auto mTLS
+				// and DISABLE (e2e/scenarios grid_test.go).
+				tls := d.UpstreamTLS == proxyconfig.UpstreamTLS ||
+					d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh && !sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), true).NoChain
+				stages = append(stages, t.serverStage(sd, tls))
 			}
 			out = append(out, target.ConfigPath{Target: t.key, ServerInMesh: t.serverInMesh, Stages: stages, Clients: "clients like " + proxyName(*t.client)})
 		}
 		if sd != nil && o.Outside {
 			out = append(out, target.ConfigPath{Target: t.key, Unmeshed: true, ServerInMesh: true, Clients: "clients without a sidecar",
-				Stages: []target.ConfigStage{{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, Decision: sd.Inbound(t.serverDst, netip.AddrPort{}, false)}}})
+				Stages: []target.ConfigStage{t.serverStage(sd, false)}})
 		}
 	}
 	return out, warnings
@@ -194,19 +229,22 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 		}
 		return nil
 	}
-	// capturedOut keeps a client proxy only where its pod's own
-	// connections to ip:port go through its sidecar (interception
-	// annotations can exclude them: SF07xx judges those paths).
-	capturedOut := func(p *Proxy, ip netip.Addr, port int32) *Proxy {
+	// bypassOf says why the client pod's own connections to ip:port skip
+	// its sidecar ("" when they are captured, or the pod is unknown).
+	bypassOf := func(p *Proxy, ip netip.Addr, port int32) string {
 		if p == nil || p.Self {
-			return p
+			return ""
 		}
-		if pod := pods[p.Namespace+"/"+p.Pod]; pod != nil {
-			if captured, _ := cluster.OutboundCaptured(pod, ip, uint32(port)); !captured {
-				return nil
+		pod := pods[p.Namespace+"/"+p.Pod]
+		if pod == nil && o.ClientPod != nil && o.ClientPod.Namespace == p.Namespace && o.ClientPod.Name == p.Pod {
+			pod = o.ClientPod
+		}
+		if pod != nil {
+			if captured, why := cluster.OutboundCaptured(pod, ip, uint32(port)); !captured {
+				return why
 			}
 		}
-		return p
+		return ""
 	}
 	var tasks []configTask
 	for _, svc := range inv.Services {
@@ -221,13 +259,15 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 			}
 			t := configTask{key: key, dst: netip.AddrPortFrom(vip, uint16(sp.Port)), clientPort: sp.Port}
 			t.client, t.clientSrc = clientFor(svc.Namespace)
-			t.client = readable(capturedOut(t.client, vip, sp.Port))
+			t.bypass = bypassOf(t.client, vip, sp.Port)
+			t.client = readable(t.client)
 			if server, ip, port, ok := serverProxy(svc, sp, pods); ok {
 				t.serverInMesh = true
+				t.server, t.serverDst, t.inPort = readable(&server), netip.AddrPortFrom(ip, uint16(port)), port
 				// A port the server's sidecar does not capture never meets
-				// virtualInbound (the SF07xx rules judge it).
-				if captured, _ := cluster.InboundCaptured(pods[server.Namespace+"/"+server.Pod], uint32(port)); captured {
-					t.server, t.serverDst, t.inPort = readable(&server), netip.AddrPortFrom(ip, uint16(port)), port
+				// virtualInbound; its dump still says what TLS it expects.
+				if captured, why := cluster.InboundCaptured(pods[server.Namespace+"/"+server.Pod], uint32(port)); !captured {
+					t.uncaptured = why
 				}
 			}
 			if t.client != nil || t.server != nil {
@@ -243,7 +283,10 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 		}
 		t := configTask{key: key, dst: netip.AddrPortFrom(ip, uint16(e.Port)), clientPort: e.Port}
 		t.client, t.clientSrc = clientFor("")
-		if t.client = readable(capturedOut(t.client, ip, e.Port)); t.client != nil {
+		if bypassOf(t.client, ip, e.Port) != "" {
+			continue // the client's connection skips its sidecar: nothing in config decides (SF0706)
+		}
+		if t.client = readable(t.client); t.client != nil {
 			tasks = append(tasks, t)
 		}
 	}

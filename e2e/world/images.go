@@ -94,7 +94,8 @@ func HostCommandResolver() ImageResolver {
 // containerPort (else the daemon's usual port):
 //   - mariadb, mysql: mariadbd (server-first: the MySQL greeting), datadir
 //     under the pod's state dir, grant tables skipped;
-//   - openssh, sshd, openssh-server: sshd -D -e with a generated host key
+//   - openssh, sshd, openssh-server: sshd -D -e with a generated host key,
+//     on every containerPort
 //     (server-first: the SSH-2.0 banner);
 //   - redis: redis-server without persistence or protected mode
 //     (client-first control);
@@ -125,6 +126,20 @@ func firstPort(c *corev1.Container, def int32) string {
 		}
 	}
 	return strconv.Itoa(int(def))
+}
+
+// allPorts is every TCP containerPort of c, else def.
+func allPorts(c *corev1.Container, def int32) []string {
+	var out []string
+	for _, p := range c.Ports {
+		if p.ContainerPort > 0 && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			out = append(out, strconv.Itoa(int(p.ContainerPort)))
+		}
+	}
+	if len(out) == 0 {
+		out = []string{strconv.Itoa(int(def))}
+	}
+	return out
 }
 
 // daemonDir makes stateDir/<container> owned by uid (nil = root).
@@ -210,9 +225,17 @@ func sshdCommand(c *corev1.Container, stateDir string) (Command, error) {
 		return Command{}, err
 	}
 	config := filepath.Join(dir, "sshd_config")
-	conf := fmt.Sprintf("Port %s\nListenAddress 0.0.0.0\nHostKey %s\nPidFile %s\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
-		firstPort(c, 22), hostKey, filepath.Join(dir, "sshd.pid"))
-	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
+	// One Port line per TCP containerPort, so one pod can stand behind
+	// many Service ports (the verdict grid; sshd takes at most 16, its
+	// MAX_LISTEN_SOCKS); MaxStartups high so that many
+	// probes at once that never authenticate are not dropped at random.
+	var conf strings.Builder
+	for _, p := range allPorts(c, 22) {
+		fmt.Fprintf(&conf, "Port %s\n", p)
+	}
+	fmt.Fprintf(&conf, "ListenAddress 0.0.0.0\nHostKey %s\nPidFile %s\nUsePAM no\nStrictModes no\nLogLevel ERROR\nMaxStartups 1000\n",
+		hostKey, filepath.Join(dir, "sshd.pid"))
+	if err := os.WriteFile(config, []byte(conf.String()), 0o600); err != nil {
 		return Command{}, err
 	}
 	// sshd re-executes itself, so it runs by absolute path.

@@ -17,6 +17,11 @@ type ConfigStage struct {
 	// ClientTLS (server side): the connection arrives as TLS from the
 	// client's sidecar, so no inspector waits for the application.
 	ClientTLS bool
+	// Uncaptured (server side) says why the pod's inbound capture skips
+	// the port ("excludeInboundPorts lists port 22005"): the connection
+	// reaches the application, not the proxy, whose Decision is then
+	// empty.
+	Uncaptured string
 }
 
 // ConfigPath is what the proxies on one client path of a target decide,
