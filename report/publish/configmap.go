@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -209,27 +208,6 @@ func (s ConfigMapSink) Read(ctx context.Context) (*corev1.ConfigMap, error) {
 	return cm, nil
 }
 
-// StoredReport reads the current report out of a ConfigMap written by
-// Publish, whichever form it took (plain or gzipped).
-func StoredReport(cm *corev1.ConfigMap) (report.Report, bool, error) {
-	var raw []byte
-	if s, ok := cm.Data[KeyReportJSON]; ok {
-		raw = []byte(s)
-	} else if gz, ok := cm.BinaryData[KeyReportJSONGz]; ok {
-		var err error
-		if raw, err = gunzip(gz); err != nil {
-			return report.Report{}, true, fmt.Errorf("%s: %w", KeyReportJSONGz, err)
-		}
-	} else {
-		return report.Report{}, false, nil
-	}
-	var r report.Report
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return report.Report{}, true, fmt.Errorf("stored report: %w", err)
-	}
-	return r, true, nil
-}
-
 // ObjectBytes is the size of the ConfigMap's JSON encoding: what the
 // budget bounds.
 func ObjectBytes(cm *corev1.ConfigMap) int {
@@ -238,19 +216,6 @@ func ObjectBytes(cm *corev1.ConfigMap) int {
 		return 1 << 30
 	}
 	return len(b)
-}
-
-// ValidationBytes is what the API server counts against MaxObjectBytes:
-// the data and binaryData values.
-func ValidationBytes(cm *corev1.ConfigMap) int {
-	n := 0
-	for _, v := range cm.Data {
-		n += len(v)
-	}
-	for _, v := range cm.BinaryData {
-		n += len(v)
-	}
-	return n
 }
 
 // fitReport writes the report keys into cm (which holds the current
@@ -498,27 +463,4 @@ func gzipBytes(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
-}
-
-func gunzip(b []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	var out bytes.Buffer
-	if _, err := out.ReadFrom(zr); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
-
-// sortedKeys lists a map's keys in order (deterministic notes and merges).
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
