@@ -1,8 +1,6 @@
 package publish
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 
@@ -46,17 +44,4 @@ func ValidationBytes(cm *corev1.ConfigMap) int {
 		n += len(v)
 	}
 	return n
-}
-
-func gunzip(b []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	var out bytes.Buffer
-	if _, err := out.ReadFrom(zr); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
 }
