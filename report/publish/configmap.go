@@ -209,6 +209,27 @@ func (s ConfigMapSink) Read(ctx context.Context) (*corev1.ConfigMap, error) {
 	return cm, nil
 }
 
+// StoredReport reads the current report out of a ConfigMap written by
+// Publish, whichever form it took (plain or gzipped).
+func StoredReport(cm *corev1.ConfigMap) (report.Report, bool, error) {
+	var raw []byte
+	if s, ok := cm.Data[KeyReportJSON]; ok {
+		raw = []byte(s)
+	} else if gz, ok := cm.BinaryData[KeyReportJSONGz]; ok {
+		var err error
+		if raw, err = gunzip(gz); err != nil {
+			return report.Report{}, true, fmt.Errorf("%s: %w", KeyReportJSONGz, err)
+		}
+	} else {
+		return report.Report{}, false, nil
+	}
+	var r report.Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return report.Report{}, true, fmt.Errorf("stored report: %w", err)
+	}
+	return r, true, nil
+}
+
 // ObjectBytes is the size of the ConfigMap's JSON encoding: what the
 // budget bounds.
 func ObjectBytes(cm *corev1.ConfigMap) int {
