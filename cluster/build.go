@@ -78,9 +78,7 @@ func build(inv *Inventory, namespaces []corev1.Namespace, services []Service, sl
 		pods[i].InjectionIntended = pods[i].injectionIntended(nsLabels[pods[i].Namespace])
 		inv.Pods[i] = pods[i].Pod
 	}
-	sort.Slice(inv.Pods, func(i, j int) bool {
-		return podLess(inv.Pods[i].Namespace, inv.Pods[i].Name, inv.Pods[j].Namespace, inv.Pods[j].Name)
-	})
+	sortByName(inv.Pods, func(p *Pod) (string, string) { return p.Namespace, p.Name })
 	podsByNamespace := map[string][]int{}
 	for i := range inv.Pods {
 		podsByNamespace[inv.Pods[i].Namespace] = append(podsByNamespace[inv.Pods[i].Namespace], i)
@@ -104,27 +102,36 @@ func build(inv *Inventory, namespaces []corev1.Namespace, services []Service, sl
 		}
 		inv.Services = append(inv.Services, svc)
 	}
-	sort.Slice(inv.Services, func(i, j int) bool {
-		return podLess(inv.Services[i].Namespace, inv.Services[i].Name, inv.Services[j].Namespace, inv.Services[j].Name)
-	})
+	sortByName(inv.Services, func(s *Service) (string, string) { return s.Namespace, s.Name })
 
 	inv.ServiceEntries = entries
-	sort.Slice(inv.ServiceEntries, func(i, j int) bool {
-		a, b := inv.ServiceEntries[i], inv.ServiceEntries[j]
-		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
-	})
+	sortByName(inv.ServiceEntries, func(s *ServiceEntry) (string, string) { return s.Namespace, s.Name })
 
+	inv.PeerAuthentications = uniqueBy(peerAuths, func(pa PeerAuthentication) string { return pa.Namespace + "/" + pa.Name })
+	sortByName(inv.PeerAuthentications, func(pa *PeerAuthentication) (string, string) { return pa.Namespace, pa.Name })
+}
+
+// sortByName orders objects by namespace, then name; ref reads the two.
+func sortByName[T any](list []T, ref func(*T) (namespace, name string)) {
+	sort.Slice(list, func(i, j int) bool {
+		nsI, nameI := ref(&list[i])
+		nsJ, nameJ := ref(&list[j])
+		return podLess(nsI, nameI, nsJ, nameJ)
+	})
+}
+
+// uniqueBy keeps the first element of each key, in order (nil when
+// list is empty).
+func uniqueBy[T any](list []T, key func(T) string) []T {
+	var out []T
 	seen := map[string]bool{}
-	for _, pa := range peerAuths {
-		if k := pa.Namespace + "/" + pa.Name; !seen[k] {
+	for _, v := range list {
+		if k := key(v); !seen[k] {
 			seen[k] = true
-			inv.PeerAuthentications = append(inv.PeerAuthentications, pa)
+			out = append(out, v)
 		}
 	}
-	sort.Slice(inv.PeerAuthentications, func(i, j int) bool {
-		a, b := inv.PeerAuthentications[i], inv.PeerAuthentications[j]
-		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
-	})
+	return out
 }
 
 func podLess(ns1, n1, ns2, n2 string) bool {
@@ -152,8 +159,7 @@ func backendsFromSlices(slices []sliceBackends) map[string][]PodRef {
 		}
 	}
 	for k := range out {
-		refs := out[k]
-		sort.Slice(refs, func(i, j int) bool { return podLess(refs[i].Namespace, refs[i].Name, refs[j].Namespace, refs[j].Name) })
+		sortByName(out[k], func(r *PodRef) (string, string) { return r.Namespace, r.Name })
 	}
 	return out
 }

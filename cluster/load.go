@@ -83,10 +83,9 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		// istio-system unless the mesh config says otherwise (checked below).
 		peerAuthNamespaces = append(append([]string{}, scopes...), istioNS)
 	}
-	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 
 	if len(opts.Namespaces) == 0 {
-		run(func() {
+		wg.Go(func() {
 			l.listKube("namespaces", "", c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.NamespaceList{} },
 				func(obj runtime.Object) { namespaces = append(namespaces, *obj.(*corev1.Namespace)) })
 		})
@@ -94,7 +93,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		// A namespaced user may not list namespaces cluster-wide: read
 		// just the ones asked for (a handful of GETs, not one per object).
 		for _, ns := range opts.Namespaces {
-			run(func() {
+			wg.Go(func() {
 				got, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 				mu.Lock()
 				defer mu.Unlock()
@@ -108,7 +107,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		}
 	}
 	for _, ns := range scopes {
-		run(func() {
+		wg.Go(func() {
 			l.listKube("services", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ServiceList{} }, func(obj runtime.Object) {
 				svc := ConvertService(obj.(*corev1.Service))
 				mu.Lock()
@@ -116,7 +115,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 				mu.Unlock()
 			})
 		})
-		run(func() {
+		wg.Go(func() {
 			l.listKube("endpointslices", ns, c.Kube.DiscoveryV1().RESTClient(), func() runtime.Object { return &discoveryv1.EndpointSliceList{} }, func(obj runtime.Object) {
 				if b, ok := newSliceBackends(obj.(*discoveryv1.EndpointSlice)); ok {
 					mu.Lock()
@@ -125,7 +124,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 				}
 			})
 		})
-		run(func() {
+		wg.Go(func() {
 			l.listKube("pods", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.PodList{} }, func(obj runtime.Object) {
 				p := newLoadedPod(obj.(*corev1.Pod))
 				mu.Lock()
@@ -133,7 +132,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 				mu.Unlock()
 			})
 		})
-		run(func() {
+		wg.Go(func() {
 			missing := l.listIstio("serviceentries.networking.istio.io", ns, func(o metav1.ListOptions) (runtime.Object, error) {
 				return c.Istio.NetworkingV1().ServiceEntries(ns).List(ctx, o)
 			}, func(obj runtime.Object) {
@@ -150,13 +149,13 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		})
 	}
 	for _, ns := range peerAuthNamespaces {
-		run(func() {
+		wg.Go(func() {
 			got := l.peerAuthentications(ns, &mu, &istioMissing)
 			mu.Lock()
 			peerAuths = append(peerAuths, got...)
 			mu.Unlock()
 		})
-		run(func() {
+		wg.Go(func() {
 			got := l.scopedConfig(ns)
 			mu.Lock()
 			scoped.add(got)
@@ -167,9 +166,9 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	if len(opts.Namespaces) > 0 {
 		// Clients without a sidecar anywhere can reach a PERMISSIVE port:
 		// count those outside the scan too, from pod metadata.
-		run(func() { l.unmeshedElsewhere(&elsewhere, opts.Namespaces) })
+		wg.Go(func() { l.unmeshedElsewhere(&elsewhere, opts.Namespaces) })
 	}
-	run(func() {
+	wg.Go(func() {
 		l.listKube("configmaps", istioNS, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ConfigMapList{} }, func(obj runtime.Object) {
 			cm := obj.(*corev1.ConfigMap)
 			if mesh, ok := cm.Data["mesh"]; ok && (cm.Name == "istio" || strings.HasPrefix(cm.Name, "istio-")) {
@@ -498,15 +497,9 @@ func consequence(resource string) string {
 	return "the scan is incomplete"
 }
 
+// dedupe sorts the warnings and drops repeats.
 func dedupe(in []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
+	out := uniqueBy(in, func(s string) string { return s })
 	sort.Strings(out)
 	return out
 }
@@ -530,23 +523,9 @@ func (s *scopedConfig) add(o scopedConfig) {
 // finish drops the duplicates of a namespace listed twice (the root
 // namespace) and sorts.
 func (s *scopedConfig) finish() ([]DestinationRule, []SidecarResource) {
-	var drs []DestinationRule
-	seen := map[string]bool{}
-	for _, d := range s.destinationRules {
-		if k := d.Namespace + "/" + d.Name; !seen[k] {
-			seen[k] = true
-			drs = append(drs, d)
-		}
-	}
-	sort.Slice(drs, func(i, j int) bool { return podLess(drs[i].Namespace, drs[i].Name, drs[j].Namespace, drs[j].Name) })
-	var scs []SidecarResource
-	seen = map[string]bool{}
-	for _, sc := range s.sidecars {
-		if k := sc.Namespace + "/" + sc.Name; !seen[k] {
-			seen[k] = true
-			scs = append(scs, sc)
-		}
-	}
+	drs := uniqueBy(s.destinationRules, func(d DestinationRule) string { return d.Namespace + "/" + d.Name })
+	sortByName(drs, func(d *DestinationRule) (string, string) { return d.Namespace, d.Name })
+	scs := uniqueBy(s.sidecars, func(sc SidecarResource) string { return sc.Namespace + "/" + sc.Name })
 	sortSidecars(scs)
 	return drs, scs
 }

@@ -306,11 +306,7 @@ func documentJSON(text []byte) ([]byte, error) {
 	if t := bytes.TrimSpace(text); len(t) > 0 && t[0] == '{' && json.Valid(t) {
 		return t, nil
 	}
-	js, err := sigsyaml.YAMLToJSON(text)
-	if err != nil {
-		return nil, err
-	}
-	return js, nil
+	return sigsyaml.YAMLToJSON(text)
 }
 
 // The decoders of the typed clients, strict so that a misspelt field is
@@ -445,9 +441,15 @@ func (m *Manifests) namespaced(meta *metav1.ObjectMeta) {
 	}
 }
 
-// record notes where an object came from and warns when a later document
-// defines it again (the later one wins, as a second apply would).
-func (m *Manifests) record(kind, ns, name string, origin ManifestOrigin) bool {
+// record defaults a namespaced object's namespace, notes where the object
+// came from and warns when a later document defines it again (the later
+// one wins, as a second apply would).
+func (m *Manifests) record(kind string, meta *metav1.ObjectMeta, origin ManifestOrigin) bool {
+	ns, name := "", meta.Name
+	if kind != "Namespace" {
+		m.namespaced(meta)
+		ns = meta.Namespace
+	}
 	key := kind + "/" + ns + "/" + name
 	if name == "" {
 		m.warn(origin.File, origin.Line, "%s without metadata.name: skipped", kind)
@@ -465,12 +467,11 @@ func (m *Manifests) record(kind, ns, name string, origin ManifestOrigin) bool {
 func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineIndex) {
 	switch o := obj.(type) {
 	case *corev1.Namespace:
-		if m.record("Namespace", "", o.Name, origin) {
+		if m.record("Namespace", &o.ObjectMeta, origin) {
 			m.namespaces = replaceBy(m.namespaces, *o, func(n corev1.Namespace) string { return n.Name })
 		}
 	case *corev1.Service:
-		m.namespaced(&o.ObjectMeta)
-		if !m.record("Service", o.Namespace, o.Name, origin) {
+		if !m.record("Service", &o.ObjectMeta, origin) {
 			return
 		}
 		svc := ConvertService(o)
@@ -479,8 +480,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		}
 		m.services = replaceBy(m.services, svc, func(s Service) string { return s.Namespace + "/" + s.Name })
 	case *discoveryv1.EndpointSlice:
-		m.namespaced(&o.ObjectMeta)
-		if !m.record("EndpointSlice", o.Namespace, o.Name, origin) {
+		if !m.record("EndpointSlice", &o.ObjectMeta, origin) {
 			return
 		}
 		if b, ok := newSliceBackends(o); ok {
@@ -489,8 +489,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 			m.warn(origin.File, origin.Line, "EndpointSlice %s/%s has no %s label: it backs no Service", o.Namespace, o.Name, discoveryv1.LabelServiceName)
 		}
 	case *corev1.Pod:
-		m.namespaced(&o.ObjectMeta)
-		if !m.record("Pod", o.Namespace, o.Name, origin) {
+		if !m.record("Pod", &o.ObjectMeta, origin) {
 			return
 		}
 		// A Pod with a uid or a status was read from a cluster: its
@@ -506,7 +505,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 			m.warn(origin.File, origin.Line, "ConfigMap %s/%s holds a mesh config but is not in the Istio namespace %s (--istio-namespace): not used", o.Namespace, o.Name, m.opts.IstioNamespace)
 		}
 		if hasMesh && meshName && o.Namespace == m.opts.IstioNamespace {
-			if m.record("ConfigMap", o.Namespace, o.Name, origin) {
+			if m.record("ConfigMap", &o.ObjectMeta, origin) {
 				cm := corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace}, Data: map[string]string{"mesh": o.Data["mesh"]}}
 				// Name it with its origin: that is what the report's mesh source shows.
 				cm.Annotations = map[string]string{"origin": origin.String()}
@@ -536,8 +535,7 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 	case *batchv1.CronJob:
 		m.addWorkload("CronJob", &o.ObjectMeta, o.Spec.JobTemplate.Spec.Selector, &o.Spec.JobTemplate.Spec.Template, origin)
 	case *networkingv1.ServiceEntry:
-		m.namespaced(&o.ObjectMeta)
-		if !m.record("ServiceEntry", o.Namespace, o.Name, origin) {
+		if !m.record("ServiceEntry", &o.ObjectMeta, origin) {
 			return
 		}
 		se := ConvertServiceEntry(o)
@@ -546,18 +544,15 @@ func (m *Manifests) add(obj runtime.Object, origin ManifestOrigin, lines lineInd
 		}
 		m.entries = replaceBy(m.entries, se, func(s ServiceEntry) string { return s.Namespace + "/" + s.Name })
 	case *securityv1.PeerAuthentication:
-		m.namespaced(&o.ObjectMeta)
-		if m.record("PeerAuthentication", o.Namespace, o.Name, origin) {
+		if m.record("PeerAuthentication", &o.ObjectMeta, origin) {
 			m.peerAuths = replaceBy(m.peerAuths, convertPeerAuthentication(o), func(p PeerAuthentication) string { return p.Namespace + "/" + p.Name })
 		}
 	case *networkingv1.DestinationRule:
-		m.namespaced(&o.ObjectMeta)
-		if m.record("DestinationRule", o.Namespace, o.Name, origin) {
+		if m.record("DestinationRule", &o.ObjectMeta, origin) {
 			m.destinationRules = replaceBy(m.destinationRules, ConvertDestinationRule(o), func(d DestinationRule) string { return d.Namespace + "/" + d.Name })
 		}
 	case *networkingv1.Sidecar:
-		m.namespaced(&o.ObjectMeta)
-		if m.record("Sidecar", o.Namespace, o.Name, origin) {
+		if m.record("Sidecar", &o.ObjectMeta, origin) {
 			m.sidecars = replaceBy(m.sidecars, ConvertSidecar(o), func(sc SidecarResource) string { return sc.Namespace + "/" + sc.Name })
 		}
 	default:
@@ -607,8 +602,7 @@ func (m *Manifests) addOtherVersion(obj runtime.Object, origin ManifestOrigin, l
 
 // addWorkload adds the pod a workload would create from its template.
 func (m *Manifests) addWorkload(kind string, meta *metav1.ObjectMeta, selector *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec, origin ManifestOrigin) {
-	m.namespaced(meta)
-	if !m.record(kind, meta.Namespace, meta.Name, origin) {
+	if !m.record(kind, meta, origin) {
 		return
 	}
 	pod := corev1.Pod{ObjectMeta: *tmpl.ObjectMeta.DeepCopy(), Spec: *tmpl.Spec.DeepCopy()}
@@ -757,10 +751,6 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 	for _, ns := range m.namespaces {
 		namespaces[ns.Name] = ns
 	}
-	injected := map[string]bool{}
-	for _, ns := range m.opts.InjectedNamespaces {
-		injected[ns] = true
-	}
 	// unlabelled are the namespaces made up here without labels: a new
 	// pod there gets a sidecar only by its own label.
 	unlabelled := map[string]bool{}
@@ -769,7 +759,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 			continue
 		}
 		ns := corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: p.Namespace}}
-		if injected[p.Namespace] {
+		if slices.Contains(m.opts.InjectedNamespaces, p.Namespace) {
 			ns.Labels = map[string]string{labelInjection: "enabled"}
 		} else {
 			unlabelled[p.Namespace] = true
@@ -823,7 +813,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 		fileSlices[s.key] = true
 	}
 	services := append([]Service{}, m.services...)
-	slices := append([]sliceBackends{}, m.slices...)
+	backends := append([]sliceBackends{}, m.slices...)
 	for _, s := range base.Services {
 		key := s.Namespace + "/" + s.Name
 		if fileServices[key] {
@@ -847,7 +837,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 				}
 			}
 		}
-		slices = append(slices, b)
+		backends = append(backends, b)
 	}
 
 	entries := mergeBy(base.ServiceEntries, m.entries, func(s ServiceEntry) string { return s.Namespace + "/" + s.Name })
@@ -855,13 +845,10 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 
 	var unknown []string
 	inv.Mesh, inv.Warnings = m.meshConfig(base, offline)
-	build(inv, nsList, services, slices, pods, entries, peerAuths)
+	build(inv, nsList, services, backends, pods, entries, peerAuths)
 	// As Load does after build: the namespaced client config, sorted.
 	inv.DestinationRules = mergeBy(base.DestinationRules, m.destinationRules, func(d DestinationRule) string { return d.Namespace + "/" + d.Name })
-	sort.Slice(inv.DestinationRules, func(i, j int) bool {
-		a, b := inv.DestinationRules[i], inv.DestinationRules[j]
-		return podLess(a.Namespace, a.Name, b.Namespace, b.Name)
-	})
+	sortByName(inv.DestinationRules, func(d *DestinationRule) (string, string) { return d.Namespace, d.Name })
 	inv.Sidecars = mergeBy(base.Sidecars, m.sidecars, func(sc SidecarResource) string { return sc.Namespace + "/" + sc.Name })
 	sortSidecars(inv.Sidecars)
 	for i := range inv.Pods {
@@ -885,23 +872,13 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 	warnings = append(warnings, m.warnings...)
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		warnings = append(warnings, fmt.Sprintf("namespace(s) %s are not in the files: their new pods without a sidecar.istio.io/inject label are taken as having no sidecar (--injected-namespaces names the namespaces with injection enabled)", strings.Join(compact(unknown), ", ")))
+		warnings = append(warnings, fmt.Sprintf("namespace(s) %s are not in the files: their new pods without a sidecar.istio.io/inject label are taken as having no sidecar (--injected-namespaces names the namespaces with injection enabled)", strings.Join(slices.Compact(unknown), ", ")))
 	}
 	if !offline {
 		warnings = append(warnings, fmt.Sprintf("judging the cluster as it would be after applying %d object(s) from the files", m.Judged))
 	}
 	inv.Warnings = dedupe(warnings)
 	return inv
-}
-
-func compact(sorted []string) []string {
-	var out []string
-	for i, s := range sorted {
-		if i == 0 || s != sorted[i-1] {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func (m *Manifests) replacedByWorkload(p Pod) bool {

@@ -12,34 +12,18 @@ const ProtocolHTTPProxy Protocol = "HTTP_PROXY"
 // on the Service port, not the targetPort.
 var wellKnownTCPPorts = map[int32]bool{25: true, 53: true, 3306: true, 27017: true}
 
+// protocolNames are the names Istio's protocol.Parse knows, lower case.
+var protocolNames = map[string]Protocol{
+	"tcp": ProtocolTCP, "udp": ProtocolUDP, "grpc": ProtocolGRPC, "grpc-web": ProtocolGRPCWeb,
+	"http": ProtocolHTTP, "http_proxy": ProtocolHTTPProxy, "http2": ProtocolHTTP2, "https": ProtocolHTTPS,
+	"tls": ProtocolTLS, "mongo": ProtocolMongo, "redis": ProtocolRedis, "mysql": ProtocolMySQL,
+}
+
 // parseProtocolName is Istio's protocol.Parse: case-insensitive, and
 // anything unknown is sniffed.
 func parseProtocolName(s string) Protocol {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return ProtocolTCP
-	case "udp":
-		return ProtocolUDP
-	case "grpc":
-		return ProtocolGRPC
-	case "grpc-web":
-		return ProtocolGRPCWeb
-	case "http":
-		return ProtocolHTTP
-	case "http_proxy":
-		return ProtocolHTTPProxy
-	case "http2":
-		return ProtocolHTTP2
-	case "https":
-		return ProtocolHTTPS
-	case "tls":
-		return ProtocolTLS
-	case "mongo":
-		return ProtocolMongo
-	case "redis":
-		return ProtocolRedis
-	case "mysql":
-		return ProtocolMySQL
+	if p, ok := protocolNames[strings.ToLower(s)]; ok {
+		return p
 	}
 	return ProtocolAuto
 }

@@ -1,6 +1,10 @@
 package cluster
 
-import corev1 "k8s.io/api/core/v1"
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+)
 
 // Names Istio uses on pods and namespaces.
 const (
@@ -22,17 +26,10 @@ func HasSidecar(pod *corev1.Pod) bool {
 	if _, ok := pod.Annotations[annotationSidecarStatus]; ok {
 		return true
 	}
-	for _, c := range pod.Spec.Containers {
-		if c.Name == ProxyContainerName {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == ProxyContainerName }) ||
+		slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool {
+			return c.Name == ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		})
 }
 
 // NamespaceInjection reads a namespace's injection labels the way Istio's
@@ -58,12 +55,7 @@ func defaultIfEnabled(enabled bool) string {
 
 // ignoredNamespaces never get a sidecar, whatever their labels say (istio
 // pkg/kube/inject IgnoredNamespaces).
-var ignoredNamespaces = map[string]bool{
-	"kube-system":        true,
-	"kube-public":        true,
-	"kube-node-lease":    true,
-	"local-path-storage": true,
-}
+var ignoredNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true, "local-path-storage": true}
 
 // InjectionIntended reports whether Istio's injector would add a sidecar
 // to the pod if it were created now. It follows the default webhook

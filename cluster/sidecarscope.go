@@ -3,7 +3,6 @@ package cluster
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -322,5 +321,5 @@ func InboundProtocolFor(inv *Inventory, server *Pod, port uint32, services []Res
 
 // sortSidecars orders Sidecar resources by namespace and name.
 func sortSidecars(s []SidecarResource) {
-	sort.Slice(s, func(i, j int) bool { return podLess(s[i].Namespace, s[i].Name, s[j].Namespace, s[j].Name) })
+	sortByName(s, func(sc *SidecarResource) (string, string) { return sc.Namespace, sc.Name })
 }

@@ -116,7 +116,7 @@ func (j *judge) declareFixes(f Finding, svc cluster.Service, p cluster.ServicePo
 	}
 
 	if proto := serverProtocol(f); proto != "" {
-		if wk, ok := wellKnownPortFor[proto]; ok && wk != p.Port && !servicePortInUse(svc, wk) {
+		if wk, ok := wellKnownPortFor[proto]; ok && wk != p.Port && !slices.ContainsFunc(svc.Ports, func(q cluster.ServicePort) bool { return q.Port == wk }) {
 			idx := 0
 			for i, q := range svc.Ports {
 				if q.Port == p.Port && q.Protocol == p.Protocol {
@@ -160,15 +160,6 @@ func serverProtocol(f Finding) string {
 		}
 	}
 	return ""
-}
-
-func servicePortInUse(svc cluster.Service, port int32) bool {
-	for _, p := range svc.Ports {
-		if p.Port == port {
-			return true
-		}
-	}
-	return false
 }
 
 func jsonTargetPort(s string) string {
@@ -254,12 +245,7 @@ func truncateLabel(s string, n int) string {
 }
 
 func nameTaken(svc cluster.Service, name, self string) bool {
-	for _, p := range svc.Ports {
-		if p.Name == name && p.Name != self {
-			return true
-		}
-	}
-	return false
+	return name != self && slices.ContainsFunc(svc.Ports, func(p cluster.ServicePort) bool { return p.Name == name })
 }
 
 // serviceFix sets fields on one port of the Service as the scan saw it.
@@ -395,12 +381,7 @@ func ipEndpoints(eps []string) []string {
 }
 
 func hasHostName(hosts []string) bool {
-	for _, h := range hosts {
-		if _, err := netip.ParseAddr(h); err != nil {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(hosts, func(h string) bool { _, err := netip.ParseAddr(h); return err != nil })
 }
 
 // externalFixes declares an unknown external destination to the mesh.
@@ -549,13 +530,8 @@ func (j *judge) externalEntryNamespace() string {
 	if root == "" {
 		root = cluster.DefaultIstioNamespace
 	}
-	if len(j.inv.Namespaces) == 0 {
+	if len(j.inv.Namespaces) == 0 || slices.ContainsFunc(j.inv.Namespaces, func(ns cluster.Namespace) bool { return ns.Name == root }) {
 		return root
-	}
-	for _, ns := range j.inv.Namespaces {
-		if ns.Name == root {
-			return root
-		}
 	}
 	return j.inv.Namespaces[0].Name
 }

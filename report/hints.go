@@ -1,7 +1,8 @@
 package report
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -10,23 +11,9 @@ import (
 // Client-first databases (PostgreSQL 5432, Redis 6379, MongoDB 27017,
 // MSSQL 1433) are deliberately absent: sniffing them is harmless.
 var serverFirstPorts = map[int32]string{
-	21:   "ftp",
-	22:   "ssh",
-	23:   "telnet",
-	24:   "lmtp",
-	25:   "smtp",
-	110:  "pop3",
-	119:  "nntp",
-	143:  "imap",
-	587:  "smtp",
-	2222: "ssh",
-	2525: "smtp",
-	3306: "mysql",
-	4222: "nats",
-	5900: "vnc",
-	6032: "proxysql",
-	6033: "proxysql",
-	7419: "faktory",
+	21: "ftp", 22: "ssh", 23: "telnet", 24: "lmtp", 25: "smtp", 110: "pop3", 119: "nntp", 143: "imap",
+	587: "smtp", 2222: "ssh", 2525: "smtp", 3306: "mysql", 4222: "nats", 5900: "vnc",
+	6032: "proxysql", 6033: "proxysql", 7419: "faktory",
 }
 
 // serverFirstWords are protocol and product words that, in a port name, a
@@ -112,11 +99,9 @@ func (h hintSet) image(ref string) {
 	}
 }
 
+// list is never nil: a finding without hints has an empty list.
 func (h hintSet) list() []string {
-	out := make([]string, 0, len(h))
-	for k := range h {
-		out = append(out, k)
-	}
-	sort.Strings(out)
+	out := slices.AppendSeq(make([]string, 0, len(h)), maps.Keys(h))
+	slices.Sort(out)
 	return out
 }

@@ -125,55 +125,47 @@ func PlanSkipping(r Report, skip map[*Change]bool) (FixPlan, error) {
 // finding), files the rest as alternatives, and merges the change into
 // its object's group.
 func (plan *FixPlan) add(fixes []Fix, ref string, path PathKey, groups map[string]*PlannedObject, order *[]string, skip map[*Change]bool) error {
-	{
-		best := -1
-		for i, fix := range fixes {
-			if fix.Change != nil && !fix.AlternativeOnly {
-				best = i
-				break
-			}
+	best := slices.IndexFunc(fixes, func(f Fix) bool { return f.Change != nil && !f.AlternativeOnly })
+	chosen := max(best, 0) // without a manifest, the first fix is the manual one
+	for i, fix := range fixes {
+		if i != chosen {
+			plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: ref, Fix: fix})
 		}
-		chosen := max(best, 0) // without a manifest, the first fix is the manual one
-		for i, fix := range fixes {
-			if i != chosen {
-				plan.Alternatives = append(plan.Alternatives, ManualFix{Finding: ref, Fix: fix})
-			}
-		}
-		if best < 0 {
-			plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fixes[0]})
-			return nil
-		}
-		fix := fixes[best]
-		c := fix.Change
-		if skip[c] {
-			return nil
-		}
-		key := c.key()
-		g, ok := groups[key]
-		err := c.validate()
-		var obj any
-		if err == nil && !ok {
-			obj, err = ObjectOf(fix)
-		}
-		if err != nil {
-			plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fix})
-			return fmt.Errorf("%s: %w", ref, err)
-		}
-		if !ok {
-			g = &PlannedObject{APIVersion: c.APIVersion, Kind: c.Kind, Namespace: c.Namespace, Name: c.Name, Object: obj, Create: c.Create}
-			groups[key] = g
-			*order = append(*order, key)
-		}
-		g.Changes = append(g.Changes, c)
-		if !slices.Contains(g.Paths, path) {
-			g.Paths = append(g.Paths, path)
-		}
-		g.Reasons = append(g.Reasons, ref+": "+fix.Title)
-		g.WeakensSecurity = g.WeakensSecurity || fix.WeakensSecurity
-		for _, n := range fix.Notes {
-			if !slices.Contains(g.Notes, n) {
-				g.Notes = append(g.Notes, n)
-			}
+	}
+	if best < 0 {
+		plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fixes[0]})
+		return nil
+	}
+	fix := fixes[best]
+	c := fix.Change
+	if skip[c] {
+		return nil
+	}
+	key := c.key()
+	g, ok := groups[key]
+	err := c.validate()
+	var obj any
+	if err == nil && !ok {
+		obj, err = ObjectOf(fix)
+	}
+	if err != nil {
+		plan.Manual = append(plan.Manual, ManualFix{Finding: ref, Fix: fix})
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	if !ok {
+		g = &PlannedObject{APIVersion: c.APIVersion, Kind: c.Kind, Namespace: c.Namespace, Name: c.Name, Object: obj, Create: c.Create}
+		groups[key] = g
+		*order = append(*order, key)
+	}
+	g.Changes = append(g.Changes, c)
+	if !slices.Contains(g.Paths, path) {
+		g.Paths = append(g.Paths, path)
+	}
+	g.Reasons = append(g.Reasons, ref+": "+fix.Title)
+	g.WeakensSecurity = g.WeakensSecurity || fix.WeakensSecurity
+	for _, n := range fix.Notes {
+		if !slices.Contains(g.Notes, n) {
+			g.Notes = append(g.Notes, n)
 		}
 	}
 	return nil

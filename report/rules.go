@@ -5,8 +5,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
 )
 
 // Code is a rule's stable identifier: "SF" and four digits, grouped by
@@ -130,21 +128,6 @@ func explainRule(r Rule) string {
 		fmt.Fprintf(&b, "\nWhere Istio decides it: %s\n", r.Source)
 	}
 	fmt.Fprintf(&b, "\nSee also: kubectl serverfirst explain %s\n", r.Verdict)
-	return b.String()
-}
-
-// RulesMarkdown is the README's table of codes, generated from the
-// registry (a test keeps the README in step).
-func RulesMarkdown() string {
-	var b strings.Builder
-	b.WriteString("| code | verdict | reason given | where Istio decides it |\n|---|---|---|---|\n")
-	for _, r := range Rules() {
-		if r.Retired {
-			fmt.Fprintf(&b, "| `%s` | retired | %s | |\n", r.Code, safetext.Markdown(r.Explain))
-			continue
-		}
-		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s |\n", r.Code, r.Verdict, safetext.Markdown(r.Message()), safetext.Markdown(r.Source))
-	}
 	return b.String()
 }
 

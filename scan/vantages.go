@@ -3,7 +3,8 @@ package scan
 import (
 	"context"
 	"fmt"
-	"strings"
+	"maps"
+	"slices"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -19,11 +20,9 @@ import (
 func runLiveVantages(ctx context.Context, clients Clients, cfg Config, inv *cluster.Inventory, po probe.Options, pods bool, reprobe target.Reprobe) ([]target.Observation, []string) {
 	progress := cfg.progress()
 	opts := vantage.RunOptions{
-		Pod:   vantage.PodOptions{Image: cfg.ProbeImage, ScanID: vantage.NewScanID(), BannerTimeout: po.BannerTimeout, ConnectTimeout: po.ConnectTimeout},
-		Probe: po,
-		Progress: func(s string) {
-			fmt.Fprintln(progress, s)
-		},
+		Pod:      vantage.PodOptions{Image: cfg.ProbeImage, ScanID: vantage.NewScanID(), BannerTimeout: po.BannerTimeout, ConnectTimeout: po.ConnectTimeout},
+		Probe:    po,
+		Progress: func(s string) { fmt.Fprintln(progress, s) },
 	}
 	externals := cfg.External
 	var obs []target.Observation
@@ -40,11 +39,7 @@ func runLiveVantages(ctx context.Context, clients Clients, cfg Config, inv *clus
 		for _, p := range plan.Pods {
 			namespaces[p.Namespace] = true
 		}
-		var nsList []string
-		for ns := range namespaces {
-			nsList = append(nsList, ns)
-		}
-		if n := vantage.SweepStale(ctx, clients.Kube, nsList, time.Now()); n > 0 {
+		if n := vantage.SweepStale(ctx, clients.Kube, slices.Collect(maps.Keys(namespaces)), time.Now()); n > 0 {
 			fmt.Fprintf(progress, "deleted %d probe pod(s) left by an interrupted scan\n", n)
 		}
 		fmt.Fprintf(progress, "probing with %d probe pod(s) (image %s) and %d port-forward(s)...\n", len(plan.Pods), cfg.ProbeImage, len(plan.Direct))
@@ -70,9 +65,6 @@ func runLiveVantages(ctx context.Context, clients Clients, cfg Config, inv *clus
 	}
 	return obs, warnings
 }
-
-// maxListed bounds the namespaces one warning names.
-const maxListed = 8
 
 // PlanSelfDirect is the direct half of FromSelf with Direct: a
 // port-forward to a backend of each Service port the self plan dials (so a
@@ -104,24 +96,11 @@ func PlanSelfDirect(ctx context.Context, kube kubernetes.Interface, inv *cluster
 		who = "this ServiceAccount"
 	}
 	const hint = " (job manifests --direct grants it)"
-	isDenied := map[string]bool{}
-	for _, ns := range denied {
-		isDenied[ns] = true
-	}
-	var allowed []vantage.DirectProbe
-	for _, d := range direct {
-		if !isDenied[d.Namespace] {
-			allowed = append(allowed, d)
-		}
-	}
+	allowed := slices.DeleteFunc(direct, func(d vantage.DirectProbe) bool { return slices.Contains(denied, d.Namespace) })
 	if len(allowed) == 0 {
 		return nil, []string{"--direct: " + who + " cannot create pods/portforward; no direct proof, so deadlocks show as AT-RISK" + hint}
 	}
-	list := strings.Join(denied[:min(len(denied), maxListed)], ", ")
-	if len(denied) > maxListed {
-		list += fmt.Sprintf(" and %d more", len(denied)-maxListed)
-	}
-	return allowed, []string{fmt.Sprintf("--direct: %s cannot create pods/portforward in namespace(s) %s; no direct proof there, so deadlocks there show as AT-RISK%s", who, list, hint)}
+	return allowed, []string{fmt.Sprintf("--direct: %s cannot create pods/portforward in namespace(s) %s; no direct proof there, so deadlocks there show as AT-RISK%s", who, vantage.NamespaceList(denied), hint)}
 }
 
 // startSelfDirect starts the direct half of FromSelf with Direct: wait

@@ -45,17 +45,32 @@ type ConfigOptions struct {
 // ConfigProxies lists the pods whose dumps ConfigPaths would read, for
 // the caller's rights check.
 func ConfigProxies(inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions) []Proxy {
+	return slices.DeleteFunc(taskProxies(planConfig(inv, externals, ConfigOptions{Client: o.Client, Keep: o.Keep})), func(p Proxy) bool { return p.Self })
+}
+
+// taskProxies are the proxies of the tasks, each once, in task order.
+func taskProxies(tasks []configTask) []Proxy {
 	var out []Proxy
 	seen := map[Proxy]bool{}
-	for _, t := range planConfig(inv, externals, ConfigOptions{Client: o.Client, Keep: o.Keep}) {
+	for _, t := range tasks {
 		for _, p := range []*Proxy{t.client, t.server} {
-			if p != nil && !p.Self && !seen[*p] {
+			if p != nil && !seen[*p] {
 				seen[*p] = true
 				out = append(out, *p)
 			}
 		}
 	}
 	return out
+}
+
+// NamespaceList names at most 8 namespaces for a warning, and how many
+// more there are.
+func NamespaceList(namespaces []string) string {
+	list := strings.Join(namespaces[:min(len(namespaces), 8)], ", ")
+	if len(namespaces) > 8 {
+		list += fmt.Sprintf(" and %d more", len(namespaces)-8)
+	}
+	return list
 }
 
 // configTask is one target's proxies and addresses.
@@ -91,16 +106,7 @@ func (t configTask) serverStage(sd *proxyconfig.Dump, tls bool) target.ConfigSta
 func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory, externals []target.ExternalTarget, o ConfigOptions) ([]target.ConfigPath, []string) {
 	tasks := planConfig(inv, externals, o)
 	// Read every proxy's dump first, a few at a time.
-	var proxies []Proxy
-	seen := map[Proxy]bool{}
-	for _, t := range tasks {
-		for _, p := range []*Proxy{t.client, t.server} {
-			if p != nil && !seen[*p] {
-				seen[*p] = true
-				proxies = append(proxies, *p)
-			}
-		}
-	}
+	proxies := taskProxies(tasks)
 	n := o.Concurrency
 	if n <= 0 {
 		n = 4
@@ -338,16 +344,8 @@ func ReadConfig(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface
 	if len(namespaces) > 0 {
 		denied, err := PortForwardDenied(ctx, kube, namespaces)
 		if err == nil && len(denied) > 0 {
-			isDenied := map[string]bool{}
-			for _, ns := range denied {
-				isDenied[ns] = true
-			}
-			o.Readable = func(ns string) bool { return !isDenied[ns] }
-			list := strings.Join(denied[:min(len(denied), 8)], ", ")
-			if len(denied) > 8 {
-				list += fmt.Sprintf(" and %d more", len(denied)-8)
-			}
-			warnings = append(warnings, fmt.Sprintf("proxy config: %s cannot create pods/portforward in namespace(s) %s, so their sidecars' /config_dump is not read there", who, list))
+			o.Readable = func(ns string) bool { return !slices.Contains(denied, ns) }
+			warnings = append(warnings, fmt.Sprintf("proxy config: %s cannot create pods/portforward in namespace(s) %s, so their sidecars' /config_dump is not read there", who, NamespaceList(denied)))
 		}
 	}
 	paths, w := ConfigPaths(ctx, dumps, inv, externals, o)

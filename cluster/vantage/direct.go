@@ -63,13 +63,7 @@ func KeepTargets(direct []DirectProbe, keep func(target.TargetKey) bool) []Direc
 	for _, d := range direct {
 		ports := map[int32][]target.TargetKey{}
 		for port, keys := range d.Ports {
-			var kept []target.TargetKey
-			for _, k := range keys {
-				if keep(k) {
-					kept = append(kept, k)
-				}
-			}
-			if len(kept) > 0 {
+			if kept := slices.DeleteFunc(slices.Clone(keys), func(k target.TargetKey) bool { return !keep(k) }); len(kept) > 0 {
 				ports[port] = kept
 			}
 		}

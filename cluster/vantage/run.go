@@ -3,6 +3,8 @@ package vantage
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -190,12 +192,7 @@ func planFrom(tasks []target.ProbeTask, inv *cluster.Inventory, outside bool, ow
 			}
 		}
 	}
-	keys := make([]string, 0, len(direct))
-	for k := range direct {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(direct)) {
 		plan.Direct = append(plan.Direct, *direct[k])
 	}
 	return plan
@@ -242,24 +239,20 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 		}
 	}
 	for _, p := range plan.Pods {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			got, err := RunProbePod(ctx, kube, p, o.Pod)
 			collect(got, err, fmt.Sprintf("%s probe pod in %s", vantageOf(p.InMesh), p.Namespace))
-		}()
+		})
 	}
 	for _, d := range plan.Direct {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			got, err := RunDirect(ctx, cfg, kube, d, o.Probe)
 			collect(got, err, fmt.Sprintf("port-forward to %s/%s", d.Namespace, d.Pod))
-		}()
+		})
 	}
 	wg.Wait()
 	sort.Strings(warnings)

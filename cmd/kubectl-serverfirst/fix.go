@@ -158,14 +158,14 @@ lines say which, and what is still in the way); 1 on errors; 130 on Ctrl-C.`,
 	f.add(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&f.all, "all", false, "Also print every alternative fix, as comments")
-	fl.BoolVar(&f.apply, "apply", false, "Apply the fixes with server-side apply (dry-run first; asks unless --yes), record them, then verify them")
+	fl.BoolVar(&f.apply, "apply", false, "Apply the fixes with server-side apply, record them, then verify them (see above)")
 	fl.BoolVarP(&f.yes, "yes", "y", false, "With --apply or --undo: do not ask for confirmation")
-	fl.BoolVar(&f.allowPlaintext, "allow-plaintext", false, "With --apply: also apply fixes that disable mTLS on a port (PeerAuthentication DISABLE)")
-	fl.BoolVar(&f.noVerify, "no-verify", false, "With --apply: stop after applying; do not probe the affected paths again")
-	fl.DurationVar(&f.verifyTimeout, "verify-timeout", 60*time.Second, "With --apply: how long to keep probing the affected paths again until each passes (exit 4 after it)")
-	fl.StringVar(&f.record, "record", "", "With --apply: append what was changed to this file; with --undo: undo the last fix recorded in it (default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json)")
-	fl.BoolVar(&f.undo, "undo", false, "Put back what the last recorded fix --apply changed (dry-run first; asks unless --yes); no scan")
-	fl.StringVar(&f.from, "from", "", "Plan (with --apply, apply) the fixes of a saved report `FILE` (scan -o json; - for stdin): no scan, no verification")
+	fl.BoolVar(&f.allowPlaintext, "allow-plaintext", false, "With --apply: also apply fixes that disable mTLS on a port")
+	fl.BoolVar(&f.noVerify, "no-verify", false, "With --apply: stop after applying, without probing again")
+	fl.DurationVar(&f.verifyTimeout, "verify-timeout", 60*time.Second, "With --apply: how long to verify before giving up (exit 4)")
+	fl.StringVar(&f.record, "record", "", "The fix record `FILE` of --apply and --undo (default $XDG_STATE_HOME/kubectl-serverfirst/fix-records.json)")
+	fl.BoolVar(&f.undo, "undo", false, "Put back what the last recorded fix --apply changed; no scan")
+	fl.StringVar(&f.from, "from", "", "Plan the fixes of a saved report `FILE` (- for stdin) instead of scanning")
 	return cmd
 }
 

@@ -349,7 +349,8 @@ func probeRow(r probe.Result) []string {
 	case r.Error != "":
 		detail = probe.Sanitize([]byte(r.Error))
 	}
-	detail = truncateRunes(detail, detailWidth)
+	// Sanitised text: cut it without splitting an escape such as \x1b.
+	detail = safetext.Cut(detail, detailWidth)
 	if detail == "" {
 		detail = "-"
 	}
@@ -359,15 +360,6 @@ func probeRow(r probe.Result) []string {
 	}
 	return []string{probe.Sanitize([]byte(r.Target)), string(r.Outcome), protocol, connect,
 		formatMillis(r.FirstByteMs), detail}
-}
-
-// truncateRunes shortens already sanitised text to max runes, ending in "...".
-func truncateRunes(s string, max int) string {
-	runes := []rune(s)
-	if len(runes) <= max {
-		return s
-	}
-	return string(runes[:max-3]) + "..."
 }
 
 // formatMillis prints a duration in milliseconds at a precision that suits

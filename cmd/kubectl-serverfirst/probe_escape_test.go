@@ -32,3 +32,27 @@ func TestProbeOutputEscapesEveryRune(t *testing.T) {
 		}
 	}
 }
+
+// The table's DETAIL cell is cut to detailWidth runes of the sanitised
+// banner; the cut used to fall inside an escape (`\x1` of ESC's `\x1b`),
+// which reads as other bytes than the server sent.
+func TestProbeDetailNeverSplitsAnEscape(t *testing.T) {
+	pad := func(n int) string { return string(bytes.Repeat([]byte("a"), n)) }
+	tests := []struct {
+		name, banner, want string
+	}{
+		{"short banner", "220 ok\r\n", `220 ok\r\n`},
+		{"escape across the cut is dropped", pad(55) + "\x1bbbbbbb", pad(55) + "..."},
+		{"escape before the cut is kept", pad(53) + "\x1bbbbbbb", pad(53) + `\x1b...`},
+		{"escaped backslash across the cut", pad(56) + `\bbbbbb`, pad(56) + "..."},
+		{"unicode escape across the cut", pad(50) + "\u202ebbbbbbbbbb", pad(50) + "..."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			row := probeRow(probe.Result{Target: "127.0.0.1:25", Outcome: probe.OutcomeBanner, Banner: tc.banner, Address: "127.0.0.1:25"})
+			if got := row[len(row)-1]; got != tc.want {
+				t.Errorf("DETAIL = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -48,14 +48,11 @@ func Line(s string) string {
 // Escape renders bytes from the network so that nothing in them can act
 // on a terminal, as Line does, but unambiguously: '\\' becomes `\\`, so
 // every escape in the result stands for exactly one input byte or rune.
-// ESC can therefore never start a terminal sequence. Escapes are never
-// split: when the rendering of b is longer than max runes, it is cut after
-// the last whole piece that leaves room for "..." and "..." is appended
-// (for max < 3, "" is returned).
+// ESC can therefore never start a terminal sequence. The result is cut to
+// max runes as Cut does.
 func Escape(b []byte, max int) string {
 	s := string(b)
 	var sb strings.Builder
-	runes, cut := 0, 0
 	for i := 0; i < len(s); {
 		piece, size := `\\`, 1
 		if s[i] != '\\' {
@@ -63,18 +60,49 @@ func Escape(b []byte, max int) string {
 		}
 		i += size
 		sb.WriteString(piece)
-		runes += utf8.RuneCountInString(piece)
-		if runes > max {
-			if max < 3 {
-				return ""
-			}
-			return sb.String()[:cut] + "..."
+	}
+	return Cut(sb.String(), max)
+}
+
+// Cut shortens text that Escape wrote to at most max runes without
+// splitting an escape: when it is longer, it is cut after the last whole
+// escape or rune that leaves room for "..." and "..." is appended (for
+// max < 3, "" is returned). A cut `\x1b` would read as other bytes than
+// the server sent.
+func Cut(s string, max int) string {
+	if utf8.RuneCountInString(s) <= max {
+		return s
+	}
+	if max < 3 {
+		return ""
+	}
+	runes := 0
+	for i := 0; i < len(s); {
+		n := escapedLen(s[i:])
+		if runes += utf8.RuneCountInString(s[i : i+n]); runes > max-3 {
+			return s[:i] + "..."
 		}
-		if runes <= max-3 {
-			cut = sb.Len()
+		i += n
+	}
+	return s
+}
+
+// escapedLen is the length in bytes of the first piece of Escape's
+// output: an escape (`\\`, `\r`, `\xNN`, `\u{NNNN}`) or one rune.
+func escapedLen(s string) int {
+	if len(s) < 2 || s[0] != '\\' {
+		_, n := utf8.DecodeRuneInString(s)
+		return n
+	}
+	switch s[1] {
+	case 'x':
+		return min(4, len(s))
+	case 'u':
+		if end := strings.IndexByte(s, '}'); end > 0 {
+			return end + 1
 		}
 	}
-	return sb.String()
+	return 2
 }
 
 // escapeRune is how Line and Escape write the first rune of s, and how

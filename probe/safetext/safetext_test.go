@@ -44,6 +44,42 @@ func TestEscape(t *testing.T) {
 	}
 }
 
+// TestCut: escaped text is cut between escapes, never inside one, and
+// Cut of the whole rendering is what Escape gives with the same cap.
+func TestCut(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		max  int
+		want string
+	}{
+		{"fits", `ab\x1b`, 6, `ab\x1b`},
+		{"plain cut", "abcdefgh", 6, "abc..."},
+		{"hex escape not split", `abc\x1bdef`, 8, "abc..."},
+		{"hex escape kept whole", `ab\x1bdefgh`, 9, `ab\x1b...`},
+		{"unicode escape not split", `a\u{202e}bcdef`, 8, "a..."},
+		{"escaped backslash not split", `ab\\xyz`, 6, "ab..."},
+		{"line escapes", `\r\n\r\n\r\n`, 7, `\r\n...`},
+		{"runes, not bytes", "Grüße aus Köln", 8, "Grüße..."},
+		{"tiny cap", "abcdef", 2, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Cut(tc.in, tc.max); got != tc.want {
+				t.Errorf("Cut(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+			}
+		})
+	}
+	for _, in := range []string{"\x1b[2J\x1b]0;owned\x07", `C:\x41\r`, "a\u009b31m\u202eb\xff", "Grüße\t你好"} {
+		full := Escape([]byte(in), 1<<20)
+		for max := 0; max <= utf8.RuneCountInString(full)+1; max++ {
+			if got, want := Cut(full, max), Escape([]byte(in), max); got != want {
+				t.Errorf("Cut(Escape(%q), %d) = %q, Escape with that cap = %q", in, max, got, want)
+			}
+		}
+	}
+}
+
 func TestLine(t *testing.T) {
 	tests := []struct{ name, in, want string }{
 		{"plain", "svc/orders-db:3307", "svc/orders-db:3307"},

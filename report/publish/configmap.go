@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"io"
 	"strings"
 	"time"
 
@@ -238,19 +238,6 @@ func ObjectBytes(cm *corev1.ConfigMap) int {
 		return 1 << 30
 	}
 	return len(b)
-}
-
-// ValidationBytes is what the API server counts against MaxObjectBytes:
-// the data and binaryData values.
-func ValidationBytes(cm *corev1.ConfigMap) int {
-	n := 0
-	for _, v := range cm.Data {
-		n += len(v)
-	}
-	for _, v := range cm.BinaryData {
-		n += len(v)
-	}
-	return n
 }
 
 // fitReport writes the report keys into cm (which holds the current
@@ -506,19 +493,5 @@ func gunzip(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer zr.Close()
-	var out bytes.Buffer
-	if _, err := out.ReadFrom(zr); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
-
-// sortedKeys lists a map's keys in order (deterministic notes and merges).
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return io.ReadAll(zr)
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,7 +404,7 @@ func TestPublishFitsOneMiB(t *testing.T) {
 	cm = get()
 	check(cm)
 	if res.Compressed || res.Trimmed != 0 || cm.Data[KeyNote] != "" || len(cm.BinaryData[KeyPreviousGz]) == 0 {
-		t.Errorf("after the big report: %+v note=%q binary keys=%v", res, cm.Data[KeyNote], sortedKeys(cm.BinaryData))
+		t.Errorf("after the big report: %+v note=%q binary keys=%v", res, cm.Data[KeyNote], slices.Sorted(maps.Keys(cm.BinaryData)))
 	}
 }
 

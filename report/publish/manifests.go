@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -142,9 +143,7 @@ type Manifest struct {
 
 func labels(extra map[string]string) map[string]string {
 	m := map[string]string{LabelName: LabelValue}
-	for k, v := range extra {
-		m[k] = v
-	}
+	maps.Copy(m, extra)
 	return m
 }
 

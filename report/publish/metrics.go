@@ -3,6 +3,8 @@ package publish
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,7 +101,7 @@ func (m *Metrics) WriteTextfile(path string) error {
 // from replacing each other's metrics; nil for none.
 func (m *Metrics) PushGrouped(ctx context.Context, url, job string, grouping map[string]string) error {
 	p := push.New(url, job).Gatherer(m.reg)
-	for _, k := range sortedKeys(grouping) {
+	for _, k := range slices.Sorted(maps.Keys(grouping)) {
 		p = p.Grouping(k, grouping[k])
 	}
 	if err := p.PushContext(ctx); err != nil {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,7 +215,7 @@ func Merge(shards []Shard) (report.Report, error) {
 		}
 	}
 	if len(runs) > 1 {
-		names := sortedKeys(runs)
+		names := slices.Sorted(maps.Keys(runs))
 		warn(fmt.Sprintf("merged shards of different runs (%s): findings may come from different times", strings.Join(names, ", ")))
 	}
 	for _, k := range order {
@@ -253,12 +255,12 @@ func readShards(cm *corev1.ConfigMap) []storedShard {
 		}
 		out = append(out, st)
 	}
-	for _, k := range sortedKeys(cm.Data) {
+	for _, k := range slices.Sorted(maps.Keys(cm.Data)) {
 		if m := shardKeyRE.FindStringSubmatch(k); m != nil && m[2] == "" {
 			add(k, []byte(cm.Data[k]), false)
 		}
 	}
-	for _, k := range sortedKeys(cm.BinaryData) {
+	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
 		if m := shardKeyRE.FindStringSubmatch(k); m != nil && m[2] != "" {
 			add(k, cm.BinaryData[k], true)
 		}
