@@ -146,6 +146,49 @@ func TestConfigPaths(t *testing.T) {
 					Ingress: []cluster.SidecarIngress{{Port: 9999, Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP")}}}}
 			},
 			verdict: AtRisk, code: "SF0805", paths: []Code{"SF0805", "SF0109"}},
+		// What the verdict grid in the e2e world found (e2e/scenarios
+		// grid_test.go): a hidden client's plaintext into a port the
+		// server does not capture gets through; a Sidecar egress port
+		// declared TCP spares its clients the sniffing of an auto port;
+		// a client that sniffs is not saved by the server's side.
+		{name: "client Sidecar hides the Service, server port not captured: the passthrough's plaintext gets through",
+			pods: func(w *configWorld) { annotate(&w.server, cluster.AnnotationExcludeInboundPorts, "3306") },
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Sidecars = []cluster.SidecarResource{{Namespace: "web", Name: "default", Egress: []cluster.SidecarEgress{{Hosts: []string{"./*"}}}}}
+			},
+			verdict: OK, code: "SF0109", paths: []Code{"SF0109", "SF0806"}},
+		{name: "Service not exported to web, server port not captured: the same",
+			pods:    func(w *configWorld) { annotate(&w.server, cluster.AnnotationExcludeInboundPorts, "3306") },
+			inv:     func(inv *cluster.Inventory, _ *configWorld) { inv.Services[0].ExportTo = []string{"."} },
+			verdict: OK, code: "SF0109", paths: []Code{"SF0109", "SF1106"}},
+		{name: "auto port, web's Sidecar egress declares it TCP: web does not sniff, its mTLS gets through",
+			inv: func(inv *cluster.Inventory, w *configWorld) {
+				inv.Services = []cluster.Service{svc("shop", "db", "db", []cluster.Pod{w.server}, tport("db", 13306, "3306", ""))}
+				inv.Sidecars = []cluster.SidecarResource{{Namespace: "web", Name: "default", Egress: []cluster.SidecarEgress{
+					{Port: 13306, Protocol: "TCP", Resolved: cluster.ServiceEntryPortProtocol("TCP"), Hosts: []string{"shop/*"}}}}}
+			},
+			key: svcKey("shop", "db", 13306), verdict: AtRisk, code: "SF0102", paths: []Code{"SF0102", "SF0807"}},
+		{name: "auto port, server port not captured, DR DISABLE: web's sidecar still sniffs, no OK path",
+			pods: func(w *configWorld) { annotate(&w.server, cluster.AnnotationExcludeInboundPorts, "3306") },
+			inv: func(inv *cluster.Inventory, w *configWorld) {
+				inv.Services = []cluster.Service{svc("shop", "db", "db", []cluster.Pod{w.server}, tport("db", 13306, "3306", ""))}
+				inv.DestinationRules = []cluster.DestinationRule{dr(cluster.TLSDisable)}
+			},
+			key: svcKey("shop", "db", 13306), verdict: AtRisk, code: "SF0102", paths: []Code{"SF0102"}},
+		{name: "auto port, DR DISABLE and PA DISABLE: both sides still sniff (Istio's table), not SF0607",
+			inv: func(inv *cluster.Inventory, w *configWorld) {
+				inv.Services = []cluster.Service{svc("shop", "db", "db", []cluster.Pod{w.server}, tport("db", 13306, "3306", ""))}
+				inv.DestinationRules = []cluster.DestinationRule{dr(cluster.TLSDisable)}
+				inv.PeerAuthentications = []cluster.PeerAuthentication{pa(cluster.MTLSDisable)}
+			},
+			key: svcKey("shop", "db", 13306), verdict: AtRisk, code: "SF0102", paths: []Code{"SF0102"}},
+		{name: "server port not captured, STRICT, pods without a sidecar: they reach the server directly",
+			pods: func(w *configWorld) { annotate(&w.server, cluster.AnnotationExcludeInboundPorts, "3306") },
+			inv: func(inv *cluster.Inventory, _ *configWorld) {
+				inv.Pods = append(inv.Pods, cluster.Pod{Namespace: "legacy", Name: "cron-0", Images: []string{"busybox"}})
+				inv.PeerAuthentications = []cluster.PeerAuthentication{pa(cluster.MTLSStrict)}
+			},
+			verdict: MTLSRejected, code: "SF0701", paths: []Code{"SF0701", "SF0109", "SF0206"}},
 		// exportTo (pilot PushContext.initServiceRegistry): a client
 		// namespace the Service is not exported to has no listener for it.
 		{name: "Service exported to its namespace only: web passes through plaintext into PERMISSIVE",
@@ -262,7 +305,7 @@ func TestConfigPaths(t *testing.T) {
 				}
 			}
 			for _, p := range f.Paths {
-				if p.Code != "SF0109" && p.Code != "SF0805" && p.Clients != "web (1 pod)" {
+				if p.Code != "SF0109" && p.Code != "SF0805" && p.Code != "SF0206" && p.Code != "SF0102" && p.Clients != "web (1 pod)" {
 					t.Errorf("path %s names clients %q, want web (1 pod)", p.Code, p.Clients)
 				}
 			}

@@ -33,6 +33,12 @@ func TestProxyConfigVerdicts(t *testing.T) {
 	server := func(d proxyconfig.Decision, tls bool) target.ConfigStage {
 		return target.ConfigStage{Side: "server", Proxy: "shop/orders-db", Port: 3306, Decision: d, ClientTLS: tls}
 	}
+	uncaptured := func(tls bool) target.ConfigStage {
+		return target.ConfigStage{Side: "server", Proxy: "shop/orders-db", Port: 3306, ClientTLS: tls, Uncaptured: "excludeInboundPorts lists port 3306"}
+	}
+	declaredPlain := declared
+	declaredPlain.UpstreamTLS = proxyconfig.UpstreamPlaintext
+	noTLSChain := proxyconfig.Decision{Listener: "virtualInbound", Via: "accepting", NoChain: true}
 	mesh := func(stages ...target.ConfigStage) target.ConfigPath {
 		return target.ConfigPath{Target: key, ServerInMesh: true, Stages: stages, Clients: "clients like shop/web"}
 	}
@@ -69,6 +75,15 @@ func TestProxyConfigVerdicts(t *testing.T) {
 			paths: []target.ConfigPath{mesh(client(declared), server(inboundTLS, true)),
 				{Target: key, Unmeshed: true, ServerInMesh: true, Stages: []target.ConfigStage{server(strictPlain, false)}, Clients: "clients without a sidecar"}},
 			code: "SF1007", pathCodes: []Code{"SF1007", "SF1003"}, reason: "no plaintext filter chain for port 3306"},
+		{name: "mutual TLS into a port the server does not capture: rejected (the verdict grid)",
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(declared), uncaptured(true))},
+			code: "SF1009", pathCodes: []Code{"SF1009"}, reason: "does not get port 3306 (excludeInboundPorts lists port 3306)"},
+		{name: "plaintext into a port the server does not capture: passes",
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(declaredPlain), uncaptured(false))},
+			code: "SF1003", pathCodes: []Code{"SF1003"}, reason: "tcp_proxy to outbound|3307"},
+		{name: "mutual TLS into a port with no TLS chain (PeerAuthentication DISABLE): rejected",
+			obs: []target.Observation{direct}, paths: []target.ConfigPath{mesh(client(declared), server(noTLSChain, true))},
+			code: "SF1009", pathCodes: []Code{"SF1009"}, reason: "no TLS filter chain for port 3306 on virtualInbound"},
 		{name: "a probe says deadlock, config passes: the weaker claim",
 			obs:   []target.Observation{direct, obs(key, target.VantageMeshClient, silent())},
 			paths: []target.ConfigPath{mesh(client(declared), server(inboundTLS, true))},

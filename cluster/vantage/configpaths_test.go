@@ -75,22 +75,32 @@ func TestConfigPathsFromRealDumps(t *testing.T) {
 	if none, _ := vantage.ConfigPaths(context.Background(), dumps, inv, nil, vantage.ConfigOptions{Outside: true, Readable: func(string) bool { return false }}); len(none) != 0 {
 		t.Errorf("no namespace readable, yet %d config paths", len(none))
 	}
-	// Interception annotations take a side off the path: then its config
-	// says nothing about it (a false wait would be a false DEADLOCK).
+	// Interception annotations take a side off the path: an uncaptured
+	// server port is a stage that says so (its proxy decides nothing; a
+	// false wait would be a false DEADLOCK), and a client whose own
+	// connections skip its sidecar has no client stage: it meets the
+	// server's side as a client outside the mesh would.
 	excluded := *inv
 	excluded.Pods = []cluster.Pod{db, cache, web}
 	excluded.Pods[0].Interception.InboundExcluded = []uint32{3306}
 	excluded.Pods[2].Interception.OutboundExcludedPorts = []uint32{6380}
 	exPaths, _ := vantage.ConfigPaths(context.Background(), dumps, &excluded, nil, vantage.ConfigOptions{Outside: true})
+	var bypassed bool
 	for _, cp := range exPaths {
 		for _, st := range cp.Stages {
-			if st.Side == "server" && st.Proxy == "shop/orders-db" {
-				t.Errorf("%v: orders-db's inbound stage although it does not capture 3306: %+v", cp.Target, st)
+			if st.Side == "server" && st.Proxy == "shop/orders-db" && (st.Uncaptured == "" || st.Decision.Listener != "") {
+				t.Errorf("%v: orders-db's inbound stage decided by its config although it does not capture 3306: %+v", cp.Target, st)
 			}
 		}
 		if cp.Target.Name == "cache" && !cp.Unmeshed {
-			t.Errorf("cache: a mesh path from web although web's sidecar does not capture port 6380: %+v", cp)
+			bypassed = true
+			if len(cp.Stages) != 1 || cp.Stages[0].Side != "server" || cp.Stages[0].ClientTLS || !strings.Contains(cp.Clients, "skip the sidecar") {
+				t.Errorf("cache: web's connections skip its sidecar, want only the server's plaintext stage: %+v", cp)
+			}
 		}
+	}
+	if !bypassed {
+		t.Errorf("cache: no path for web, whose connections skip its sidecar: %+v", exPaths)
 	}
 	key := func(name string, port int32) target.TargetKey {
 		return target.TargetKey{Kind: target.KindService, Namespace: "shop", Name: name, Port: port}
