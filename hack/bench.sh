@@ -16,8 +16,12 @@
 #     -runs 3'. BENCH_SCAN=0 skips it. Both need SERVERFIRST_TESTBIN or
 #     .cache/testbin (make test-deps) for kube-apiserver and etcd.
 #  3. the active scan at scale: the e2e world (real istiod, pods as
-#     processes) seeded with 50 namespaces x 4 server-first Services (sshd),
-#     6 of the namespaces with client config of their own; counts the probe
+#     processes) seeded with 50 namespaces x 4 server-first Services, each
+#     in front of its own sshd pod with a sidecar (200 servers; about 5 min
+#     to seed on the shared machine, -servers 1 puts a namespace's four on
+#     one pod), 6 of the namespaces with client config of their own; first
+#     times one probe pod alone (the goal's "one probe pod's start"), then
+#     counts the probe
 #     pods (API watch), port-forwards and API requests (a counting proxy,
 #     and apiserver_request_total) and times `scan -A --vantage pods` and
 #     `--vantage config` of bin/kubectl-serverfirst, and `--vantage pods`

@@ -59,6 +59,7 @@ type options struct {
 	namespaces, servers int
 	services, own       int
 	scanArgs            []string
+	compare             []namedBin
 	outDir              string
 	timeout             time.Duration
 }
@@ -71,8 +72,16 @@ func run(args []string) int {
 	fs.StringVar(&o.beforeName, "before-name", "before", "what -before is, for the table")
 	fs.IntVar(&o.namespaces, "namespaces", 50, "namespaces seeded")
 	fs.IntVar(&o.services, "services", 4, "server-first Services per namespace")
-	fs.IntVar(&o.servers, "servers", 1, "sshd pods per namespace behind those Services (they share them)")
+	fs.IntVar(&o.servers, "servers", 4, "sshd pods per namespace; Service i selects pod i mod servers (= -services: a server each; 1: the Services share one)")
 	fs.IntVar(&o.own, "own-config", 6, "namespaces given client config of their own (half a Sidecar, half a DestinationRule)")
+	fs.Func("compare", "NAME=PATH: one more kubectl-serverfirst whose --vantage pods scan runs last (repeatable)", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok || name == "" || path == "" {
+			return fmt.Errorf("want NAME=PATH, got %q", v)
+		}
+		o.compare = append(o.compare, namedBin{name, path})
+		return nil
+	})
 	scanArgs := fs.String("scan-args", "", "extra arguments for every scan, space-separated (e.g. '--timeout 2s')")
 	fs.StringVar(&o.outDir, "out", ".cache/bench/worldbench-runs", "where each scan's stdout and stderr are kept")
 	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "give up after this long")
@@ -110,7 +119,7 @@ func run(args []string) int {
 // result is one scan's figures.
 type result struct {
 	name         string
-	vantage      string
+	kind         string
 	wall         time.Duration
 	exit         int
 	probePods    int // pods with the probe label created (watch)
@@ -126,7 +135,11 @@ type result struct {
 }
 
 func bench(ctx context.Context, o options) error {
-	for _, p := range []*string{&o.after, &o.before} {
+	paths := []*string{&o.after, &o.before}
+	for i := range o.compare {
+		paths = append(paths, &o.compare[i].path)
+	}
+	for _, p := range paths {
 		if *p == "" {
 			continue
 		}
@@ -195,17 +208,28 @@ func bench(ctx context.Context, o options) error {
 		return err
 	}
 
-	type scanRun struct{ name, bin, vantage string }
-	runs := []scanRun{{"after (pods)", o.after, "pods"}, {"after (config)", o.after, "config"}}
+	// The first run is one probe pod alone (a mesh client in a namespace
+	// of the shared class, no outside client, no port-forward): its start
+	// is the goal's "one probe pod's start", measured without the
+	// contention of the runs it judges.
+	alone := nsName(o.own % o.namespaces)
+	runs := []scanRun{
+		{oneProbePod, o.after, "one", []string{"-n", alone, "--vantage", "pods", "--no-outside", "--no-direct"}},
+		{"after (pods)", o.after, "pods", []string{"-A", "--vantage", "pods"}},
+		{"after (config)", o.after, "config", []string{"-A", "--vantage", "config"}},
+	}
 	if o.before != "" {
-		runs = append(runs, scanRun{o.beforeName + " (pods)", o.before, "pods"})
+		runs = append(runs, scanRun{o.beforeName + " (pods)", o.before, "pods", []string{"-A", "--vantage", "pods"}})
+	}
+	for _, c := range o.compare {
+		runs = append(runs, scanRun{c.name + " (pods)", c.path, "pods", []string{"-A", "--vantage", "pods"}})
 	}
 	var results []result
 	for _, r := range runs {
 		if err := install(r.bin, bins.Serverfirst); err != nil {
 			return err
 		}
-		res, err := scan(ctx, env, proxy, kc, r.name, r.bin, r.vantage, o)
+		res, err := scan(ctx, env, proxy, kc, r, o)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
@@ -215,6 +239,18 @@ func bench(ctx context.Context, o options) error {
 	printTable(os.Stdout, o, results)
 	return nil
 }
+
+// scanRun is one scan the bench times: kind is "pods" (judged against the
+// goals), "config" (must create no pod) or "one" (the single pod whose
+// start the wall goal uses).
+type scanRun struct {
+	name, bin, kind string
+	args            []string
+}
+
+const oneProbePod = "1 probe pod alone"
+
+type namedBin struct{ name, path string }
 
 // install puts a copy of src at dst by rename, so a pod that is starting
 // the previous binary keeps an intact file.
@@ -257,7 +293,7 @@ func seed(ctx context.Context, env *testenv.Env, o options) ([]string, error) {
 			svc := &corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ssh-%d", s), Namespace: ns},
 				Spec: corev1.ServiceSpec{
-					Selector: map[string]string{"app": "sshd"},
+					Selector: map[string]string{"app": fmt.Sprintf("sshd-%d", s%o.servers)},
 					Ports: []corev1.ServicePort{{Name: fmt.Sprintf("shell-%d", s), Port: int32(2201 + s),
 						TargetPort: intstr.FromInt32(sshPort), Protocol: corev1.ProtocolTCP}},
 				},
@@ -274,7 +310,7 @@ func seed(ctx context.Context, env *testenv.Env, o options) ([]string, error) {
 		for p := range o.servers {
 			name := fmt.Sprintf("sshd-%d", p)
 			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "sshd"}},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            "default",
 					TerminationGracePeriodSeconds: ptr.To[int64](1),

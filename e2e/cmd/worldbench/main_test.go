@@ -79,28 +79,30 @@ func TestCountingProxy(t *testing.T) {
 	}
 }
 
-// TestGoalLines checks the goals computed from the seeding and the
-// "after (pods)" run.
+// TestGoalLines checks the goals computed from the seeding and from the
+// run of one probe pod alone (not from the runs they judge).
 func TestGoalLines(t *testing.T) {
-	after := result{name: "after (pods)", vantage: "pods", probePods: 14, wall: 6 * time.Second,
-		starts: []time.Duration{400 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}, bannerWait: 3 * time.Second}
+	one := result{name: oneProbePod, kind: "one", probePods: 1, wall: 4 * time.Second,
+		starts: []time.Duration{500 * time.Millisecond}, bannerWait: 3 * time.Second}
+	after := result{name: "after (pods)", kind: "pods", probePods: 14, wall: 6 * time.Second,
+		starts: []time.Duration{400 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second}, bannerWait: 3 * time.Second}
 	cases := []struct {
 		name string
 		rs   []result
 		want []string
 	}{
-		{"after meets both", []result{after}, []string{
+		{"after meets both", []result{one, after}, []string{
 			"goal after (pods): probe pods <= 2 + 2 x 6 = 14: met (14)",
-			"goal after (pods): wall <= 2 x (probe pod start 500ms + banner wait 3s) = 7s: met (6s)",
+			"goal after (pods): wall <= 2 x (one probe pod's start 500ms + banner wait 3s) = 7s: met (6s)",
 		}},
-		{"before misses both", []result{after, {name: "before (pods)", vantage: "pods", probePods: 100, wall: 90 * time.Second}}, []string{
+		{"before misses both", []result{one, after, {name: "before (pods)", kind: "pods", probePods: 100, wall: 90 * time.Second}}, []string{
 			"goal before (pods): probe pods <= 2 + 2 x 6 = 14: missed (100)",
-			"goal before (pods): wall <= 2 x (probe pod start 500ms + banner wait 3s) = 7s: missed (1m30s)",
+			"goal before (pods): wall <= 2 x (one probe pod's start 500ms + banner wait 3s) = 7s: missed (1m30s)",
 		}},
-		{"config creates no pod", []result{after, {name: "after (config)", vantage: "config"}}, []string{
+		{"config creates no pod", []result{one, after, {name: "after (config)", kind: "config"}}, []string{
 			"goal after (config): 0 probe pods: met (0)",
 		}},
-		{"config that created a pod", []result{after, {name: "after (config)", vantage: "config", probePods: 1}}, []string{
+		{"config that created a pod", []result{one, after, {name: "after (config)", kind: "config", probePods: 1}}, []string{
 			"goal after (config): 0 probe pods: missed (1)",
 		}},
 	}

@@ -263,10 +263,11 @@ func (a metricDelta) minus(b metricDelta) metricDelta {
 // toolSaid is the tool's own plan line on stderr (both binaries print it).
 var toolSaid = regexp.MustCompile(`probing with (\d+) probe pod\(s\).* and (\d+) port-forward\(s\)`)
 
-// scan runs one `scan -A --vantage V -o json` through the proxy and
+// scan runs one `scan ARGS -o json` through the proxy and
 // gathers its figures.
-func scan(ctx context.Context, env *testenv.Env, proxy *countingProxy, kc, name, bin, vantage string, o options) (result, error) {
-	res := result{name: name, vantage: vantage}
+func scan(ctx context.Context, env *testenv.Env, proxy *countingProxy, kc string, run scanRun, o options) (result, error) {
+	name, bin := run.name, run.bin
+	res := result{name: name, kind: run.kind}
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	pw, err := watchProbePods(wctx, env)
@@ -278,7 +279,8 @@ func scan(ctx context.Context, env *testenv.Env, proxy *countingProxy, kc, name,
 		return res, err
 	}
 	proxy.take()
-	args := append([]string{"scan", "-A", "--vantage", vantage, "-o", "json", "--kubeconfig", kc}, o.scanArgs...)
+	args := append(append([]string{"scan"}, run.args...), "-o", "json", "--kubeconfig", kc)
+	args = append(args, o.scanArgs...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
