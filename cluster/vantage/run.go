@@ -198,11 +198,24 @@ func planFrom(tasks []target.ProbeTask, inv *cluster.Inventory, outside bool, ow
 	return plan
 }
 
+// DefaultPodConcurrency is how many probe pods a run keeps alive at once
+// by default: every pair of a scan of up to eight client classes starts
+// at once.
+const DefaultPodConcurrency = 16
+
 // RunOptions tune a live-cluster probe run.
 type RunOptions struct {
-	Pod         PodOptions
-	Probe       probe.Options
-	Concurrency int // probe pods / port-forwards at once
+	Pod   PodOptions
+	Probe probe.Options
+	// Concurrency bounds the port-forwards at once; 0 means 4.
+	Concurrency int
+	// PodConcurrency bounds the probe pods alive at once; 0 means
+	// DefaultPodConcurrency. Pods have a bound of their own: a scan has
+	// one pair per client class but one port-forward per server pod, and
+	// pods that queued behind those port-forwards (or behind each other,
+	// four at a time) made a scan take several rounds of pod start plus
+	// banner wait instead of one.
+	PodConcurrency int
 	// Progress, when set, receives one line per finished step.
 	Progress func(string)
 }
@@ -213,6 +226,9 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
+	if o.PodConcurrency <= 0 {
+		o.PodConcurrency = DefaultPodConcurrency
+	}
 	if o.Pod.StartTimeout <= 0 {
 		o.Pod.StartTimeout = 2 * time.Minute
 	}
@@ -222,6 +238,7 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 		warnings []string
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, o.Concurrency)
+		podSem   = make(chan struct{}, o.PodConcurrency)
 	)
 	collect := func(got []target.Observation, err error, what string) {
 		mu.Lock()
@@ -240,8 +257,8 @@ func Run(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, plan 
 	}
 	for _, p := range plan.Pods {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+			podSem <- struct{}{}
+			defer func() { <-podSem }()
 			got, err := RunProbePod(ctx, kube, p, o.Pod)
 			collect(got, err, fmt.Sprintf("%s probe pod in %s", vantageOf(p.InMesh), p.Namespace))
 		})
