@@ -327,21 +327,18 @@ func firstBytes(ctx context.Context, w *world.World, ns, pod, addr string, wait 
 	case len(got) > 0:
 		return fmt.Sprintf("bytes %q", got)
 	}
-	if ne, ok := ctxErr(conn); ok {
-		return ne
-	}
-	return outcomeClosed
+	return silentOrClosed(conn)
 }
 
-// ctxErr tells silence (the read deadline passed) from a closed
+// silentOrClosed tells silence (the read deadline passed) from a closed
 // connection by reading once more with a deadline already past.
-func ctxErr(conn net.Conn) (string, bool) {
+func silentOrClosed(conn net.Conn) string {
 	_ = conn.SetReadDeadline(time.Now())
 	_, err := conn.Read(make([]byte, 1))
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return outcomeSilent, true
+		return outcomeSilent
 	}
-	return "", false
+	return outcomeClosed
 }
 
 // seedGrid creates the server pods, one Service, DestinationRule and port
