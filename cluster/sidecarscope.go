@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -50,9 +52,7 @@ func ConvertSidecar(sc *networkingv1.Sidecar) SidecarResource {
 	out := SidecarResource{Namespace: sc.Namespace, Name: sc.Name, CreatedAt: sc.CreationTimestamp.Time}
 	if ws := sc.Spec.GetWorkloadSelector(); ws != nil {
 		out.Selector = map[string]string{}
-		for k, v := range ws.GetLabels() {
-			out.Selector[k] = v
-		}
+		maps.Copy(out.Selector, ws.GetLabels())
 	}
 	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil {
 		out.OutboundTrafficPolicy = otp.GetMode().String()
@@ -83,16 +83,7 @@ func ConvertSidecar(sc *networkingv1.Sidecar) SidecarResource {
 // false when none applies (Istio's default scope: every visible service).
 func SelectSidecar(sidecars []SidecarResource, rootNamespace string, pod *Pod) (SidecarResource, bool) {
 	older := func(a, b *SidecarResource) bool {
-		if b == nil {
-			return true
-		}
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.Namespace < b.Namespace
+		return b == nil || cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.Name, b.Name), strings.Compare(a.Namespace, b.Namespace)) < 0
 	}
 	var selected, namespaceWide, root *SidecarResource
 	for i := range sidecars {
