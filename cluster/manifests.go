@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -771,10 +772,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 			namespaces[ns] = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{labelInjection: "enabled"}}}
 		}
 	}
-	nsList := make([]corev1.Namespace, 0, len(namespaces))
-	for _, ns := range namespaces {
-		nsList = append(nsList, ns)
-	}
+	nsList := slices.Collect(maps.Values(namespaces))
 
 	// Pods: the live ones the files do not replace, then the files'.
 	filePods := map[string]bool{}
