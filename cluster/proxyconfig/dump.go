@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,12 +85,7 @@ func Parse(data []byte) (*Dump, error) {
 			}
 		case typeClustersDump:
 			sawClusters = true
-			for _, s := range c.StaticClusters {
-				if s.Cluster != nil && s.Cluster.Name != "" {
-					d.Clusters[s.Cluster.Name] = s.Cluster
-				}
-			}
-			for _, s := range c.DynamicActiveClusters {
+			for _, s := range slices.Concat(c.StaticClusters, c.DynamicActiveClusters) {
 				if s.Cluster != nil && s.Cluster.Name != "" {
 					d.Clusters[s.Cluster.Name] = s.Cluster
 				}
@@ -130,12 +126,12 @@ type configEntry struct {
 			Listener *Listener `json:"listener"`
 		} `json:"active_state"`
 	} `json:"dynamic_listeners"`
-	StaticClusters []struct {
-		Cluster *Cluster `json:"cluster"`
-	} `json:"static_clusters"`
-	DynamicActiveClusters []struct {
-		Cluster *Cluster `json:"cluster"`
-	} `json:"dynamic_active_clusters"`
+	StaticClusters        []clusterEntry `json:"static_clusters"`
+	DynamicActiveClusters []clusterEntry `json:"dynamic_active_clusters"`
+}
+
+type clusterEntry struct {
+	Cluster *Cluster `json:"cluster"`
 }
 
 // Listener is envoy.config.listener.v3.Listener, the fields read.
