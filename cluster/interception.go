@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -125,10 +126,7 @@ func ParseInterception(annotations map[string]string) Interception {
 
 // inboundAlwaysExcluded are the injector's own exclusions with "*".
 func (ic Interception) inboundAlwaysExcluded(port uint32) bool {
-	status := ic.StatusPort
-	if status == 0 {
-		status = defaultStatusPort
-	}
+	status := cmp.Or(ic.StatusPort, defaultStatusPort)
 	return port == envoyPrometheusPort || port == envoyHealthPort || port == status
 }
 

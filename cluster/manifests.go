@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,12 +120,8 @@ type workloadPods struct {
 // Anything that is not a judgeable object becomes a warning naming the
 // file and line; only a path that cannot be read at all is an error.
 func ReadManifests(paths []string, stdin io.Reader, opts ManifestOptions) (*Manifests, error) {
-	if opts.DefaultNamespace == "" {
-		opts.DefaultNamespace = metav1.NamespaceDefault
-	}
-	if opts.IstioNamespace == "" {
-		opts.IstioNamespace = DefaultIstioNamespace
-	}
+	opts.DefaultNamespace = cmp.Or(opts.DefaultNamespace, metav1.NamespaceDefault)
+	opts.IstioNamespace = cmp.Or(opts.IstioNamespace, DefaultIstioNamespace)
 	m := newManifests(opts)
 	for _, p := range paths {
 		if p == "-" {
@@ -437,9 +434,7 @@ func (m *Manifests) addList(tm typeMeta, origin ManifestOrigin, lines lineIndex)
 
 // namespaced defaults an object's namespace as kubectl apply does.
 func (m *Manifests) namespaced(meta *metav1.ObjectMeta) {
-	if meta.Namespace == "" {
-		meta.Namespace = m.opts.DefaultNamespace
-	}
+	meta.Namespace = cmp.Or(meta.Namespace, m.opts.DefaultNamespace)
 }
 
 // record defaults a namespaced object's namespace, notes where the object

@@ -125,9 +125,7 @@ func egressHostMatches(entry, sidecarNamespace, serviceNamespace, host string) (
 	excluded := strings.HasPrefix(ns, "~")
 	if excluded {
 		ns = strings.TrimPrefix(ns, "~")
-		if ns == "" {
-			ns = "*"
-		}
+		ns = cmp.Or(ns, "*")
 	}
 	if ns == "." {
 		ns = sidecarNamespace
@@ -217,9 +215,7 @@ type OutboundListener struct {
 // (convertIstioListenerToWrapper selects from servicesExportedToNamespace).
 func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exported bool) OutboundListener {
 	out := OutboundListener{OutboundTrafficPolicy: inv.Mesh.OutboundTrafficPolicy}
-	if out.OutboundTrafficPolicy == "" {
-		out.OutboundTrafficPolicy = "ALLOW_ANY"
-	}
+	out.OutboundTrafficPolicy = cmp.Or(out.OutboundTrafficPolicy, "ALLOW_ANY")
 	if !exported {
 		out.Reason = fmt.Sprintf("%s is not exported to namespace %s: the client's proxy has no listener for it", d.Host, client.Namespace)
 		return out

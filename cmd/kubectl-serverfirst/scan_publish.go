@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,9 +73,7 @@ const minReportBytes = 4096
 func (p *publishFlags) complete(fl *pflag.FlagSet, root *rootOptions) error {
 	p.started = time.Now()
 	p.quitURL = root.hooks.sidecarQuitURL
-	if p.quitURL == "" {
-		p.quitURL = sidecarQuitURL
-	}
+	p.quitURL = cmp.Or(p.quitURL, sidecarQuitURL)
 	p.quit = root.inCluster
 	if fl.Changed("quit-sidecar") {
 		p.quit = p.quitSidecarFlag

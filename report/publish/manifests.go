@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -102,18 +103,10 @@ type JobOptions struct {
 }
 
 func (o *JobOptions) defaults() error {
-	if o.Namespace == "" {
-		o.Namespace = DefaultJobNamespace
-	}
-	if o.Schedule == "" {
-		o.Schedule = DefaultSchedule
-	}
-	if o.ReportName == "" {
-		o.ReportName = DefaultReportName
-	}
-	if o.IstioNamespace == "" {
-		o.IstioNamespace = "istio-system"
-	}
+	o.Namespace = cmp.Or(o.Namespace, DefaultJobNamespace)
+	o.Schedule = cmp.Or(o.Schedule, DefaultSchedule)
+	o.ReportName = cmp.Or(o.ReportName, DefaultReportName)
+	o.IstioNamespace = cmp.Or(o.IstioNamespace, "istio-system")
 	if o.ActiveDeadline <= 0 {
 		o.ActiveDeadline = 20 * time.Minute
 	}
@@ -273,10 +266,7 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 	var volumes []corev1.Volume
 	var mounts []corev1.VolumeMount
 	if o.MetricsFile != "" {
-		dir := o.MetricsFile[:strings.LastIndexByte(o.MetricsFile, '/')+1]
-		if dir == "" {
-			dir = "/"
-		}
+		dir := cmp.Or(o.MetricsFile[:strings.LastIndexByte(o.MetricsFile, '/')+1], "/")
 		volumes = append(volumes, corev1.Volume{Name: "metrics", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "metrics", MountPath: strings.TrimSuffix(dir, "/")})
 	}
