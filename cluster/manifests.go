@@ -875,12 +875,9 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 }
 
 func (m *Manifests) replacedByWorkload(p Pod) bool {
-	for _, w := range m.replaces {
-		if w.namespace == p.Namespace && !w.selector.Empty() && w.selector.Matches(labels.Set(p.Labels)) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(m.replaces, func(w workloadPods) bool {
+		return w.namespace == p.Namespace && !w.selector.Empty() && w.selector.Matches(labels.Set(p.Labels))
+	})
 }
 
 // mergeBy is base with the files' objects in place of those of the same key.

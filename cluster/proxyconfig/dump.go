@@ -284,19 +284,9 @@ func (p *Predicate) Matches(port uint16) bool {
 	case p == nil:
 		return false
 	case p.OrMatch != nil:
-		for _, r := range p.OrMatch.Rules {
-			if r.Matches(port) {
-				return true
-			}
-		}
-		return false
+		return slices.ContainsFunc(p.OrMatch.Rules, func(r *Predicate) bool { return r.Matches(port) })
 	case p.AndMatch != nil:
-		for _, r := range p.AndMatch.Rules {
-			if !r.Matches(port) {
-				return false
-			}
-		}
-		return true
+		return !slices.ContainsFunc(p.AndMatch.Rules, func(r *Predicate) bool { return !r.Matches(port) })
 	case p.NotMatch != nil:
 		return !p.NotMatch.Matches(port)
 	case p.AnyMatch != nil:
