@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 
@@ -57,12 +58,7 @@ func fixCell(f Finding) string {
 	return f.Fixes[0].Type
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
+func dash(s string) string { return cmp.Or(s, "-") }
 
 // proofCell summarises the evidence in a few words: "direct 2ms, mesh -".
 func proofCell(f Finding) string {

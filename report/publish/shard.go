@@ -2,6 +2,7 @@ package publish
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,12 +278,7 @@ func (st storedShard) remove(cm *corev1.ConfigMap) {
 	}
 }
 
-func (st storedShard) name() string {
-	if st.key != "" {
-		return st.key
-	}
-	return st.binaryKey
-}
+func (st storedShard) name() string { return cmp.Or(st.key, st.binaryKey) }
 
 // ShardsIn returns the shard payloads stored in a ConfigMap; keys that do
 // not decode are named in the error list rather than dropped silently.
