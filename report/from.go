@@ -178,8 +178,7 @@ func portID(m map[string]any) string {
 	}
 	n, _ := m["port"].(float64)
 	l4, _ := m["protocol"].(string)
-	l4 = cmp.Or(l4, "TCP")
-	return fmt.Sprintf("%d/%s", int64(n), l4)
+	return fmt.Sprintf("%d/%s", int64(n), cmp.Or(l4, "TCP"))
 }
 
 // contained says where want (the manifest as the report saw the object)
