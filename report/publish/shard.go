@@ -444,26 +444,8 @@ func fitShard(cm *corev1.ConfigMap, sh Shard, budget int) (PublishResult, error)
 			res.Trimmed = len(sorted) - k
 			return encode(t, true)
 		}
-		lo, hi := 0, len(sorted)
-		if out, size, err = at(0); err != nil {
+		if out, size, err = largestFit(len(sorted), budget, at); err != nil {
 			return res, err
-		}
-		if size <= budget {
-			for hi-lo > 1 {
-				mid := lo + (hi-lo)/2
-				_, s, err := at(mid)
-				if err != nil {
-					return res, err
-				}
-				if s <= budget {
-					lo = mid
-				} else {
-					hi = mid
-				}
-			}
-			if out, size, err = at(lo); err != nil {
-				return res, err
-			}
 		}
 		res.Notes = append(res.Notes, fmt.Sprintf("shard %d: %s", sh.Index, trimNote(res.Trimmed, len(sorted), budget)))
 	}
