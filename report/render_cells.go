@@ -74,14 +74,11 @@ func proofCell(f Finding) string {
 		if e.Vantage == target.VantageProxyConfig {
 			v = "config"
 		}
-		switch e.Outcome {
-		case "banner":
-			parts = append(parts, v+" "+ms(e.FirstByteMs))
-		case "silent":
-			parts = append(parts, v+" silent")
-		default:
-			parts = append(parts, v+" "+e.Outcome)
+		outcome := e.Outcome
+		if outcome == "banner" {
+			outcome = ms(e.FirstByteMs)
 		}
+		parts = append(parts, v+" "+outcome)
 	}
 	return strings.Join(parts, ", ")
 }
