@@ -124,8 +124,7 @@ func egressHostMatches(entry, sidecarNamespace, serviceNamespace, host string) (
 	ns, name, _ := strings.Cut(entry, "/")
 	excluded := strings.HasPrefix(ns, "~")
 	if excluded {
-		ns = strings.TrimPrefix(ns, "~")
-		ns = cmp.Or(ns, "*")
+		ns = cmp.Or(strings.TrimPrefix(ns, "~"), "*")
 	}
 	if ns == "." {
 		ns = sidecarNamespace
@@ -214,8 +213,7 @@ type OutboundListener struct {
 // Sidecar only imports what is exported to the namespace
 // (convertIstioListenerToWrapper selects from servicesExportedToNamespace).
 func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exported bool) OutboundListener {
-	out := OutboundListener{OutboundTrafficPolicy: inv.Mesh.OutboundTrafficPolicy}
-	out.OutboundTrafficPolicy = cmp.Or(out.OutboundTrafficPolicy, "ALLOW_ANY")
+	out := OutboundListener{OutboundTrafficPolicy: cmp.Or(inv.Mesh.OutboundTrafficPolicy, OutboundAllowAny)}
 	if !exported {
 		out.Reason = fmt.Sprintf("%s is not exported to namespace %s: the client's proxy has no listener for it", d.Host, client.Namespace)
 		return out
@@ -227,9 +225,7 @@ func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exp
 		return out
 	}
 	out.Sidecar = sc.Namespace + "/" + sc.Name
-	if sc.OutboundTrafficPolicy != "" {
-		out.OutboundTrafficPolicy = sc.OutboundTrafficPolicy
-	}
+	out.OutboundTrafficPolicy = cmp.Or(sc.OutboundTrafficPolicy, out.OutboundTrafficPolicy)
 	// The scope is built for the client's namespace: a namespace's own
 	// Sidecar lives there, and the root namespace's default is converted
 	// per proxy namespace, so its "./*" means the client's namespace

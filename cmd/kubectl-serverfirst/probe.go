@@ -351,8 +351,7 @@ func probeRow(r probe.Result) []string {
 		detail = probe.Sanitize([]byte(r.Error))
 	}
 	// Sanitised text: cut it without splitting an escape such as \x1b.
-	detail = safetext.Cut(detail, detailWidth)
-	detail = cmp.Or(detail, "-")
+	detail = cmp.Or(safetext.Cut(detail, detailWidth), "-")
 	protocol := cmp.Or(r.Protocol, "-")
 	return []string{probe.Sanitize([]byte(r.Target)), string(r.Outcome), protocol, connect,
 		formatMillis(r.FirstByteMs), detail}
