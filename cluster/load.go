@@ -63,7 +63,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	if len(scopes) == 0 {
 		scopes = []string{metav1.NamespaceAll}
 	}
-	l := &loader{ctx: ctx, c: c}
+	l := &loader{ctx: ctx, c: c, wholeLists: servesWholeListsFromCache(ctx, c.Kube)}
 	var (
 		wg                 sync.WaitGroup
 		namespaces         []corev1.Namespace
@@ -86,7 +86,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 
 	if len(opts.Namespaces) == 0 {
 		wg.Go(func() {
-			l.listKube("namespaces", "", c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.NamespaceList{} },
+			l.listKube("namespaces", "", c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.NamespaceList{} }, func() protoItem { return &corev1.Namespace{} },
 				func(obj runtime.Object) { namespaces = append(namespaces, *obj.(*corev1.Namespace)) })
 		})
 	} else {
@@ -108,7 +108,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 	}
 	for _, ns := range scopes {
 		wg.Go(func() {
-			l.listKube("services", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ServiceList{} }, func(obj runtime.Object) {
+			l.listKube("services", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ServiceList{} }, func() protoItem { return &corev1.Service{} }, func(obj runtime.Object) {
 				svc := ConvertService(obj.(*corev1.Service))
 				mu.Lock()
 				services = append(services, svc)
@@ -116,7 +116,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			})
 		})
 		wg.Go(func() {
-			l.listKube("endpointslices", ns, c.Kube.DiscoveryV1().RESTClient(), func() runtime.Object { return &discoveryv1.EndpointSliceList{} }, func(obj runtime.Object) {
+			l.listKube("endpointslices", ns, c.Kube.DiscoveryV1().RESTClient(), func() runtime.Object { return &discoveryv1.EndpointSliceList{} }, func() protoItem { return &discoveryv1.EndpointSlice{} }, func(obj runtime.Object) {
 				if b, ok := newSliceBackends(obj.(*discoveryv1.EndpointSlice)); ok {
 					mu.Lock()
 					endpointSlices = append(endpointSlices, b)
@@ -125,7 +125,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 			})
 		})
 		wg.Go(func() {
-			l.listKube("pods", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.PodList{} }, func(obj runtime.Object) {
+			l.listKube("pods", ns, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.PodList{} }, func() protoItem { return &corev1.Pod{} }, func(obj runtime.Object) {
 				p := newLoadedPod(obj.(*corev1.Pod))
 				mu.Lock()
 				pods = append(pods, p)
@@ -169,7 +169,7 @@ func Load(ctx context.Context, c Clients, opts LoadOptions) (*Inventory, error) 
 		wg.Go(func() { l.unmeshedElsewhere(&elsewhere, opts.Namespaces) })
 	}
 	wg.Go(func() {
-		l.listKube("configmaps", istioNS, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ConfigMapList{} }, func(obj runtime.Object) {
+		l.listKube("configmaps", istioNS, c.Kube.CoreV1().RESTClient(), func() runtime.Object { return &corev1.ConfigMapList{} }, func() protoItem { return &corev1.ConfigMap{} }, func(obj runtime.Object) {
 			cm := obj.(*corev1.ConfigMap)
 			if mesh, ok := cm.Data["mesh"]; ok && (cm.Name == "istio" || strings.HasPrefix(cm.Name, "istio-")) {
 				// Keep only what we read: the other ConfigMaps there (the
@@ -244,6 +244,9 @@ type loader struct {
 	// forbidden records, per resource, the scopes ("" = all namespaces)
 	// where a LIST was refused: one warning per resource, not per scope.
 	forbidden map[string][]string
+	// wholeLists: built-in resources are listed with one request each
+	// (load_stream.go), not in pages.
+	wholeLists bool
 }
 
 func (l *loader) page(fn func(metav1.ListOptions) (runtime.Object, error), each func(runtime.Object)) error {
@@ -252,14 +255,22 @@ func (l *loader) page(fn func(metav1.ListOptions) (runtime.Object, error), each 
 	return p.EachListItem(l.ctx, metav1.ListOptions{}, func(obj runtime.Object) error { each(obj); return nil })
 }
 
-// listKube pages through one built-in resource in one scope ("" = all
-// namespaces), decoding each page while the next is on its way. A big
+// listKube lists one built-in resource in one scope ("" = all
+// namespaces): with one request decoded as it arrives where the server
+// serves that from its watch cache (l.wholeLists, load_stream.go), else
+// in pages, decoding each page while the next is on its way. A big
 // LIST is a chain of requests, each waiting for the previous page's
 // continue token: read from the front of the protobuf body, it lets the
 // next request go out before the page is decoded (a few ms per 500 Pods,
 // 40 times over at 20,000). The requests are the typed client's: same
 // path, query and Accept header (protobuf, then JSON).
-func (l *loader) listKube(resource, ns string, rc rest.Interface, newList func() runtime.Object, each func(runtime.Object)) {
+func (l *loader) listKube(resource, ns string, rc rest.Interface, newList func() runtime.Object, newItem func() protoItem, each func(runtime.Object)) {
+	if l.wholeLists {
+		if err := l.streamList(resource, ns, rc, newList, newItem, each); err != nil {
+			l.fail(resource, ns, err)
+		}
+		return
+	}
 	fetch := func(ctx context.Context, o metav1.ListOptions) (listPage, string, error) {
 		res := rc.Get().NamespaceIfScoped(ns, ns != "").Resource(resource).
 			VersionedParams(&o, scheme.ParameterCodec).UseProtobufAsDefault().Do(ctx)

@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -114,5 +116,54 @@ func TestProtobufField(t *testing.T) {
 				t.Errorf("protobufField = %q, found %v, ok %v; want %q, %v, %v", got, found, ok, c.want, c.found, c.ok)
 			}
 		})
+	}
+}
+
+// TestDecodeListStream: a LIST response read item by item gives the items
+// the typed client's decoder gives, from protobuf and from JSON; a body
+// cut anywhere, or holding something else, is an error, never fewer items.
+func TestDecodeListStream(t *testing.T) {
+	pods := &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "42"}}
+	for i := range 5 {
+		pods.Items = append(pods.Items, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p-%d", i), Namespace: "ns", Labels: map[string]string{"app": "a"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}})
+	}
+	body := protobufBody(t, pods)
+	js, err := json.Marshal(pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(b []byte) ([]string, error) {
+		var names []string
+		err := decodeListStream(bufio.NewReader(bytes.NewReader(b)), func() runtime.Object { return &corev1.PodList{} }, func() protoItem { return &corev1.Pod{} },
+			func(obj runtime.Object) {
+				p := obj.(*corev1.Pod)
+				names = append(names, p.Namespace+"/"+p.Name+" "+p.Spec.Containers[0].Image+" "+p.Labels["app"])
+			})
+		return names, err
+	}
+	want := []string{"ns/p-0 busybox a", "ns/p-1 busybox a", "ns/p-2 busybox a", "ns/p-3 busybox a", "ns/p-4 busybox a"}
+	for name, b := range map[string][]byte{"protobuf": body, "json": js} {
+		got, err := read(b)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if got, err := read(protobufBody(t, &corev1.PodList{})); err != nil || len(got) != 0 {
+		t.Errorf("empty list: %q, %v", got, err)
+	}
+	// A cut inside the list fails; after it, between the envelope's
+	// last fields (its empty content encoding and type), the message
+	// is whole as far as protobuf can tell.
+	for n := range len(body) {
+		if got, err := read(body[:n]); err == nil && !slices.Equal(got, want) {
+			t.Errorf("cut at %d of %d: %d items, no error", n, len(body), len(got))
+		}
+	}
+	status := protobufBody(t, &metav1.Status{Status: metav1.StatusFailure, Message: "no"})
+	for name, b := range map[string][]byte{"status": status, "not a list": []byte("k8s\x00\x08\x01"), "field 0": []byte("k8s\x00\x00")} {
+		if got, err := read(b); err == nil {
+			t.Errorf("%s: %q, no error", name, got)
+		}
 	}
 }

@@ -1,9 +1,11 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -540,8 +542,10 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertInventory(t, inv, want)
-		// One LIST per resource type, nothing else: no discovery, no CRD check.
+		// One LIST per resource type, nothing else but the server's
+		// version (whole lists or pages): no discovery, no CRD check.
 		wantReqs := map[string]int{
+			"GET /version":                                       1,
 			"GET /api/v1/namespaces":                             1,
 			"GET /api/v1/services":                               1,
 			"GET /api/v1/pods":                                   1,
@@ -556,8 +560,11 @@ func TestLoad(t *testing.T) {
 			t.Errorf("requests = %v, want %v", got, wantReqs)
 		}
 		for _, u := range rc.urls {
-			if u.Query().Get("limit") != "500" {
-				t.Errorf("%s: no limit=500: every LIST must be paged", u)
+			// Built-in resources are listed whole (this server serves
+			// that from its watch cache, TestLoadPaging); Istio's in pages.
+			istio := strings.Contains(u.Path, ".istio.io/")
+			if got := u.Query().Get("limit"); istio && got != "500" || !istio && got != "" {
+				t.Errorf("%s: limit %q: Istio resources are paged at 500, built-in ones listed whole", u, got)
 			}
 		}
 		// Deterministic: a second Load is identical.
@@ -576,6 +583,7 @@ func TestLoad(t *testing.T) {
 		}
 		assertInventory(t, inv, only(want, []string{"shop"}, "istio-system"))
 		wantReqs := map[string]int{
+			"GET /version":                                                               1,
 			"GET /api/v1/namespaces/shop":                                                1,
 			"GET /api/v1/namespaces/shop/services":                                       1,
 			"GET /api/v1/namespaces/shop/pods":                                           1,
@@ -696,57 +704,115 @@ func TestLoadPaging(t *testing.T) {
 	})
 	must(t, err)
 
-	var rc requestCounter
-	inv, err := cluster.Load(ctx, clientsFor(t, rc.wrap(env.Config)), cluster.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// The server is Kubernetes 1.37, which serves a LIST without a limit
+	// from its watch cache: the built-in resources are listed whole. The
+	// same server reporting 1.30 gets pages of 500, as older servers do.
+	for _, c := range []struct {
+		name, reportVersion string
+		paged               bool
+	}{
+		{"whole lists", "", false},
+		{"pages on an older server", "v1.30.14", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var rc requestCounter
+			cfg := rc.wrap(env.Config)
+			if c.reportVersion != "" {
+				cfg = reportingVersion(cfg, c.reportVersion)
+			}
+			inv, err := cluster.Load(ctx, clientsFor(t, cfg), cluster.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(inv.Pods) != pods {
+				t.Fatalf("%d pods, want %d", len(inv.Pods), pods)
+			}
+			names := make([]string, len(inv.Pods))
+			for i, p := range inv.Pods {
+				names[i] = p.Name
+				if !p.InjectionIntended || p.HasSidecar || p.Namespace != "bulk" {
+					t.Fatalf("pod %+v", p)
+				}
+			}
+			if !sort.StringsAreSorted(names) || len(slices.Compact(slices.Clone(names))) != pods {
+				t.Errorf("pods are not sorted and unique")
+			}
+			podRequests := 1
+			if c.paged {
+				podRequests = 3 // 500 + 500 + 1
+			}
+			wantReqs := map[string]int{
+				"GET /version":                                       1,
+				"GET /api/v1/namespaces":                             1,
+				"GET /api/v1/services":                               1,
+				"GET /api/v1/pods":                                   podRequests,
+				"GET /apis/discovery.k8s.io/v1/endpointslices":       1,
+				"GET /apis/networking.istio.io/v1/serviceentries":    1,
+				"GET /apis/security.istio.io/v1/peerauthentications": 1,
+				"GET /apis/networking.istio.io/v1/destinationrules":  1,
+				"GET /apis/networking.istio.io/v1/sidecars":          1,
+				"GET /api/v1/namespaces/istio-system/configmaps":     1, // exactly 500: one page
+			}
+			if got := rc.snapshot(); !reflect.DeepEqual(got, wantReqs) {
+				t.Errorf("requests = %v, want %v", got, wantReqs)
+			}
+			continues := 0
+			for _, u := range rc.urls {
+				// The Istio CRDs are always paged.
+				wantLimit := "500"
+				if u.Path == "/version" || !c.paged && !strings.HasPrefix(u.Path, "/apis/networking.istio.io/") && !strings.HasPrefix(u.Path, "/apis/security.istio.io/") {
+					wantLimit = ""
+				}
+				if got := u.Query().Get("limit"); got != wantLimit {
+					t.Errorf("%s: limit %q, want %q", u, got, wantLimit)
+				}
+				if u.Query().Get("continue") != "" {
+					continues++
+				}
+			}
+			if want := map[bool]int{true: 2, false: 0}[c.paged]; continues != want {
+				t.Errorf("%d requests carried a continue token, want %d", continues, want)
+			}
+			total := 0
+			for _, n := range wantReqs {
+				total += n
+			}
+			if goal := (pods+configMaps+2+4)/500 + len(wantReqs); total > goal {
+				t.Errorf("%d requests, over the goal of %d", total, goal)
+			}
+		})
 	}
-	if len(inv.Pods) != pods {
-		t.Fatalf("%d pods, want %d", len(inv.Pods), pods)
-	}
-	names := make([]string, len(inv.Pods))
-	for i, p := range inv.Pods {
-		names[i] = p.Name
-		if !p.InjectionIntended || p.HasSidecar || p.Namespace != "bulk" {
-			t.Fatalf("pod %+v", p)
+}
+
+// reportingVersion is cfg with the API server's GET /version answer
+// rewritten to say version: the server as an older release would
+// present itself, the rest of its answers as they are.
+func reportingVersion(cfg *rest.Config, version string) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	inner := cfg.WrapTransport
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		if inner != nil {
+			rt = inner(rt)
 		}
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if err != nil || r.URL.Path != "/version" {
+				return resp, err
+			}
+			var info map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+				return nil, err
+			}
+			resp.Body.Close()
+			info["gitVersion"] = version
+			b, _ := json.Marshal(info)
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			resp.ContentLength = int64(len(b))
+			resp.Header.Del("Content-Length")
+			return resp, nil
+		})
 	}
-	if !sort.StringsAreSorted(names) || len(slices.Compact(slices.Clone(names))) != pods {
-		t.Errorf("pods are not sorted and unique")
-	}
-	wantReqs := map[string]int{
-		"GET /api/v1/namespaces":                             1,
-		"GET /api/v1/services":                               1,
-		"GET /api/v1/pods":                                   3, // 500 + 500 + 1
-		"GET /apis/discovery.k8s.io/v1/endpointslices":       1,
-		"GET /apis/networking.istio.io/v1/serviceentries":    1,
-		"GET /apis/security.istio.io/v1/peerauthentications": 1,
-		"GET /apis/networking.istio.io/v1/destinationrules":  1,
-		"GET /apis/networking.istio.io/v1/sidecars":          1,
-		"GET /api/v1/namespaces/istio-system/configmaps":     1, // exactly 500: one page
-	}
-	if got := rc.snapshot(); !reflect.DeepEqual(got, wantReqs) {
-		t.Errorf("requests = %v, want %v", got, wantReqs)
-	}
-	continues := 0
-	for _, u := range rc.urls {
-		if u.Query().Get("limit") != "500" {
-			t.Errorf("%s: not paged at 500", u)
-		}
-		if u.Query().Get("continue") != "" {
-			continues++
-		}
-	}
-	if continues != 2 {
-		t.Errorf("%d requests carried a continue token, want 2", continues)
-	}
-	total := 0
-	for _, n := range wantReqs {
-		total += n
-	}
-	if goal := (pods+configMaps+2+4)/500 + len(wantReqs); total > goal {
-		t.Errorf("%d requests, over the goal of %d", total, goal)
-	}
+	return cfg
 }
 
 // parallel runs f(0..n-1) on workers goroutines and returns the first error.

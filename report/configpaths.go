@@ -243,12 +243,28 @@ type clientProfile struct {
 	pod     *cluster.Pod
 	count   int
 	members []*cluster.Pod
-	byNS    map[string]int
+	// byNS counts the members by namespace, less the pods in less (a
+	// profile without some pods shares the whole profile's map): read
+	// it through namespaces.
+	byNS map[string]int
+	less map[string]int
+}
+
+// namespaces calls yield with each namespace that has members and their
+// number, in no order.
+func (c clientProfile) namespaces(yield func(ns string, n int)) {
+	for ns, n := range c.byNS {
+		if n -= c.less[ns]; n > 0 {
+			yield(ns, n)
+		}
+	}
 }
 
 // without is the profile less the given pods (a Service's own backends
 // are not its clients); ok is false when nothing is left. It costs the
-// size of skip, not of the profile.
+// size of skip, not of the profile: every Service port asks, and copying
+// the namespace counts of a profile that spans a big cluster each time
+// was most of report.Build's allocations.
 func (c clientProfile) without(skip []*cluster.Pod, profileOf map[*cluster.Pod]int, self int) (clientProfile, bool) {
 	var mine map[*cluster.Pod]bool
 	for _, p := range skip {
@@ -262,11 +278,12 @@ func (c clientProfile) without(skip []*cluster.Pod, profileOf map[*cluster.Pod]i
 	if len(mine) == 0 {
 		return c, true
 	}
-	out := clientProfile{count: c.count - len(mine), members: c.members, byNS: maps.Clone(c.byNS)}
+	out := clientProfile{count: c.count - len(mine), members: c.members, byNS: c.byNS, less: maps.Clone(c.less)}
+	if out.less == nil {
+		out.less = map[string]int{}
+	}
 	for p := range mine {
-		if out.byNS[p.Namespace]--; out.byNS[p.Namespace] == 0 {
-			delete(out.byNS, p.Namespace)
-		}
+		out.less[p.Namespace]++
 	}
 	for _, m := range c.members {
 		if !mine[m] {
@@ -337,9 +354,7 @@ func profileKey(inv *cluster.Inventory, p *cluster.Pod, nsMatters bool) string {
 func clientsWord(ps []clientProfile) string {
 	byNS := map[string]int{}
 	for _, p := range ps {
-		for ns, n := range p.byNS {
-			byNS[ns] += n
-		}
+		p.namespaces(func(ns string, n int) { byNS[ns] += n })
 	}
 	var parts []string
 	for _, ns := range slices.Sorted(maps.Keys(byNS)) {

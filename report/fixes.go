@@ -260,6 +260,10 @@ func serviceFix(fix Fix, svc cluster.Service, p cluster.ServicePort, set map[str
 	}
 	c := &Change{APIVersion: "v1", Kind: "Service", Namespace: svc.Namespace, Name: svc.Name,
 		Port: servicePortKey(p.Port, p.Protocol), Set: set, Was: nilIfEmpty(was)}
+	if manifest, ok := serviceManifest(svc, c); ok {
+		fix.Change, fix.Manifest = c, manifest
+		return fix
+	}
 	return withChange(fix, serviceObject(svc), c)
 }
 
@@ -456,27 +460,37 @@ func (j *judge) peerAuthenticationFix(f Finding, svc cluster.Service, meshPod *c
 	}
 	c := &Change{APIVersion: "security.istio.io/v1", Kind: "PeerAuthentication", Namespace: svc.Namespace,
 		Port: portKey, Set: map[string]string{"mode": "DISABLE"}}
-	var obj any
 	if existing != nil {
 		c.Name = existing.Name
 		if m, ok := existing.PortModes[uint32(port)]; ok {
 			c.Was = map[string]string{"mode": string(m)}
 		}
-		obj = peerAuthenticationObject(existing.Name, existing.Namespace, existing.Selector, existing.Mode, existing.PortModes)
 		fix.Notes = append(fix.Notes, fmt.Sprintf("extends the existing PeerAuthentication %s/%s: Istio applies only the oldest workload policy, a second one would be ignored", existing.Namespace, existing.Name))
-	} else {
-		if len(svc.Selector) == 0 {
-			return Fix{}, false
-		}
-		// One policy per workload, not per port: Istio applies only the
-		// oldest workload policy to a pod, so a second one for another
-		// port would be ignored. Fixes to several ports (or to Services
-		// with the same selector) share the name, and Plan merges them.
-		c.Name, c.Create = truncateLabel("serverfirst-"+j.selectorOwner(svc), 63), true
-		obj = peerAuthenticationObject(c.Name, svc.Namespace, svc.Selector, "", nil).
-			WithLabels(map[string]string{ManagedByLabel: ManagerName})
+		return withPeerAuthenticationChange(fix, c, false, existing.Selector, existing.Mode, existing.PortModes), true
 	}
-	return withChange(fix, obj, c), true
+	if len(svc.Selector) == 0 {
+		return Fix{}, false
+	}
+	// One policy per workload, not per port: Istio applies only the
+	// oldest workload policy to a pod, so a second one for another
+	// port would be ignored. Fixes to several ports (or to Services
+	// with the same selector) share the name, and Plan merges them.
+	c.Name, c.Create = truncateLabel("serverfirst-"+j.selectorOwner(svc), 63), true
+	return withPeerAuthenticationChange(fix, c, true, svc.Selector, "", nil), true
+}
+
+// withPeerAuthenticationChange is fix with c applied to the workload
+// policy c names (labelled as ours when managed), and its manifest.
+func withPeerAuthenticationChange(fix Fix, c *Change, managed bool, selector map[string]string, mode cluster.MTLSMode, portModes map[uint32]cluster.MTLSMode) Fix {
+	if manifest, ok := peerAuthenticationManifest(c.Name, c.Namespace, managed, selector, mode, portModes, c); ok {
+		fix.Change, fix.Manifest = c, manifest
+		return fix
+	}
+	obj := peerAuthenticationObject(c.Name, c.Namespace, selector, mode, portModes)
+	if managed {
+		obj.WithLabels(map[string]string{ManagedByLabel: ManagerName})
+	}
+	return withChange(fix, obj, c)
 }
 
 // selectorOwner is the first Service by name in svc's namespace with the

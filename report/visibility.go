@@ -184,9 +184,7 @@ func exportToFix(svc cluster.Service, mesh cluster.MeshConfig, clientNamespaces 
 func profileNamespaces(ps []clientProfile) []string {
 	set := map[string]bool{}
 	for _, p := range ps {
-		for ns := range p.byNS {
-			set[ns] = true
-		}
+		p.namespaces(func(ns string, _ int) { set[ns] = true })
 	}
 	return slices.Sorted(maps.Keys(set))
 }

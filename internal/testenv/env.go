@@ -320,6 +320,12 @@ func (e *Env) closeDone() {
 // server died (long-running users such as testcluster watch it).
 func (e *Env) Done() <-chan struct{} { return e.done }
 
+// PIDs are the process ids of the API server and etcd: a benchmark reads
+// their CPU time, the server's share of a request's cost.
+func (e *Env) PIDs() (apiserver, etcd int) {
+	return e.apiserver.cmd.Process.Pid, e.etcd.cmd.Process.Pid
+}
+
 // Stop kills the API server and etcd (whole process groups) and removes
 // Dir. It is safe to call more than once and from a t.Cleanup.
 func (e *Env) Stop() error {
