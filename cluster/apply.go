@@ -73,25 +73,21 @@ func (a Applier) Apply(ctx context.Context, obj any, dry bool) (types.UID, error
 	opts := metav1.ApplyOptions{FieldManager: a.FieldManager, Force: true, DryRun: dryRun(dry)}
 	switch o := obj.(type) {
 	case *corev1ac.ServiceApplyConfiguration:
-		got, err := a.Clients.Kube.CoreV1().Services(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
-		if err != nil {
-			return "", err
-		}
-		return got.UID, nil
+		return uidOf(a.Clients.Kube.CoreV1().Services(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts))
 	case *networkingac.ServiceEntryApplyConfiguration:
-		got, err := a.Clients.Istio.NetworkingV1().ServiceEntries(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
-		if err != nil {
-			return "", err
-		}
-		return got.UID, nil
+		return uidOf(a.Clients.Istio.NetworkingV1().ServiceEntries(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts))
 	case *securityac.PeerAuthenticationApplyConfiguration:
-		got, err := a.Clients.Istio.SecurityV1().PeerAuthentications(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts)
-		if err != nil {
-			return "", err
-		}
-		return got.UID, nil
+		return uidOf(a.Clients.Istio.SecurityV1().PeerAuthentications(ptr.Deref(o.Namespace, "")).Apply(ctx, o, opts))
 	}
 	return "", fmt.Errorf("fix does not apply a %T", obj)
+}
+
+// uidOf is the UID of what a typed Apply returned.
+func uidOf(got metav1.Object, err error) (types.UID, error) {
+	if err != nil {
+		return "", err
+	}
+	return got.GetUID(), nil
 }
 
 // Restore puts back the spec, labels and annotations an object had before

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strconv"
@@ -39,10 +40,7 @@ func SniffingListenerPorts(services []Service) map[uint32][]string {
 			if p.Protocol == "UDP" || !p.Resolved.Protocol.HTTPFamily() {
 				continue
 			}
-			name := p.Name
-			if name == "" {
-				name = "(unnamed)"
-			}
+			name := cmp.Or(p.Name, "(unnamed)")
 			out[uint32(p.Port)] = append(out[uint32(p.Port)], s.Namespace+"/"+s.Name+":"+name+" ("+string(p.Resolved.Protocol)+")")
 		}
 	}

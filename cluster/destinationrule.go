@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -89,9 +90,7 @@ func ConvertDestinationRule(dr *networkingv1.DestinationRule) DestinationRule {
 		// An empty matchLabels selects every workload but is still a
 		// selector: the rule stays private to its namespace.
 		out.Selector = map[string]string{}
-		for k, v := range ws.GetMatchLabels() {
-			out.Selector[k] = v
-		}
+		maps.Copy(out.Selector, ws.GetMatchLabels())
 	}
 	for _, s := range dr.Spec.GetSubsets() {
 		out.Subsets = append(out.Subsets, DestinationRuleSubset{Name: s.GetName(), Policy: convertTLSPolicy(s.GetTrafficPolicy())})
@@ -233,13 +232,7 @@ func NewDestinationRuleIndexFor(rules []DestinationRule, mesh MeshConfig) *Desti
 		if (a.Selector != nil) != (b.Selector != nil) {
 			return a.Selector != nil
 		}
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.Namespace < b.Namespace
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.Name, b.Name), strings.Compare(a.Namespace, b.Namespace)) < 0
 	})
 	idx := &DestinationRuleIndex{root: rootNamespace, namespaceLocal: map[string]*hostRules{}, exported: map[string]*hostRules{}, rootLocal: newHostRules()}
 	for _, r := range sorted {

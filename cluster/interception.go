@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -125,10 +126,7 @@ func ParseInterception(annotations map[string]string) Interception {
 
 // inboundAlwaysExcluded are the injector's own exclusions with "*".
 func (ic Interception) inboundAlwaysExcluded(port uint32) bool {
-	status := ic.StatusPort
-	if status == 0 {
-		status = defaultStatusPort
-	}
+	status := cmp.Or(ic.StatusPort, defaultStatusPort)
 	return port == envoyPrometheusPort || port == envoyHealthPort || port == status
 }
 
@@ -146,35 +144,34 @@ func parseInjectorPort(s string) (uint32, error) {
 // every comma-separated entry a port (an empty entry, "*" or a range
 // fails); an empty value is an empty list.
 func parseInjectorPorts(s string) ([]uint32, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, nil
-	}
-	var out []uint32
-	for _, e := range strings.Split(s, ",") {
-		p, err := parseInjectorPort(e)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return parseInjectorList(strings.TrimSpace(s), parseInjectorPort)
 }
 
 // parseInjectorCIDRs is the injector's validateCIDRList: every
 // comma-separated entry a prefix netip.ParsePrefix accepts (no spaces, no
 // "*"); an empty value is an empty list.
 func parseInjectorCIDRs(s string) ([]netip.Prefix, error) {
+	return parseInjectorList(s, func(e string) (netip.Prefix, error) {
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			return p, fmt.Errorf("%q is not a CIDR", e)
+		}
+		return p, nil
+	})
+}
+
+// parseInjectorList parses every comma-separated entry of s ("" is none).
+func parseInjectorList[T any](s string, parse func(string) (T, error)) ([]T, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var out []netip.Prefix
+	var out []T
 	for _, e := range strings.Split(s, ",") {
-		p, err := netip.ParsePrefix(e)
+		v, err := parse(e)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR", e)
+			return nil, err
 		}
-		out = append(out, p)
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -198,7 +195,7 @@ func InboundCaptured(pod *Pod, port uint32) (bool, string) {
 	case ic.InboundListed && slices.Contains(ic.InboundPorts, port):
 		return true, fmt.Sprintf("includeInboundPorts lists port %d", port)
 	case ic.InboundListed:
-		return false, fmt.Sprintf("includeInboundPorts %s does not list port %d", listPorts(ic.InboundPorts), port)
+		return false, fmt.Sprintf("includeInboundPorts %s does not list port %d", quotedList(ic.InboundPorts), port)
 	case ic.inboundAlwaysExcluded(port):
 		return false, fmt.Sprintf("port %d is the sidecar's own (the injector always excludes 15090, 15021 and the status port)", port)
 	case slices.Contains(ic.InboundExcluded, port):
@@ -246,24 +243,14 @@ func OutboundCaptured(pod *Pod, ip netip.Addr, port uint32) (bool, string) {
 			}
 		}
 	}
-	return false, fmt.Sprintf("includeOutboundIPRanges %s does not hold %s", listPrefixes(ic.OutboundIPRanges), ip)
+	return false, fmt.Sprintf("includeOutboundIPRanges %s does not hold %s", quotedList(ic.OutboundIPRanges), ip)
 }
 
-func listPorts(ps []uint32) string {
-	if len(ps) == 0 {
-		return `""`
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = strconv.FormatUint(uint64(p), 10)
-	}
-	return strconv.Quote(strings.Join(s, ","))
-}
-
-func listPrefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
+// quotedList is a list as its annotation would hold it: "80,443".
+func quotedList[T any](vs []T) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = fmt.Sprint(v)
 	}
 	return strconv.Quote(strings.Join(s, ","))
 }

@@ -3,11 +3,13 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -118,12 +120,8 @@ type workloadPods struct {
 // Anything that is not a judgeable object becomes a warning naming the
 // file and line; only a path that cannot be read at all is an error.
 func ReadManifests(paths []string, stdin io.Reader, opts ManifestOptions) (*Manifests, error) {
-	if opts.DefaultNamespace == "" {
-		opts.DefaultNamespace = metav1.NamespaceDefault
-	}
-	if opts.IstioNamespace == "" {
-		opts.IstioNamespace = DefaultIstioNamespace
-	}
+	opts.DefaultNamespace = cmp.Or(opts.DefaultNamespace, metav1.NamespaceDefault)
+	opts.IstioNamespace = cmp.Or(opts.IstioNamespace, DefaultIstioNamespace)
 	m := newManifests(opts)
 	for _, p := range paths {
 		if p == "-" {
@@ -436,9 +434,7 @@ func (m *Manifests) addList(tm typeMeta, origin ManifestOrigin, lines lineIndex)
 
 // namespaced defaults an object's namespace as kubectl apply does.
 func (m *Manifests) namespaced(meta *metav1.ObjectMeta) {
-	if meta.Namespace == "" {
-		meta.Namespace = m.opts.DefaultNamespace
-	}
+	meta.Namespace = cmp.Or(meta.Namespace, m.opts.DefaultNamespace)
 }
 
 // record defaults a namespaced object's namespace, notes where the object
@@ -771,10 +767,7 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 			namespaces[ns] = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{labelInjection: "enabled"}}}
 		}
 	}
-	nsList := make([]corev1.Namespace, 0, len(namespaces))
-	for _, ns := range namespaces {
-		nsList = append(nsList, ns)
-	}
+	nsList := slices.Collect(maps.Values(namespaces))
 
 	// Pods: the live ones the files do not replace, then the files'.
 	filePods := map[string]bool{}
@@ -882,12 +875,9 @@ func (m *Manifests) Inventory(base *Inventory) *Inventory {
 }
 
 func (m *Manifests) replacedByWorkload(p Pod) bool {
-	for _, w := range m.replaces {
-		if w.namespace == p.Namespace && !w.selector.Empty() && w.selector.Matches(labels.Set(p.Labels)) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(m.replaces, func(w workloadPods) bool {
+		return w.namespace == p.Namespace && !w.selector.Empty() && w.selector.Matches(labels.Set(p.Labels))
+	})
 }
 
 // mergeBy is base with the files' objects in place of those of the same key.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -231,9 +232,7 @@ func meshConfigFrom(maps []corev1.ConfigMap, istioNamespace string, warnings []s
 			warnings = append(warnings, fmt.Sprintf("ConfigMap %s/%s: %s", cm.Namespace, cm.Name, w))
 		}
 		mc.Source = cm.Namespace + "/" + cm.Name
-		if mc.RootNamespace == "" {
-			mc.RootNamespace = istioNamespace
-		}
+		mc.RootNamespace = cmp.Or(mc.RootNamespace, istioNamespace)
 		if len(maps) > 1 {
 			warnings = append(warnings, fmt.Sprintf("several mesh configs in %s; using %s for every workload", istioNamespace, mc.Source))
 		}

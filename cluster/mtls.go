@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"cmp"
 	"k8s.io/apimachinery/pkg/labels"
+	"strings"
 )
 
 // EffectiveMTLSMode is the inbound mTLS mode Istio applies to a workload
@@ -15,13 +17,7 @@ import (
 func EffectiveMTLSMode(policies []PeerAuthentication, rootNamespace, namespace string, podLabels map[string]string, port uint32) MTLSMode {
 	var mesh, ns, workload *PeerAuthentication
 	older := func(a, b *PeerAuthentication) bool {
-		if b == nil {
-			return true
-		}
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		return a.Name < b.Name
+		return b == nil || cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.Name, b.Name)) < 0
 	}
 	for i := range policies {
 		p := &policies[i]

@@ -38,19 +38,15 @@ func HasSidecar(pod *corev1.Pod) bool {
 // istio-injection value, even "disabled", shuts the revision webhook out).
 func NamespaceInjection(labels map[string]string) (enabled bool, revision string) {
 	if v, ok := labels[labelInjection]; ok {
-		return v == "enabled", defaultIfEnabled(v == "enabled")
+		if v == "enabled" {
+			return true, defaultRevisionDescription
+		}
+		return false, ""
 	}
 	if rev, ok := labels[labelRevision]; ok && rev != "" {
 		return true, rev
 	}
 	return false, ""
-}
-
-func defaultIfEnabled(enabled bool) string {
-	if enabled {
-		return defaultRevisionDescription
-	}
-	return ""
 }
 
 // ignoredNamespaces never get a sidecar, whatever their labels say (istio

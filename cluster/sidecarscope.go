@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -50,9 +52,7 @@ func ConvertSidecar(sc *networkingv1.Sidecar) SidecarResource {
 	out := SidecarResource{Namespace: sc.Namespace, Name: sc.Name, CreatedAt: sc.CreationTimestamp.Time}
 	if ws := sc.Spec.GetWorkloadSelector(); ws != nil {
 		out.Selector = map[string]string{}
-		for k, v := range ws.GetLabels() {
-			out.Selector[k] = v
-		}
+		maps.Copy(out.Selector, ws.GetLabels())
 	}
 	if otp := sc.Spec.GetOutboundTrafficPolicy(); otp != nil {
 		out.OutboundTrafficPolicy = otp.GetMode().String()
@@ -83,16 +83,7 @@ func ConvertSidecar(sc *networkingv1.Sidecar) SidecarResource {
 // false when none applies (Istio's default scope: every visible service).
 func SelectSidecar(sidecars []SidecarResource, rootNamespace string, pod *Pod) (SidecarResource, bool) {
 	older := func(a, b *SidecarResource) bool {
-		if b == nil {
-			return true
-		}
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.Namespace < b.Namespace
+		return b == nil || cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.Name, b.Name), strings.Compare(a.Namespace, b.Namespace)) < 0
 	}
 	var selected, namespaceWide, root *SidecarResource
 	for i := range sidecars {
@@ -133,10 +124,7 @@ func egressHostMatches(entry, sidecarNamespace, serviceNamespace, host string) (
 	ns, name, _ := strings.Cut(entry, "/")
 	excluded := strings.HasPrefix(ns, "~")
 	if excluded {
-		ns = strings.TrimPrefix(ns, "~")
-		if ns == "" {
-			ns = "*"
-		}
+		ns = cmp.Or(strings.TrimPrefix(ns, "~"), "*")
 	}
 	if ns == "." {
 		ns = sidecarNamespace
@@ -225,10 +213,7 @@ type OutboundListener struct {
 // Sidecar only imports what is exported to the namespace
 // (convertIstioListenerToWrapper selects from servicesExportedToNamespace).
 func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exported bool) OutboundListener {
-	out := OutboundListener{OutboundTrafficPolicy: inv.Mesh.OutboundTrafficPolicy}
-	if out.OutboundTrafficPolicy == "" {
-		out.OutboundTrafficPolicy = "ALLOW_ANY"
-	}
+	out := OutboundListener{OutboundTrafficPolicy: cmp.Or(inv.Mesh.OutboundTrafficPolicy, OutboundAllowAny)}
 	if !exported {
 		out.Reason = fmt.Sprintf("%s is not exported to namespace %s: the client's proxy has no listener for it", d.Host, client.Namespace)
 		return out
@@ -240,9 +225,7 @@ func OutboundListenerFor(inv *Inventory, client *Pod, d OutboundDestination, exp
 		return out
 	}
 	out.Sidecar = sc.Namespace + "/" + sc.Name
-	if sc.OutboundTrafficPolicy != "" {
-		out.OutboundTrafficPolicy = sc.OutboundTrafficPolicy
-	}
+	out.OutboundTrafficPolicy = cmp.Or(sc.OutboundTrafficPolicy, out.OutboundTrafficPolicy)
 	// The scope is built for the client's namespace: a namespace's own
 	// Sidecar lives there, and the root namespace's default is converted
 	// per proxy namespace, so its "./*" means the client's namespace

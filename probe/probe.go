@@ -103,28 +103,24 @@ func DefaultConcurrency() int {
 
 func (o Options) withDefaults() Options {
 	d := fixedDefaults()
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = d.ConnectTimeout
-	}
-	if o.BannerTimeout <= 0 {
-		o.BannerTimeout = d.BannerTimeout
-	}
+	positiveOr(&o.ConnectTimeout, d.ConnectTimeout)
+	positiveOr(&o.BannerTimeout, d.BannerTimeout)
 	if o.Concurrency <= 0 {
-		o.Concurrency = DefaultConcurrency()
+		o.Concurrency = DefaultConcurrency() // reads the open-files limit: only when needed
 	}
-	if o.PerIP <= 0 {
-		o.PerIP = d.PerIP
-	}
-	if o.PerIPPort <= 0 {
-		o.PerIPPort = d.PerIPPort
-	}
-	if o.MaxBannerBytes <= 0 {
-		o.MaxBannerBytes = d.MaxBannerBytes
-	}
-	if o.QuietGap <= 0 {
-		o.QuietGap = d.QuietGap
-	}
+	positiveOr(&o.PerIP, d.PerIP)
+	positiveOr(&o.PerIPPort, d.PerIPPort)
+	positiveOr(&o.MaxBannerBytes, d.MaxBannerBytes)
+	positiveOr(&o.QuietGap, d.QuietGap)
 	return o
+}
+
+// positiveOr sets *v to d unless it is positive (zero and negative mean
+// unset).
+func positiveOr[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // Outcome is what happened to one probe.

@@ -91,10 +91,8 @@ func ParsePort(s string) (int, error) {
 	if s == "" {
 		return 0, errors.New("missing port: want HOST:PORT")
 	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("port %q is not a number 1-65535", s)
-		}
+	if strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' }) {
+		return 0, fmt.Errorf("port %q is not a number 1-65535", s)
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 65535 {

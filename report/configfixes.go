@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -125,7 +126,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 		switch pv.Code {
 		case rulePlaintextIntoPermissive.Code, rulePlaintextIntoStrict.Code:
 			added = append(added, drTLSFix(rule, host, svc.Namespace, p.Port, cluster.TLSIstioMutual,
-				fmt.Sprintf("send mutual TLS to %s port %d: tls ISTIO_MUTUAL in DestinationRule %s", host, p.Port, orNew(rule)),
+				fmt.Sprintf("send mutual TLS to %s port %d: tls ISTIO_MUTUAL in DestinationRule %s", host, p.Port, cmp.Or(rule, "(new)")),
 				"the clients then send mTLS, which the server's sidecar terminates without waiting for the client's first bytes (DR ISTIO_MUTUAL + PA PERMISSIVE or STRICT works in Istio's own server-first tests); deleting the tls DISABLE does the same through auto mTLS"))
 			if pv.Code == rulePlaintextIntoPermissive.Code {
 				if fix, ok := j.peerAuthenticationFix(f, svc, meshPod); ok {
@@ -137,7 +138,7 @@ func (j *judge) configFixes(f Finding, svc cluster.Service, p cluster.ServicePor
 			}
 		case ruleMutualIntoDisabled.Code, ruleMutualIntoNoSidecar.Code:
 			added = append(added, drTLSFix(rule, host, svc.Namespace, p.Port, cluster.TLSDisable,
-				fmt.Sprintf("send plaintext to %s port %d: tls DISABLE in DestinationRule %s", host, p.Port, orNew(rule)),
+				fmt.Sprintf("send plaintext to %s port %d: tls DISABLE in DestinationRule %s", host, p.Port, cmp.Or(rule, "(new)")),
 				"the server side expects plaintext on this port; deleting the ISTIO_MUTUAL lets auto mTLS choose plaintext too"))
 		case ruleMTLSIntoUncaptured.Code:
 			added = append(added, drTLSFix("", host, svc.Namespace, p.Port, cluster.TLSDisable,
@@ -232,13 +233,6 @@ func outboundExclusionAlternative(f Finding) []Fix {
 			"every destination on that port, in the mesh or not, bypasses the clients' sidecars (no mTLS, no egress policy, no telemetry)",
 			"interception annotations are read when a pod is created: change the pod template and restart the pods",
 		}}}
-}
-
-func orNew(rule string) string {
-	if rule == "" {
-		return "(new)"
-	}
-	return rule
 }
 
 // podPortFixes declare an uncovered pod port or keep it from the sidecar.

@@ -627,13 +627,7 @@ func (j *judge) externalBypassPaths(f *Finding, addresses []string) {
 	if j.meshAbsent() {
 		return
 	}
-	ip := netip.Addr{}
-	for _, a := range addresses {
-		if parsed, err := netip.ParseAddr(a); err == nil {
-			ip = parsed
-			break
-		}
-	}
+	ip := firstIP(addresses)
 	var bypass []clientProfile
 	why := ""
 	for _, prof := range j.clients {
@@ -650,6 +644,17 @@ func (j *judge) externalBypassPaths(f *Finding, addresses []string) {
 	jd := ruleBypassExternal.with(clientsWord(bypass), why)
 	f.Paths = append(f.Paths, PathVerdict{Scenario: MeshToExternal, Verdict: jd.rule.Verdict, Code: jd.rule.Code, Reason: jd.reason, Clients: clientsWord(bypass)})
 	sort.SliceStable(f.Paths, func(a, b int) bool { return f.Paths[a].Verdict.Severity() < f.Paths[b].Verdict.Severity() })
+}
+
+// firstIP is the first of addresses that is an IP; the zero Addr (judged
+// by port alone) when none is.
+func firstIP(addresses []string) netip.Addr {
+	for _, a := range addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			return ip
+		}
+	}
+	return netip.Addr{}
 }
 
 // podPortFindings lists the server-first candidates among the container

@@ -73,14 +73,7 @@ func (j *judge) dynamicDNSServiceEntryPath(f *Finding, se cluster.ServiceEntry) 
 	if len(f.Hints) == 0 {
 		return
 	}
-	ip := netip.Addr{}
-	for _, a := range se.Addresses {
-		if parsed, err := netip.ParseAddr(a); err == nil {
-			ip = parsed
-			break
-		}
-	}
-	profs := j.dynamicDNSClients(nil, ip, uint32(f.Port))
+	profs := j.dynamicDNSClients(nil, firstIP(se.Addresses), uint32(f.Port))
 	if len(profs) == 0 {
 		return
 	}

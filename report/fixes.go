@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -540,10 +541,7 @@ func renameTitle(old, name, ref string) string {
 // destination goes: the mesh root namespace when the scan saw it, else the
 // first scanned namespace (a namespace that surely exists).
 func (j *judge) externalEntryNamespace() string {
-	root := j.inv.Mesh.RootNamespace
-	if root == "" {
-		root = cluster.DefaultIstioNamespace
-	}
+	root := cmp.Or(j.inv.Mesh.RootNamespace, cluster.DefaultIstioNamespace)
 	if len(j.inv.Namespaces) == 0 || slices.ContainsFunc(j.inv.Namespaces, func(ns cluster.Namespace) bool { return ns.Name == root }) {
 		return root
 	}

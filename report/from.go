@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -177,10 +178,7 @@ func portID(m map[string]any) string {
 	}
 	n, _ := m["port"].(float64)
 	l4, _ := m["protocol"].(string)
-	if l4 == "" {
-		l4 = "TCP"
-	}
-	return fmt.Sprintf("%d/%s", int64(n), l4)
+	return fmt.Sprintf("%d/%s", int64(n), cmp.Or(l4, "TCP"))
 }
 
 // contained says where want (the manifest as the report saw the object)

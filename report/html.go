@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
@@ -94,22 +95,13 @@ type htmlFix struct {
 	Lang string
 }
 
-// verdictClass is the CSS class of a verdict's badge.
-func verdictClass(v Verdict) string {
-	switch v {
-	case Deadlock:
-		return "v-deadlock"
-	case MTLSRejected:
-		return "v-mtls"
-	case Delayed, AtRisk:
-		return "v-amber"
-	case Unreachable:
-		return "v-unreachable"
-	case ClientFirst, OK:
-		return "v-ok"
-	}
-	return "v-unknown"
+// verdictClasses are the CSS classes of the verdicts' badges.
+var verdictClasses = map[Verdict]string{
+	Deadlock: "v-deadlock", MTLSRejected: "v-mtls", Delayed: "v-amber", AtRisk: "v-amber",
+	Unreachable: "v-unreachable", ClientFirst: "v-ok", OK: "v-ok",
 }
+
+func verdictClass(v Verdict) string { return cmp.Or(verdictClasses[v], "v-unknown") }
 
 func renderHTML(w io.Writer, r Report, o RenderOptions) error {
 	p := htmlPage{CSP: htmlCSP, Script: template.JS(htmlScript), Command: o.Command, Report: r, Total: len(r.Findings), Summary: strings.Split(strings.TrimSpace(summaryLine(r, 0, o)), "\n")}

@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -316,7 +317,7 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 		if !ok {
 			continue
 		}
-		i := pathIndex(f.Paths, scenarioOf(cp))
+		i := slices.IndexFunc(f.Paths, func(p PathVerdict) bool { return p.Scenario == scenarioOf(cp) })
 		if i < 0 {
 			if len(f.Paths) == 0 && f.Code != "" && f.Scenario != scenarioOf(cp) {
 				// Keep the finding's own judgement as its path, so the
@@ -344,15 +345,6 @@ func (j *judge) proxyConfigVerdict(f *Finding) {
 	sort.SliceStable(f.Paths, func(a, b int) bool { return f.Paths[a].Verdict.Severity() < f.Paths[b].Verdict.Severity() })
 	worst := f.Paths[0]
 	f.Verdict, f.Code, f.Reason, f.Scenario = worst.Verdict, worst.Code, worst.Reason, worst.Scenario
-}
-
-func pathIndex(paths []PathVerdict, sc Scenario) int {
-	for i, p := range paths {
-		if p.Scenario == sc {
-			return i
-		}
-	}
-	return -1
 }
 
 // ConfigText describes proxy-config evidence in a line: "client sidecar

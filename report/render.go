@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -28,9 +29,7 @@ type RenderOptions struct {
 
 // Render writes the report in one of Formats.
 func Render(w io.Writer, format string, r Report, o RenderOptions) error {
-	if o.Command == "" {
-		o.Command = "kubectl serverfirst"
-	}
+	o.Command = cmp.Or(o.Command, "kubectl serverfirst")
 	switch format {
 	case "json":
 		return writeJSON(w, r)

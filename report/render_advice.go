@@ -22,18 +22,8 @@ func summaryLine(r Report, hidden int, o RenderOptions) string {
 		fmt.Fprintf(&b, " %d unaffected not listed (-o wide or --show-ok lists them).", hidden)
 	}
 	b.WriteString("\n")
-	affected := 0
-	proven := 0
-	for _, f := range r.Findings {
-		if f.Verdict.Affected() {
-			affected++
-		}
-		if f.Verdict == Deadlock || f.Verdict == Delayed {
-			proven++
-		}
-	}
 	switch {
-	case affected == 0:
+	case !firstAffected(r).Affected():
 		b.WriteString("Nothing to fix.\n")
 	case fromFiles(r):
 		fmt.Fprintf(&b, "Next: change the manifests as each finding's fix says (-o yaml lists the fix manifests; %s explain %s)\n", o.Command, firstAffected(r))

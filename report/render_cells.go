@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 
@@ -57,12 +58,7 @@ func fixCell(f Finding) string {
 	return f.Fixes[0].Type
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
+func dash(s string) string { return cmp.Or(s, "-") }
 
 // proofCell summarises the evidence in a few words: "direct 2ms, mesh -".
 func proofCell(f Finding) string {
@@ -78,14 +74,11 @@ func proofCell(f Finding) string {
 		if e.Vantage == target.VantageProxyConfig {
 			v = "config"
 		}
-		switch e.Outcome {
-		case "banner":
-			parts = append(parts, v+" "+ms(e.FirstByteMs))
-		case "silent":
-			parts = append(parts, v+" silent")
-		default:
-			parts = append(parts, v+" "+e.Outcome)
+		outcome := e.Outcome
+		if outcome == "banner" {
+			outcome = ms(e.FirstByteMs)
 		}
+		parts = append(parts, v+" "+outcome)
 	}
 	return strings.Join(parts, ", ")
 }

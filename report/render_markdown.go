@@ -3,7 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/serverfirst/kubectl-serverfirst/probe/safetext"
@@ -51,9 +51,7 @@ func renderMarkdown(w io.Writer, r Report, o RenderOptions) error {
 	}
 	if len(r.Warnings) > 0 {
 		b.WriteString("## Warnings\n\n")
-		ws := append([]string{}, r.Warnings...)
-		sort.Strings(ws)
-		for _, w := range ws {
+		for _, w := range slices.Sorted(slices.Values(r.Warnings)) {
 			fmt.Fprintf(&b, "- %s\n", safetext.Markdown(w))
 		}
 		b.WriteString("\n")

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -135,10 +136,7 @@ func sarifResultFor(f Finding, ruleID string, ruleIndex int, o RenderOptions) sa
 	target := fmt.Sprintf("%s %s/%s port %d", f.Kind, f.Namespace, f.Name, f.Port)
 	text := fmt.Sprintf("%s: %s (%s): %s.", target, f.Verdict, f.Scenario, f.Reason)
 	md := fmt.Sprintf("**%s** `%s` (%s): %s.", f.Verdict, TargetName(f), f.Scenario, f.Reason)
-	explain := string(f.Verdict)
-	if f.Code != "" {
-		explain = string(f.Code)
-	}
+	explain := cmp.Or(string(f.Code), string(f.Verdict))
 	if len(f.Fixes) > 0 {
 		fix := f.Fixes[0]
 		text += " Fix: " + fix.Title + "."

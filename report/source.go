@@ -1,5 +1,7 @@
 package report
 
+import "slices"
+
 // Sources says where the objects behind targets came from (scan -f).
 type Sources interface {
 	// Source is "FILE#DOC" and the line of the port's entry; ok is false
@@ -24,10 +26,5 @@ func AttachSources(r *Report, sources Sources) {
 // fromFiles: some finding was read from a manifest (scan -f), where `fix`,
 // which reads the cluster, is not the next step.
 func fromFiles(r Report) bool {
-	for i := range r.Findings {
-		if r.Findings[i].Source != "" {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(r.Findings, func(f Finding) bool { return f.Source != "" })
 }

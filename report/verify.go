@@ -143,12 +143,7 @@ func (c PathCheck) Settled() bool {
 
 // AllSettled reports whether verification can stop.
 func AllSettled(checks []PathCheck) bool {
-	for _, c := range checks {
-		if !c.Settled() {
-			return false
-		}
-	}
-	return true
+	return !slices.ContainsFunc(checks, func(c PathCheck) bool { return !c.Settled() })
 }
 
 // evidenceWord is "banner 1.8ms", "silent", "reset".

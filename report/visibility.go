@@ -83,17 +83,11 @@ const FixExportTo = "export-to"
 // visibilityMatters: some Service or ServiceEntry is hidden from some
 // namespace, so a client's namespace decides what its proxy sees.
 func visibilityMatters(inv *cluster.Inventory) bool {
-	for _, s := range inv.Services {
-		if cluster.ExportRestricted(s.ExportTo, inv.Mesh.DefaultServiceExportTo) {
-			return true
-		}
+	restricted := func(exportTo []string) bool {
+		return cluster.ExportRestricted(exportTo, inv.Mesh.DefaultServiceExportTo)
 	}
-	for _, se := range inv.ServiceEntries {
-		if cluster.ExportRestricted(se.ExportTo, inv.Mesh.DefaultServiceExportTo) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(inv.Services, func(s cluster.Service) bool { return restricted(s.ExportTo) }) ||
+		slices.ContainsFunc(inv.ServiceEntries, func(se cluster.ServiceEntry) bool { return restricted(se.ExportTo) })
 }
 
 // notExportedWhy says why a Service is not in the clients' registry; the

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,12 +85,7 @@ func Parse(data []byte) (*Dump, error) {
 			}
 		case typeClustersDump:
 			sawClusters = true
-			for _, s := range c.StaticClusters {
-				if s.Cluster != nil && s.Cluster.Name != "" {
-					d.Clusters[s.Cluster.Name] = s.Cluster
-				}
-			}
-			for _, s := range c.DynamicActiveClusters {
+			for _, s := range slices.Concat(c.StaticClusters, c.DynamicActiveClusters) {
 				if s.Cluster != nil && s.Cluster.Name != "" {
 					d.Clusters[s.Cluster.Name] = s.Cluster
 				}
@@ -130,12 +126,12 @@ type configEntry struct {
 			Listener *Listener `json:"listener"`
 		} `json:"active_state"`
 	} `json:"dynamic_listeners"`
-	StaticClusters []struct {
-		Cluster *Cluster `json:"cluster"`
-	} `json:"static_clusters"`
-	DynamicActiveClusters []struct {
-		Cluster *Cluster `json:"cluster"`
-	} `json:"dynamic_active_clusters"`
+	StaticClusters        []clusterEntry `json:"static_clusters"`
+	DynamicActiveClusters []clusterEntry `json:"dynamic_active_clusters"`
+}
+
+type clusterEntry struct {
+	Cluster *Cluster `json:"cluster"`
 }
 
 // Listener is envoy.config.listener.v3.Listener, the fields read.
@@ -288,19 +284,9 @@ func (p *Predicate) Matches(port uint16) bool {
 	case p == nil:
 		return false
 	case p.OrMatch != nil:
-		for _, r := range p.OrMatch.Rules {
-			if r.Matches(port) {
-				return true
-			}
-		}
-		return false
+		return slices.ContainsFunc(p.OrMatch.Rules, func(r *Predicate) bool { return r.Matches(port) })
 	case p.AndMatch != nil:
-		for _, r := range p.AndMatch.Rules {
-			if !r.Matches(port) {
-				return false
-			}
-		}
-		return true
+		return !slices.ContainsFunc(p.AndMatch.Rules, func(r *Predicate) bool { return !r.Matches(port) })
 	case p.NotMatch != nil:
 		return !p.NotMatch.Matches(port)
 	case p.AnyMatch != nil:

@@ -3,6 +3,7 @@ package vantage
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/serverfirst/kubectl-serverfirst/cluster"
@@ -106,12 +107,7 @@ func worthProbing(s cluster.Service, p cluster.ServicePort, pods map[string]clus
 	if p.Resolved.Sniffed() || p.Resolved.Protocol.HTTPFamily() {
 		return true
 	}
-	for _, ref := range s.Backends {
-		if pod, ok := pods[ref.Namespace+"/"+ref.Name]; ok && pod.HasSidecar {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(s.Backends, func(ref cluster.PodRef) bool { return pods[ref.Namespace+"/"+ref.Name].HasSidecar })
 }
 
 // RunSelf probes every task from where the tool runs (passively: nothing is sent unless o.Payload

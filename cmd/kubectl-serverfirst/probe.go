@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -350,14 +351,8 @@ func probeRow(r probe.Result) []string {
 		detail = probe.Sanitize([]byte(r.Error))
 	}
 	// Sanitised text: cut it without splitting an escape such as \x1b.
-	detail = safetext.Cut(detail, detailWidth)
-	if detail == "" {
-		detail = "-"
-	}
-	protocol := r.Protocol
-	if protocol == "" {
-		protocol = "-"
-	}
+	detail = cmp.Or(safetext.Cut(detail, detailWidth), "-")
+	protocol := cmp.Or(r.Protocol, "-")
 	return []string{probe.Sanitize([]byte(r.Target)), string(r.Outcome), protocol, connect,
 		formatMillis(r.FirstByteMs), detail}
 }

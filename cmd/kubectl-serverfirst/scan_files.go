@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -38,12 +39,7 @@ func (f *fileFlags) add(cmd *cobra.Command) {
 // current context alone never make -f contact a cluster, so a CI job
 // with credentials around still judges just the files.
 func overlayWanted(cmd *cobra.Command) bool {
-	for _, name := range []string{"context", "kubeconfig", "server", "cluster"} {
-		if cmd.Flags().Changed(name) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc([]string{"context", "kubeconfig", "server", "cluster"}, cmd.Flags().Changed)
 }
 
 // validateFiles checks scan -f's flags: manifests are judged statically.

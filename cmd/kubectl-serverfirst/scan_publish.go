@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,10 +72,7 @@ const minReportBytes = 4096
 // whatever it returns.
 func (p *publishFlags) complete(fl *pflag.FlagSet, root *rootOptions) error {
 	p.started = time.Now()
-	p.quitURL = root.hooks.sidecarQuitURL
-	if p.quitURL == "" {
-		p.quitURL = sidecarQuitURL
-	}
+	p.quitURL = cmp.Or(root.hooks.sidecarQuitURL, sidecarQuitURL)
 	p.quit = root.inCluster
 	if fl.Changed("quit-sidecar") {
 		p.quit = p.quitSidecarFlag

@@ -311,26 +311,8 @@ func fitReport(cm *corev1.ConfigMap, r report.Report, markdown []byte, now time.
 			st.keep = k
 			return try()
 		}
-		lo, hi := 0, len(sorted) // invariant: hi does not fit (size > budget)
-		if out, size, err = keepAt(0); err != nil {
+		if out, size, err = largestFit(len(sorted), budget, keepAt); err != nil {
 			return PublishResult{}, err
-		}
-		if size <= budget {
-			for hi-lo > 1 {
-				mid := lo + (hi-lo)/2
-				_, s, err := keepAt(mid)
-				if err != nil {
-					return PublishResult{}, err
-				}
-				if s <= budget {
-					lo = mid
-				} else {
-					hi = mid
-				}
-			}
-			if out, size, err = keepAt(lo); err != nil {
-				return PublishResult{}, err
-			}
 		}
 	}
 	// 5. last resort: whatever report.md still costs.
@@ -448,6 +430,30 @@ func (st *fitState) apply(cm *corev1.ConfigMap) error {
 		cm.BinaryData = nil
 	}
 	return nil
+}
+
+// largestFit is at(k) for the largest k below n whose object fits the
+// budget, by bisection: sizes grow with k, and n findings are known not to
+// fit. When not even at(0) fits, it is at(0). The last call is at the k
+// returned, so the state at sets is that k's.
+func largestFit(n, budget int, at func(k int) (*corev1.ConfigMap, int, error)) (*corev1.ConfigMap, int, error) {
+	if out, size, err := at(0); err != nil || size > budget {
+		return out, size, err
+	}
+	lo, hi := 0, n // invariant: lo fits, hi does not
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		_, s, err := at(mid)
+		if err != nil {
+			return nil, 0, err
+		}
+		if s <= budget {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return at(lo)
 }
 
 // cutMarkdown keeps whole lines up to limit bytes and says what is missing.

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -102,18 +103,10 @@ type JobOptions struct {
 }
 
 func (o *JobOptions) defaults() error {
-	if o.Namespace == "" {
-		o.Namespace = DefaultJobNamespace
-	}
-	if o.Schedule == "" {
-		o.Schedule = DefaultSchedule
-	}
-	if o.ReportName == "" {
-		o.ReportName = DefaultReportName
-	}
-	if o.IstioNamespace == "" {
-		o.IstioNamespace = "istio-system"
-	}
+	o.Namespace = cmp.Or(o.Namespace, DefaultJobNamespace)
+	o.Schedule = cmp.Or(o.Schedule, DefaultSchedule)
+	o.ReportName = cmp.Or(o.ReportName, DefaultReportName)
+	o.IstioNamespace = cmp.Or(o.IstioNamespace, "istio-system")
 	if o.ActiveDeadline <= 0 {
 		o.ActiveDeadline = 20 * time.Minute
 	}
@@ -201,15 +194,19 @@ mesh is only AT-RISK. A powerful right: it reaches any port of any pod,
 around NetworkPolicy and mTLS. A RoleBinding per namespace instead of the
 ClusterRoleBinding narrows it (the scan warns where it is missing).`, PortForwardRoleName, PortForwardRules())
 	}
-	add(fmt.Sprintf(`The mesh config (ConfigMap istio or istio-<rev>) in %s. Without it the
-scan assumes Istio's defaults and says so.`, o.IstioNamespace), &rbacv1.Role{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
-		ObjectMeta: metav1.ObjectMeta{Name: MeshConfigRoleName, Namespace: o.IstioNamespace, Labels: labels(nil)}, Rules: MeshConfigRules()})
-	add("", &rbacv1.RoleBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: o.nameFor(MeshConfigRoleName), Namespace: o.IstioNamespace, Labels: labels(nil)},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: MeshConfigRoleName},
-		Subjects:   []rbacv1.Subject{sa}})
+	// A Role and its binding (named binding) to the scan's ServiceAccount.
+	addRole := func(comment, name, namespace, binding string, rules []rbacv1.PolicyRule) {
+		add(comment, &rbacv1.Role{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels(nil)}, Rules: rules})
+		add("", &rbacv1.RoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: binding, Namespace: namespace, Labels: labels(nil)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
+			Subjects:   []rbacv1.Subject{sa}})
+	}
+	addRole(fmt.Sprintf(`The mesh config (ConfigMap istio or istio-<rev>) in %s. Without it the
+scan assumes Istio's defaults and says so.`, o.IstioNamespace), MeshConfigRoleName, o.IstioNamespace, o.nameFor(MeshConfigRoleName), MeshConfigRules())
 	for _, name := range reports {
 		add(`The report: report.json, report.md, previous.json, updated (and note when
 something had to give to fit 1 MiB). Created here, empty, so the scan needs
@@ -217,15 +214,8 @@ only get and update on it: RBAC cannot limit "create" by name.`, &corev1.ConfigM
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.Namespace, Labels: labels(nil)}})
 	}
-	add("Write access to the report ConfigMap(s) only.", &rbacv1.Role{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
-		ObjectMeta: metav1.ObjectMeta{Name: WriterRoleName, Namespace: o.Namespace, Labels: labels(nil)},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: reports, Verbs: []string{"get", "update"}}}})
-	add("", &rbacv1.RoleBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: WriterRoleName, Namespace: o.Namespace, Labels: labels(nil)},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: WriterRoleName},
-		Subjects:   []rbacv1.Subject{sa}})
+	addRole("Write access to the report ConfigMap(s) only.", WriterRoleName, o.Namespace, WriterRoleName,
+		[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: reports, Verbs: []string{"get", "update"}}})
 	add(`The scan from a client with a sidecar (mesh-to-mesh and mesh-to-external
 evidence). The proxy starts before the scan, and the scan stops it when done
 (POST /quitquitquit) so the Job completes.`, o.cronJob(ScanCronJobName, o.ReportName, true))
@@ -276,10 +266,7 @@ func (o JobOptions) cronJob(name, reportName string, mesh bool) *batchv1.CronJob
 	var volumes []corev1.Volume
 	var mounts []corev1.VolumeMount
 	if o.MetricsFile != "" {
-		dir := o.MetricsFile[:strings.LastIndexByte(o.MetricsFile, '/')+1]
-		if dir == "" {
-			dir = "/"
-		}
+		dir := cmp.Or(o.MetricsFile[:strings.LastIndexByte(o.MetricsFile, '/')+1], "/")
 		volumes = append(volumes, corev1.Volume{Name: "metrics", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("16Mi"))}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "metrics", MountPath: strings.TrimSuffix(dir, "/")})
 	}

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -64,10 +65,7 @@ func NewMetrics() *Metrics {
 // Observe records a finished scan.
 func (m *Metrics) Observe(r report.Report, took time.Duration, finished time.Time) {
 	for _, f := range r.Findings {
-		sc := string(f.Scenario)
-		if sc == "" {
-			sc = NoScenario
-		}
+		sc := cmp.Or(string(f.Scenario), NoScenario)
 		m.findings.WithLabelValues(string(f.Verdict), sc).Inc()
 		seen := map[string]float64{}
 		for _, e := range f.Evidence {

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,12 +278,7 @@ func (st storedShard) remove(cm *corev1.ConfigMap) {
 	}
 }
 
-func (st storedShard) name() string {
-	if st.key != "" {
-		return st.key
-	}
-	return st.binaryKey
-}
+func (st storedShard) name() string { return cmp.Or(st.key, st.binaryKey) }
 
 // ShardsIn returns the shard payloads stored in a ConfigMap; keys that do
 // not decode are named in the error list rather than dropped silently.
@@ -448,26 +444,8 @@ func fitShard(cm *corev1.ConfigMap, sh Shard, budget int) (PublishResult, error)
 			res.Trimmed = len(sorted) - k
 			return encode(t, true)
 		}
-		lo, hi := 0, len(sorted)
-		if out, size, err = at(0); err != nil {
+		if out, size, err = largestFit(len(sorted), budget, at); err != nil {
 			return res, err
-		}
-		if size <= budget {
-			for hi-lo > 1 {
-				mid := lo + (hi-lo)/2
-				_, s, err := at(mid)
-				if err != nil {
-					return res, err
-				}
-				if s <= budget {
-					lo = mid
-				} else {
-					hi = mid
-				}
-			}
-			if out, size, err = at(lo); err != nil {
-				return res, err
-			}
 		}
 		res.Notes = append(res.Notes, fmt.Sprintf("shard %d: %s", sh.Index, trimNote(res.Trimmed, len(sorted), budget)))
 	}
