@@ -184,15 +184,11 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 	if f.AppProtocolTrap {
 		o.bool("appProtocolTrap", true)
 	}
-	if len(f.Hosts) > 0 {
-		o.strings("hosts", f.Hosts)
-	}
+	o.stringsOmit("hosts", f.Hosts)
 	o.bool("serverInMesh", f.ServerInMesh)
 	o.strOmit("mtlsMode", f.MTLSMode)
 	o.strings("hints", f.Hints)
-	if len(f.CollidesWith) > 0 {
-		o.strings("collidesWith", f.CollidesWith)
-	}
+	o.stringsOmit("collidesWith", f.CollidesWith)
 	if f.CollidesWithTotal > 0 {
 		o.int("collidesWithTotal", int64(f.CollidesWithTotal))
 	}
@@ -232,9 +228,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 		e.strOmit("side", ev.Side)
 		e.strOmit("scenario", string(ev.Scenario))
 		e.strOmit("listener", ev.Listener)
-		if len(ev.Inspectors) > 0 {
-			e.strings("inspectors", ev.Inspectors)
-		}
+		e.stringsOmit("inspectors", ev.Inspectors)
 		if ev.TimeoutMs != nil {
 			e.int("timeoutMs", *ev.TimeoutMs)
 		}
@@ -252,9 +246,7 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 		e.str("why", fix.Why)
 		e.strOmit("manifest", fix.Manifest)
 		e.strOmit("command", fix.Command)
-		if len(fix.Notes) > 0 {
-			e.strings("notes", fix.Notes)
-		}
+		e.stringsOmit("notes", fix.Notes)
 		if fix.WeakensSecurity {
 			e.bool("weakensSecurity", true)
 		}
@@ -273,16 +265,12 @@ func appendFinding(b []byte, f *Finding) ([]byte, error) {
 				o.strOmit("port", c.Port)
 				o.strMap("set", c.Set)
 				o.strMap("was", c.Was)
-				if len(c.Addresses) > 0 {
-					o.strings("addresses", c.Addresses)
-				}
+				o.stringsOmit("addresses", c.Addresses)
 			})
 		}
 		e.close()
 	}, f.Fixes == nil)
-	if len(f.Notes) > 0 {
-		o.strings("notes", f.Notes)
-	}
+	o.stringsOmit("notes", f.Notes)
 	o.strOmit("source", f.Source)
 	if f.SourceLine != 0 {
 		o.int("sourceLine", int64(f.SourceLine))
@@ -443,6 +431,13 @@ func (o *jsonObject) strMap(name string, m map[string]string) {
 			e.b = appendJSONString(e.b, m[k])
 		}
 	})
+}
+
+// stringsOmit is strings for a field with omitempty.
+func (o *jsonObject) stringsOmit(name string, list []string) {
+	if len(list) > 0 {
+		o.strings(name, list)
+	}
 }
 
 func (o *jsonObject) strings(name string, list []string) {
