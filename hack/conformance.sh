@@ -7,14 +7,8 @@
 #   hack/conformance.sh -run='^$' -fuzz=FuzzConvertProtocol -fuzztime=60s
 set -euo pipefail
 export PATH=$PATH:/usr/local/go/bin
+. "$(dirname "$0")/lib/gomod.sh"
 cd "$(dirname "$0")/../e2e/tools/conformance"
-# The module replaces ours with ../../.., so raising a requirement in the
-# root go.mod leaves this go.mod behind; say what to do instead of go's
-# terse "updates to go.mod needed".
-if ! go mod tidy -diff >/dev/null 2>&1; then
-  echo "conformance: warning: e2e/tools/conformance/go.mod is stale (the root go.mod changed);" >&2
-  echo "conformance: tidying it for this run; commit the result: (cd e2e/tools/conformance && go mod tidy)" >&2
-  go mod tidy
-fi
+tidy_if_stale conformance e2e/tools/conformance
 go vet ./...
 go test -count=1 "$@" ./...

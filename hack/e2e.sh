@@ -7,15 +7,9 @@
 #   hack/e2e.sh -run TestJob ./world/
 set -euo pipefail
 export PATH=$PATH:/usr/local/go/bin
+. "$(dirname "$0")/lib/gomod.sh"
 cd "$(dirname "$0")/../e2e"
-# The module replaces ours with .., so raising a requirement in the root
-# go.mod leaves this go.mod behind; say what to do instead of go's terse
-# "updates to go.mod needed".
-if ! go mod tidy -diff >/dev/null 2>&1; then
-  echo "e2e: warning: e2e/go.mod is stale (the root go.mod changed);" >&2
-  echo "e2e: tidying it for this run; commit the result: (cd e2e && go mod tidy)" >&2
-  go mod tidy
-fi
+tidy_if_stale e2e e2e
 go vet ./...
 if [ $# -eq 0 ]; then set -- ./...; fi
 go test -count=1 "$@"
