@@ -328,7 +328,9 @@ func (j *judge) servicePort(svc cluster.Service, p cluster.ServicePort) Finding 
 // HTTP is only suspect on a hint other than an image (strongHints): a
 // database's metrics port is HTTP.
 func (j *judge) externalToMeshRisk(f Finding, p cluster.ServicePort, strongHints bool, meshPod *cluster.Pod, targetPort int32, targetKnown bool) *judgement {
-	if meshPod != nil && targetKnown && j.unmeshed > 0 && (j.strictCandidate(f, p, strongHints) || j.externalToMeshCandidate(f, p, strongHints) || len(f.Hints) > 0 && p.Protocol == "TCP") {
+	// Both candidates below need hints on a TCP port; a port the server
+	// does not capture is fine for them whatever its mTLS mode.
+	if meshPod != nil && targetKnown && j.unmeshed > 0 && len(f.Hints) > 0 && p.Protocol == "TCP" {
 		if captured, why := cluster.InboundCaptured(meshPod, uint32(targetPort)); !captured {
 			jd := ruleUnmeshedUncaptured.with(j.unmeshedWho, "the server pod "+meshPod.Namespace+"/"+meshPod.Name, targetPort, why)
 			return &jd
