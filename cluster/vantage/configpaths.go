@@ -89,12 +89,12 @@ type configTask struct {
 	bypass, uncaptured string
 }
 
-// serverStage is the server side of a path: its sidecar's inbound
-// decision, or the port's escape from capture.
-func (t configTask) serverStage(sd *proxyconfig.Dump, tls bool) target.ConfigStage {
+// serverStage is the server side of a path for a connection from src:
+// its sidecar's inbound decision, or the port's escape from capture.
+func (t configTask) serverStage(sd *proxyconfig.Dump, src netip.AddrPort, tls bool) target.ConfigStage {
 	st := target.ConfigStage{Side: "server", Proxy: proxyName(*t.server), Port: t.inPort, ClientTLS: tls, Uncaptured: t.uncaptured}
 	if t.uncaptured == "" {
-		st.Decision = sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), tls)
+		st.Decision = sd.Inbound(t.serverDst, src, tls)
 	}
 	return st
 }
@@ -148,7 +148,7 @@ func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory
 			}
 			var stages []target.ConfigStage
 			if sd != nil {
-				stages = append(stages, t.serverStage(sd, false))
+				stages = append(stages, t.serverStage(sd, netip.AddrPortFrom(t.clientSrc, 0), false))
 			}
 			out = append(out, target.ConfigPath{Target: t.key, ServerInMesh: t.serverInMesh, Stages: stages,
 				Clients: "clients like " + proxyName(*t.client) + " (their connections skip the sidecar: " + t.bypass + ")"})
@@ -157,7 +157,8 @@ func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory
 			if cd == nil {
 				break
 			}
-			d := cd.Outbound(t.dst, netip.AddrPortFrom(t.clientSrc, 0))
+			src := netip.AddrPortFrom(t.clientSrc, 0)
+			d := cd.Outbound(t.dst, src)
 			stages := []target.ConfigStage{{Side: "client", Proxy: proxyName(*t.client), Port: t.clientPort, Decision: d}}
 			if sd != nil && d.Filter == "tcp_proxy" && d.Cluster != "BlackHoleCluster" && d.Undecided == "" {
 				// Auto mTLS speaks TLS to a sidecar endpoint unless the
@@ -168,14 +169,14 @@ func ConfigPaths(ctx context.Context, dumps *ConfigDumps, inv *cluster.Inventory
 				// The verdict grid saw plaintext arrive under auto mTLS
 				// and DISABLE (e2e/scenarios grid_test.go).
 				tls := d.UpstreamTLS == proxyconfig.UpstreamTLS ||
-					d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh && !sd.Inbound(t.serverDst, netip.AddrPortFrom(t.clientSrc, 0), true).NoChain
-				stages = append(stages, t.serverStage(sd, tls))
+					d.UpstreamTLS == proxyconfig.UpstreamAutoMTLS && t.serverInMesh && !sd.Inbound(t.serverDst, src, true).NoChain
+				stages = append(stages, t.serverStage(sd, src, tls))
 			}
 			out = append(out, target.ConfigPath{Target: t.key, ServerInMesh: t.serverInMesh, Stages: stages, Clients: "clients like " + proxyName(*t.client)})
 		}
 		if sd != nil && o.Outside {
 			out = append(out, target.ConfigPath{Target: t.key, Unmeshed: true, ServerInMesh: true, Clients: "clients without a sidecar",
-				Stages: []target.ConfigStage{t.serverStage(sd, false)}})
+				Stages: []target.ConfigStage{t.serverStage(sd, netip.AddrPort{}, false)}})
 		}
 	}
 	return out, warnings
@@ -198,6 +199,11 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 		if p.HasSidecar && p.Phase == "Running" {
 			meshNS[p.Namespace] = true
 		}
+	}
+	// A --from-pod outside the scanned namespaces: its address and its
+	// interception annotations still decide its paths.
+	if c := o.ClientPod; c != nil && pods[c.Namespace+"/"+c.Name] == nil {
+		pods[c.Namespace+"/"+c.Name] = c
 	}
 	firstMeshNS := ""
 	if len(meshNS) > 0 {
@@ -241,11 +247,7 @@ func planConfig(inv *cluster.Inventory, externals []target.ExternalTarget, o Con
 		if p == nil || p.Self {
 			return ""
 		}
-		pod := pods[p.Namespace+"/"+p.Pod]
-		if pod == nil && o.ClientPod != nil && o.ClientPod.Namespace == p.Namespace && o.ClientPod.Name == p.Pod {
-			pod = o.ClientPod
-		}
-		if pod != nil {
+		if pod := pods[p.Namespace+"/"+p.Pod]; pod != nil {
 			if captured, why := cluster.OutboundCaptured(pod, ip, uint32(port)); !captured {
 				return why
 			}
