@@ -3,7 +3,9 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -305,37 +307,32 @@ func (fx *fixture) gridProbe(t *testing.T, ctx context.Context, cells []gridCell
 	return out
 }
 
+// firstBytes dials addr from the pod and says what came first within
+// wait: the banner, other bytes, silence or a closed connection.
 func firstBytes(ctx context.Context, w *world.World, ns, pod, addr string, wait time.Duration) string {
 	conn, err := w.DialFrom(ctx, ns, pod, addr)
 	if err != nil {
-		return outcomeClosed
+		return "dial: " + err.Error()
 	}
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(wait))
 	var got []byte
 	b := make([]byte, 64)
 	for len(got) < 8 {
-		n, err := conn.Read(b)
+		var n int
+		n, err = conn.Read(b)
 		got = append(got, b[:n]...)
 		if err != nil {
 			break
 		}
 	}
+	var ne net.Error
 	switch {
 	case strings.HasPrefix(string(got), "SSH-"):
 		return outcomeBanner
 	case len(got) > 0:
 		return fmt.Sprintf("bytes %q", got)
-	}
-	return silentOrClosed(conn)
-}
-
-// silentOrClosed tells silence (the read deadline passed) from a closed
-// connection by reading once more with a deadline already past.
-func silentOrClosed(conn net.Conn) string {
-	_ = conn.SetReadDeadline(time.Now())
-	_, err := conn.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	case errors.As(err, &ne) && ne.Timeout():
 		return outcomeSilent
 	}
 	return outcomeClosed
@@ -366,14 +363,12 @@ func (fx *fixture) seedGrid(t *testing.T, ctx context.Context, cells []gridCell)
 	// most 16 ports): the -excl ones skip their ports in inbound capture.
 	var servicePorts []string
 	var refs []string
-	for _, server := range slices.Compact(slices.Sorted(func(yield func(string) bool) {
-		for _, c := range cells {
-			if !yield(c.server()) {
-				return
-			}
-		}
-	})) {
-		app, ex := server, strings.HasSuffix(server, "-excl")
+	excludes := map[string]bool{} // server pod -> its ports skip inbound capture
+	for _, c := range cells {
+		excludes[c.server()] = c.excluded
+	}
+	for _, app := range slices.Sorted(maps.Keys(excludes)) {
+		ex := excludes[app]
 		refs = append(refs, gridServerNS+"/"+app)
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: gridServerNS, Labels: map[string]string{"app": app}, Annotations: map[string]string{}},
