@@ -69,11 +69,8 @@ func drManifest(ns, name string, managed bool, host string, port int32, mode clu
 		}
 	}
 	var b strings.Builder
-	b.WriteString("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n")
-	if managed {
-		b.WriteString("  labels:\n    " + ManagedByLabel + ": " + ManagerName + "\n")
-	}
-	fmt.Fprintf(&b, "  name: %s\n  namespace: %s\nspec:\n  host: %s\n  trafficPolicy:\n    portLevelSettings:\n    - port:\n        number: %d\n      tls:\n        mode: %s\n", name, ns, host, port, mode)
+	writeManifestHead(&b, "networking.istio.io/v1", "DestinationRule", ns, name, managed)
+	fmt.Fprintf(&b, "  host: %s\n  trafficPolicy:\n    portLevelSettings:\n    - port:\n        number: %d\n      tls:\n        mode: %s\n", host, port, mode)
 	return b.String(), true
 }
 

@@ -72,11 +72,8 @@ func serviceManifest(svc cluster.Service, c *Change) (string, bool) {
 	}
 	var b strings.Builder
 	b.Grow(128 + 96*len(svc.Ports))
-	b.WriteString("apiVersion: v1\nkind: Service\nmetadata:\n  name: ")
-	b.WriteString(svc.Name)
-	b.WriteString("\n  namespace: ")
-	b.WriteString(svc.Namespace)
-	b.WriteString("\nspec:\n  ports:\n")
+	writeManifestHead(&b, "v1", "Service", svc.Namespace, svc.Name, false)
+	b.WriteString("  ports:\n")
 	for _, q := range svc.Ports {
 		name, appProtocol := q.Name, q.AppProtocol
 		if servicePortKey(q.Port, q.Protocol) == c.Port {
@@ -149,11 +146,7 @@ func peerAuthenticationManifest(name, namespace string, managed bool, selector m
 		return "", false
 	}
 	var b strings.Builder
-	b.WriteString("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n")
-	if managed {
-		b.WriteString("  labels:\n    " + ManagedByLabel + ": " + ManagerName + "\n")
-	}
-	b.WriteString("  name: " + name + "\n  namespace: " + namespace + "\nspec:\n")
+	writeManifestHead(&b, "security.istio.io/v1", "PeerAuthentication", namespace, name, managed)
 	if mode != cluster.MTLSUnset && mode != "" {
 		if !known(string(mode)) {
 			return "", false
@@ -178,4 +171,15 @@ func peerAuthenticationManifest(name, namespace string, managed bool, selector m
 		b.WriteString("      " + k + ": " + selector[k] + "\n")
 	}
 	return b.String(), true
+}
+
+// writeManifestHead writes what every directly written manifest starts
+// with, as toYAML orders it, up to "spec:": managed adds the label fix
+// --apply marks its own objects with.
+func writeManifestHead(b *strings.Builder, apiVersion, kind, namespace, name string, managed bool) {
+	b.WriteString("apiVersion: " + apiVersion + "\nkind: " + kind + "\nmetadata:\n")
+	if managed {
+		b.WriteString("  labels:\n    " + ManagedByLabel + ": " + ManagerName + "\n")
+	}
+	b.WriteString("  name: " + name + "\n  namespace: " + namespace + "\nspec:\n")
 }
