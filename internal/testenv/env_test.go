@@ -321,6 +321,9 @@ func TestStartFailureShowsLog(t *testing.T) {
 	if _, _, err := Binaries(""); err != nil {
 		StartForTest(t, Options{})
 	}
+	// A temp dir of this test's own: other packages' tests start servers
+	// in the shared one at the same time.
+	t.Setenv("TMPDIR", t.TempDir())
 	before := tempDirs(t)
 	_, err := Start(context.Background(), Options{NoIstioCRDs: true, ExtraAPIServerArgs: []string{"--no-such-flag=1"}})
 	if err == nil {
